@@ -1,0 +1,480 @@
+"""The math of Target Policy Optimization and its baselines.
+
+Conventions shared by every function here:
+
+* A *group* is the last dimension of a tensor: the K candidates sampled for
+  one context. Any leading dimensions are a batch of groups.
+* ``mask`` (bool, same shape) marks real candidates, so groups of unequal size
+  can be padded. Padded entries never enter a mean, a standard deviation or a
+  softmax.
+* Losses are minimised. Advantages, gates and targets carry no gradient.
+* Softmaxes are computed in float32 (float64 stays float64), whatever the
+  input precision.
+
+Per-sample losses (``reinforce_loss``, ``dg_loss``, ``ppo_loss``,
+``grpo_loss``) take one log-probability per sample, or one per token, and
+average over the unmasked entries.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+ZERO_STD = 1e-6
+"""A group whose score standard deviation is below this counts as zero-variance."""
+
+
+# --------------------------------------------------------------------------
+# Input checks: every public function says clearly what was wrong.
+# --------------------------------------------------------------------------
+
+
+def _check_tensor(name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype} "
+            f"(convert with {name}.float())"
+        )
+    return x
+
+
+def _check_group(name: str, x: torch.Tensor) -> None:
+    if x.dim() == 0:
+        raise ValueError(f"{name} must have a group dimension (last axis), got a scalar")
+    if x.shape[-1] == 0:
+        raise ValueError(f"{name} has an empty group: the last dimension (K candidates) is 0")
+
+
+def _check_same_shape(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if x.shape != ref.shape:
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)} but {ref_name} has shape {tuple(ref.shape)}; "
+            "they must match"
+        )
+
+
+def _check_mask(mask, ref_name: str, ref: torch.Tensor) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError("mask must be a bool torch.Tensor marking the real candidates")
+    _check_same_shape("mask", mask, ref_name, ref)
+    if ref.dim() > 0 and ref.shape[-1] > 0 and not mask.any(-1).all():
+        raise ValueError("mask leaves a group with every candidate masked out")
+    return mask
+
+
+def _check_finite(name: str, x: torch.Tensor, mask: torch.Tensor | None) -> None:
+    bad = ~torch.isfinite(x)
+    if mask is not None:
+        bad = bad & mask
+    if bad.any():
+        kind = "NaN" if torch.isnan(x[bad]).any() else "infinite"
+        raise ValueError(f"{name} contains {kind} values; scores and log-probs must be finite")
+
+
+def _check_eta(eta) -> float:
+    try:
+        eta = float(eta)
+    except (TypeError, ValueError):
+        raise TypeError(f"eta must be a positive number, got {eta!r}") from None
+    if not math.isfinite(eta) or eta <= 0:
+        raise ValueError(f"eta must be positive and finite, got {eta}")
+    return eta
+
+
+def _float32_or_wider(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision inputs are upcast so softmaxes and sums run in float32."""
+    return x.float() if torch.finfo(x.dtype).bits < 32 else x
+
+
+def _masked_mean(terms: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return terms.mean()
+    return terms.masked_fill(~mask, 0.0).sum() / mask.sum()
+
+
+# --------------------------------------------------------------------------
+# Scores -> standardised scores -> target
+# --------------------------------------------------------------------------
+
+
+def standardize_scores(
+    scores: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Within-group z-scores ``u_i = (s_i - mean(s)) / std(s)``.
+
+    Uses the population standard deviation. A group whose spread is
+    (numerically) zero, ``std < 1e-6``, maps to all zeros: equal scores carry
+    no preference. Masked-out entries are ignored and get ``u = 0``.
+
+    Why: ``(1, 0, -1)`` and ``(100, 0, -100)`` rank candidates the same, and
+    z-scores make both tilt the policy by the same amount.
+    """
+    _check_tensor("scores", scores)
+    if scores.dim() == 0:
+        raise ValueError("scores must have a group dimension, got a scalar")
+    if scores.shape[dim] == 0:
+        raise ValueError(f"scores has an empty group: dimension {dim} has size 0")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError("mask must be a bool torch.Tensor marking the real candidates")
+        _check_same_shape("mask", mask, "scores", scores)
+        if not mask.any(dim).all():
+            raise ValueError("mask leaves a group with every candidate masked out")
+    _check_finite("scores", scores, mask)
+    s = _float32_or_wider(scores)
+    if mask is None:
+        mean = s.mean(dim, keepdim=True)
+        std = s.std(dim, keepdim=True, correction=0)
+        centred = s - mean
+    else:
+        s = s.masked_fill(~mask, 0.0)
+        n = mask.sum(dim, keepdim=True)
+        mean = s.sum(dim, keepdim=True) / n
+        centred = (s - mean).masked_fill(~mask, 0.0)
+        std = (centred.square().sum(dim, keepdim=True) / n).sqrt()
+    flat = std < ZERO_STD
+    return torch.where(flat, torch.zeros_like(centred), centred / std.clamp_min(ZERO_STD))
+
+
+def _group_log_softmax(log_probs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``log softmax`` over the candidates of each group; padded entries get -inf."""
+    x = _float32_or_wider(log_probs)
+    if mask is not None:
+        x = x.masked_fill(~mask, -math.inf)
+    return torch.log_softmax(x, dim=-1)
+
+
+def _check_old_log_probs(old_log_probs: torch.Tensor, mask: torch.Tensor | None) -> None:
+    real = torch.ones_like(old_log_probs, dtype=torch.bool) if mask is None else mask
+    if torch.isnan(old_log_probs[real]).any() or (old_log_probs[real] == math.inf).any():
+        raise ValueError("old_log_probs contains NaN or +inf values")
+    alive = torch.isfinite(old_log_probs) & real
+    if not alive.any(-1).all():
+        raise ValueError(
+            "old_log_probs is -inf for every candidate of a group: the rollout policy "
+            "gives the whole group zero probability"
+        )
+
+
+def tpo_target(
+    old_log_probs: torch.Tensor,
+    scores: torch.Tensor,
+    eta: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TPO's target over each group: exponential tilting of the old group policy.
+
+    ``q_i = p_old_i exp(u_i / eta) / sum_j p_old_j exp(u_j / eta)``, i.e.
+    ``q = softmax(log_softmax(old_log_probs) + standardize(scores) / eta)``.
+
+    ``q`` is the unique maximiser over the simplex of
+    ``sum_i r_i u_i - eta KL(r || p_old)``: improve the expected score, but do
+    not move far from where the rollouts came from. ``eta -> inf`` gives
+    ``q -> p_old``; ``eta -> 0`` puts all mass on the best candidates.
+
+    ``old_log_probs`` are the candidates' (sequence) log-likelihoods under the
+    rollout policy and need not be normalised over the group. Masked-out
+    candidates get ``q = 0``. The result is detached: the target is frozen.
+    """
+    _check_tensor("old_log_probs", old_log_probs)
+    _check_tensor("scores", scores)
+    _check_group("old_log_probs", old_log_probs)
+    _check_same_shape("scores", scores, "old_log_probs", old_log_probs)
+    mask = _check_mask(mask, "old_log_probs", old_log_probs)
+    eta = _check_eta(eta)
+    _check_old_log_probs(old_log_probs, mask)
+    u = standardize_scores(scores, mask=mask)
+    logits = _group_log_softmax(old_log_probs.detach(), mask) + u / eta
+    return torch.softmax(logits, dim=-1).detach()
+
+
+def tpo_target_no_anchor(
+    scores: torch.Tensor, eta: float = 1.0, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Ablation: the target without the old policy, ``q_i ∝ exp(u_i / eta)``.
+
+    Dropping ``p_old`` means the target ignores where the policy stands: a
+    flat-score group pulls the policy towards uniform. The paper finds this
+    harmful.
+    """
+    _check_tensor("scores", scores)
+    _check_group("scores", scores)
+    mask = _check_mask(mask, "scores", scores)
+    eta = _check_eta(eta)
+    u = standardize_scores(scores, mask=mask)
+    if mask is not None:
+        u = u.masked_fill(~mask, -math.inf)
+    return torch.softmax(u / eta, dim=-1).detach()
+
+
+def tpo_loss(
+    log_probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy to the frozen target, averaged over groups.
+
+    ``L = -(1/G) sum_groups sum_i q_i log p_i`` with ``p = softmax(log_probs)``
+    over the candidates. Its gradient with respect to ``log_probs`` is exactly
+    ``(p - q) / G``: it vanishes once the policy matches the target, so extra
+    epochs on the same batch cannot overshoot.
+    """
+    _check_tensor("log_probs", log_probs)
+    _check_tensor("target", target)
+    _check_group("log_probs", log_probs)
+    _check_same_shape("target", target, "log_probs", log_probs)
+    mask = _check_mask(mask, "log_probs", log_probs)
+    _check_finite("log_probs", log_probs, mask)
+    _check_finite("target", target, mask)
+    if (target < 0).any():
+        raise ValueError("target has negative entries; it must be a distribution per group")
+    log_p = _group_log_softmax(log_probs, mask)
+    q = _float32_or_wider(target.detach())
+    terms = q * log_p
+    if mask is not None:
+        terms = terms.masked_fill(~mask, 0.0)
+    return -terms.sum(-1).mean()
+
+
+def group_pg_loss(
+    log_probs: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Ablation: same candidates and same ``u`` as TPO, scalar-weighted REINFORCE.
+
+    ``L = -(1/G) sum_groups sum_i u_i l_i``. Unlike TPO's ``p - q``, its
+    gradient does not shrink as the policy improves, so repeated epochs keep
+    pushing.
+    """
+    _check_tensor("log_probs", log_probs)
+    _check_group("log_probs", log_probs)
+    _check_same_shape("scores", scores, "log_probs", log_probs)
+    mask = _check_mask(mask, "log_probs", log_probs)
+    _check_finite("log_probs", log_probs, mask)
+    u = standardize_scores(scores, mask=mask)
+    terms = u * _float32_or_wider(log_probs)
+    if mask is not None:
+        terms = terms.masked_fill(~mask, 0.0)
+    return -terms.sum(-1).mean()
+
+
+# --------------------------------------------------------------------------
+# Per-sample baselines
+# --------------------------------------------------------------------------
+
+
+def _check_per_sample(log_probs, advantages, mask, *others):
+    _check_tensor("log_probs", log_probs)
+    _check_tensor("advantages", advantages)
+    if advantages.shape != log_probs.shape:
+        try:
+            torch.broadcast_shapes(advantages.shape, log_probs.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"advantages of shape {tuple(advantages.shape)} do not broadcast to "
+                f"log_probs of shape {tuple(log_probs.shape)}"
+            ) from None
+    for name, x in others:
+        _check_tensor(name, x)
+        _check_same_shape(name, x, "log_probs", log_probs)
+    if log_probs.numel() == 0:
+        raise ValueError("log_probs is empty: there are no samples to average over")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError("mask must be a bool torch.Tensor marking the real entries")
+        _check_same_shape("mask", mask, "log_probs", log_probs)
+        if not mask.any():
+            raise ValueError("mask marks no entry as real: nothing to average over")
+    _check_finite("log_probs", log_probs, mask)
+    _check_finite("advantages", advantages.expand_as(log_probs), mask)
+    return _float32_or_wider(log_probs), _float32_or_wider(advantages.detach())
+
+
+def reinforce_loss(
+    log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """REINFORCE / policy gradient: ``L = -A * log pi(a)``, ``A = r - b``.
+
+    The step size is whatever the advantage says: with a large learning rate or
+    several epochs on one batch it overshoots, with a small one it crawls.
+    """
+    l, a = _check_per_sample(log_probs, advantages, mask)
+    return _masked_mean(-a * l, mask)
+
+
+def dg_loss(
+    log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    eta: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Delightful Policy Gradient (Osband 2026): PG gated by "delight".
+
+    ``w = sigmoid(A * surprisal / eta)`` with ``surprisal = -log pi(a)``;
+    ``L = -(w * A) * log pi(a)``. Surprising successes count fully, surprising
+    failures are damped. Run one epoch per batch: it diverges with more.
+    """
+    l, a = _check_per_sample(log_probs, advantages, mask)
+    eta = _check_eta(eta)
+    gate = torch.sigmoid(a * (-l.detach()) / eta)
+    return _masked_mean(-(gate * a) * l, mask)
+
+
+def _clipped_surrogate(l, l_old, a, clip_eps):
+    ratio = torch.exp(l - l_old)
+    return torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+
+
+def _check_clip(clip_eps) -> float:
+    clip_eps = float(clip_eps)
+    if not (0 < clip_eps < 1):
+        raise ValueError(f"clip_eps must lie in (0, 1), got {clip_eps}")
+    return clip_eps
+
+
+def ppo_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float = 0.2,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """PPO's clipped surrogate, ``rho = exp(l - l_old)``:
+
+    ``L = -min(rho A, clip(rho, 1 - eps, 1 + eps) A)``.
+
+    Once the ratio leaves the trust region in the advantage's direction the
+    gradient is cut to zero, a hard brake rather than a target.
+    """
+    l, a = _check_per_sample(log_probs, advantages, mask, ("old_log_probs", old_log_probs))
+    clip_eps = _check_clip(clip_eps)
+    l_old = _float32_or_wider(old_log_probs.detach())
+    return _masked_mean(-_clipped_surrogate(l, l_old, a, clip_eps), mask)
+
+
+def kl_k3(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
+    """Per-sample k3 estimate of ``KL(pi || pi_ref)`` from samples of ``pi``:
+
+    ``exp(l_ref - l) - (l_ref - l) - 1`` (non-negative, unbiased), with the
+    log-ratio clamped to [-20, 20] for stability.
+    """
+    log_ratio = (ref_log_probs.detach() - log_probs).clamp(-20.0, 20.0)
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def grpo_advantages(
+    rewards: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8
+) -> torch.Tensor:
+    """GRPO's group-relative advantages ``(r - mean) / (std + 1e-8)`` over the last dim.
+
+    Population std, like TPO's standardisation, but with an additive epsilon
+    instead of a zero-variance rule (flat groups still get exactly zero).
+    """
+    _check_tensor("rewards", rewards)
+    _check_group("rewards", rewards)
+    mask = _check_mask(mask, "rewards", rewards)
+    _check_finite("rewards", rewards, mask)
+    r = _float32_or_wider(rewards)
+    if mask is None:
+        centred = r - r.mean(-1, keepdim=True)
+        std = r.std(-1, keepdim=True, correction=0)
+    else:
+        n = mask.sum(-1, keepdim=True)
+        mean = r.masked_fill(~mask, 0.0).sum(-1, keepdim=True) / n
+        centred = (r - mean).masked_fill(~mask, 0.0)
+        std = (centred.square().sum(-1, keepdim=True) / n).sqrt()
+    return centred / (std + eps)
+
+
+def grpo_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    beta: float = 0.04,
+    clip_eps: float = 0.2,
+    ref_log_probs: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """GRPO: PPO's clipped surrogate on group z-scored advantages plus a KL penalty.
+
+    ``L = -min(rho A, clip(rho) A) + beta * k3(l, l_ref)``, averaged over the
+    unmasked samples (or tokens). ``advantages`` come from
+    :func:`grpo_advantages` and broadcast against ``log_probs`` (one per
+    sequence, repeated over its tokens). The KL anchor ``l_ref`` defaults to
+    the rollout snapshot ``old_log_probs``. ``beta = 0`` is "GRPO (no KL)".
+    """
+    l, a = _check_per_sample(log_probs, advantages, mask, ("old_log_probs", old_log_probs))
+    clip_eps = _check_clip(clip_eps)
+    beta = float(beta)
+    if not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta must be a non-negative number, got {beta}")
+    l_old = _float32_or_wider(old_log_probs.detach())
+    terms = -_clipped_surrogate(l, l_old, a, clip_eps)
+    if beta > 0:
+        ref = l_old if ref_log_probs is None else _float32_or_wider(ref_log_probs)
+        terms = terms + beta * kl_k3(l, ref)
+    return _masked_mean(terms, mask)
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def sequence_log_probs(token_log_probs: torch.Tensor, mask: torch.Tensor | None = None):
+    """Sequence log-likelihoods ``log pi(y) = sum_t log pi(y_t | y_<t)`` over the last dim.
+
+    ``mask`` (bool, same shape) marks real tokens; padding contributes nothing.
+    """
+    _check_tensor("token_log_probs", token_log_probs)
+    if token_log_probs.dim() == 0:
+        raise ValueError("token_log_probs must have a token dimension (last axis)")
+    x = _float32_or_wider(token_log_probs)
+    if mask is None:
+        return x.sum(-1)
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError("mask must be a bool torch.Tensor marking the real tokens")
+    _check_same_shape("mask", mask, "token_log_probs", token_log_probs)
+    return x.masked_fill(~mask, 0.0).sum(-1)
+
+
+def group_policy(log_probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The policy restricted to a group, ``p_i = softmax(l)_i`` over the candidates."""
+    _check_tensor("log_probs", log_probs)
+    _check_group("log_probs", log_probs)
+    mask = _check_mask(mask, "log_probs", log_probs)
+    return _group_log_softmax(log_probs, mask).exp()
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q) = sum_i p_i log(p_i / q_i)`` over the last dim (0 log 0 = 0)."""
+    ratio = torch.where(p > 0, p * (p.log() - q.log()), torch.zeros_like(p))
+    return ratio.sum(-1)
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy ``-sum_i p_i log p_i`` over the last dim, in nats."""
+    return -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1)
+
+
+__all__ = [
+    "ZERO_STD",
+    "dg_loss",
+    "entropy",
+    "group_pg_loss",
+    "group_policy",
+    "grpo_advantages",
+    "grpo_loss",
+    "kl_divergence",
+    "kl_k3",
+    "ppo_loss",
+    "reinforce_loss",
+    "sequence_log_probs",
+    "standardize_scores",
+    "tpo_loss",
+    "tpo_target",
+    "tpo_target_no_anchor",
+]
