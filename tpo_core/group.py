@@ -1,0 +1,169 @@
+"""One scored group under the microscope: the target's anatomy and logit descent.
+
+Notebook 01 is built on these two functions. A *group* is K candidates with
+old probabilities ``p_old`` and raw scores ``s``; the policy restricted to the
+group is ``softmax(z)`` over free logits ``z``, started at ``log p_old``.
+
+* :func:`group_view` takes the group apart: ``u``, ``q`` and the TPO gradient.
+* :func:`descend_group` runs E epochs of plain gradient descent on ``z`` under
+  policy gradient, the PPO/GRPO clipped surrogate, or TPO, and records where
+  each goes. PG's loss has no minimum on the simplex (its gradient ``-A/K``
+  never shrinks), the clipped surrogate stops wherever its ratio leaves the
+  trust region, and TPO's loss is minimised exactly at ``q``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tpo_core.objectives import (
+    _check_eta,
+    entropy,
+    grpo_advantages,
+    grpo_loss,
+    kl_divergence,
+    reinforce_loss,
+    standardize_scores,
+    tpo_loss,
+    tpo_target,
+)
+
+DESCENT_METHODS = ("pg", "clipped", "tpo")
+"""Methods :func:`descend_group` knows: policy gradient with z-scored
+advantages, the PPO/GRPO clipped surrogate (eps = 0.2, no KL), and TPO."""
+
+
+def _as_probs(name: str, values) -> torch.Tensor:
+    x = torch.as_tensor(values, dtype=torch.float64)
+    if x.dim() != 1 or x.numel() < 2:
+        raise ValueError(
+            f"{name} must be a 1-D group of at least 2 candidates, got shape {tuple(x.shape)}"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} must be finite")
+    return x
+
+
+def _old_probs(p_old) -> torch.Tensor:
+    p = _as_probs("p_old", p_old)
+    if (p <= 0).any():
+        raise ValueError("p_old must be strictly positive on every candidate")
+    return p / p.sum()
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """Everything the group explorer draws, as float64 tensors of shape (K,)."""
+
+    p_old: torch.Tensor
+    u: torch.Tensor
+    q: torch.Tensor
+    gradient: torch.Tensor  # d loss / d logits at the snapshot: p_old - q
+
+    @property
+    def kl_q_p_old(self) -> float:
+        """How far the target moves the policy, ``KL(q || p_old)`` in nats."""
+        return float(kl_divergence(self.q, self.p_old))
+
+    @property
+    def entropy_q(self) -> float:
+        """The target's entropy in nats (``log K`` is uniform, 0 is one-hot)."""
+        return float(entropy(self.q))
+
+
+def group_view(p_old, scores, eta: float = 1.0, standardize: bool = True) -> GroupView:
+    """Take one group apart: ``u``, ``q = softmax(log p_old + u / eta)``, ``p_old - q``.
+
+    With ``standardize=False`` the raw scores are used as ``u``, to show what
+    z-scoring buys: scores (100, 0, -100) then give an almost one-hot target.
+    """
+    p = _old_probs(p_old)
+    s = _as_probs("scores", scores)
+    if s.shape != p.shape:
+        raise ValueError(f"scores has {s.numel()} candidates but p_old has {p.numel()}")
+    if standardize:
+        u = standardize_scores(s)
+        q = tpo_target(p.log(), s, eta)
+    else:
+        u = s
+        q = torch.softmax(p.log() + s / _check_eta(eta), -1)
+    return GroupView(p_old=p, u=u, q=q, gradient=p - q)
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Where gradient descent on one group's logits went, epoch by epoch.
+
+    ``probs`` is (E + 1, K), starting at ``p_old``; ``kl_to_target[e]`` is
+    ``KL(q || p_e)``; ``grad_norm[e]`` is the norm of the loss gradient taken
+    at epoch ``e`` (E values).
+    """
+
+    method: str
+    probs: torch.Tensor
+    kl_to_target: torch.Tensor
+    grad_norm: torch.Tensor
+
+
+def _group_loss(method: str, logits, log_p_old, q, advantages):
+    log_p = torch.log_softmax(logits, -1)
+    if method == "pg":
+        return reinforce_loss(log_p, advantages)
+    if method == "clipped":
+        return grpo_loss(log_p, log_p_old, advantages, beta=0.0, clip_eps=0.2)
+    return tpo_loss(logits, q)
+
+
+def descend_group(
+    p_old, scores, method: str, lr: float, epochs: int, eta: float = 1.0
+) -> Trajectory:
+    """Run ``epochs`` steps of ``z <- z - lr * grad L(z)`` from ``z = log p_old``.
+
+    ``method`` is one of :data:`DESCENT_METHODS`. All three see the same group
+    and the same z-scored scores ``u`` (as advantages for PG and the clipped
+    surrogate, through the frozen target ``q`` for TPO), and all losses are
+    averaged the library's way, so at the snapshot their gradients have
+    comparable size: PG's is ``-u / K``, TPO's ``p_old - q``.
+    """
+    if method not in DESCENT_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(DESCENT_METHODS)}")
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    view = group_view(p_old, scores, eta)
+    log_p_old = view.p_old.log()
+    advantages = grpo_advantages(_as_probs("scores", scores))
+    logits = log_p_old.clone()
+    probs, grad_norms = [view.p_old], []
+    for _ in range(epochs):
+        logits.requires_grad_(True)
+        loss = _group_loss(method, logits, log_p_old, view.q, advantages)
+        (grad,) = torch.autograd.grad(loss, logits)
+        logits = (logits.detach() - lr * grad).clamp(-1e4, 1e4)
+        probs.append(torch.softmax(logits, -1))
+        grad_norms.append(grad.norm())
+    probs = torch.stack(probs)
+    return Trajectory(
+        method=method,
+        probs=probs,
+        kl_to_target=kl_divergence(view.q.expand_as(probs), probs.clamp_min(1e-300)),
+        grad_norm=torch.stack(grad_norms),
+    )
+
+
+def random_group(k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reproducible example group: ``p_old ~ Dirichlet(2, ..., 2)`` and scores ``~ N(0, 1)``.
+
+    Scores are rounded to one decimal so they read well on a slider. A
+    Gamma(2) draw is the sum of two Exponential(1) draws, and normalised
+    Gamma draws are Dirichlet.
+    """
+    if not (isinstance(k, int) and k >= 2):
+        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    g = torch.Generator().manual_seed(seed)
+    gamma = -torch.log1p(-torch.rand(2, k, generator=g, dtype=torch.float64)).sum(0)
+    scores = torch.round(torch.randn(k, generator=g, dtype=torch.float64), decimals=1)
+    return gamma / gamma.sum(), scores

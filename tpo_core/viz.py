@@ -1,0 +1,136 @@
+"""Pure plotting functions: data in, plotly figure out (no widgets, no state).
+
+Every figure the notebooks show is built here, so it can be called from a
+test. The explorers in :mod:`tpo_core.widgets` wrap these figures in a
+``FigureWidget`` and update their traces in place.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tpo_core.group import GroupView, Trajectory
+
+COLORS = {
+    "p_old": "#9aa5b1",
+    "u": "#6c8ebf",
+    "q": "#e8710a",
+    "gradient": "#b5443b",
+    "target": "#e8710a",
+    "pg": "#1f77b4",
+    "clipped": "#7b4ea3",
+    "tpo": "#e8710a",
+}
+METHOD_LABELS = {"pg": "PG (z-scored A)", "clipped": "PPO/GRPO clipped", "tpo": "TPO"}
+KL_FLOOR = 1e-12
+"""KL values are floored here so the log axis can show a policy sitting on its target."""
+LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=60, b=40))
+
+
+def candidate_labels(k: int) -> list[str]:
+    return [f"y{i + 1}" for i in range(k)]
+
+
+def group_figure(view: GroupView, title: str | None = None) -> go.Figure:
+    """Bars of one group: ``p_old`` and ``q`` (top), ``u`` (middle), gradient ``p - q`` (bottom).
+
+    Trace names are ``p_old``, ``q``, ``u`` and ``gradient``, in that order.
+    """
+    x = candidate_labels(len(view.q))
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        row_heights=[0.5, 0.25, 0.25],
+        subplot_titles=(
+            "old policy p_old and target q",
+            "standardised score u",
+            "TPO gradient p - q at the snapshot",
+        ),
+    )
+    fig.add_bar(
+        x=x, y=view.p_old.tolist(), name="p_old", marker_color=COLORS["p_old"], row=1, col=1
+    )
+    fig.add_bar(x=x, y=view.q.tolist(), name="q", marker_color=COLORS["q"], row=1, col=1)
+    fig.add_bar(x=x, y=view.u.tolist(), name="u", marker_color=COLORS["u"], row=2, col=1)
+    fig.add_bar(
+        x=x,
+        y=view.gradient.tolist(),
+        name="gradient",
+        marker_color=COLORS["gradient"],
+        row=3,
+        col=1,
+    )
+    fig.update_layout(
+        barmode="group",
+        height=520,
+        title=title or group_title(view),
+        legend=dict(orientation="h", y=-0.08),
+        **LAYOUT,
+    )
+    fig.update_yaxes(range=[0, 1], row=1, col=1)
+    return fig
+
+
+def group_title(view: GroupView) -> str:
+    return f"KL(q ‖ p_old) = {view.kl_q_p_old:.3f} nats · entropy of q = {view.entropy_q:.3f} nats"
+
+
+def overshoot_series(trajectories: list[Trajectory], view: GroupView) -> list[tuple[list, list]]:
+    """The (x, y) data of every trace of :func:`overshoot_figure`, in trace order.
+
+    Per method: p(best) by epoch, KL(q ‖ p) by epoch (floored at ``KL_FLOOR``)
+    and the gradient norm by epoch; last, the target's p(best) as a line.
+    """
+    best = int(view.u.argmax())
+    epochs = len(trajectories[0].grad_norm)
+    steps = list(range(epochs + 1))
+    series = []
+    for traj in trajectories:
+        series.append((steps, traj.probs[:, best].tolist()))
+        series.append((steps, traj.kl_to_target.clamp_min(KL_FLOOR).tolist()))
+        series.append((steps[1:], traj.grad_norm.tolist()))
+    series.append(([0, epochs], [float(view.q[best])] * 2))
+    return series
+
+
+def overshoot_figure(trajectories: list[Trajectory], view: GroupView) -> go.Figure:
+    """Three panels over epochs: p(best candidate) against the target's, KL(q ‖ p), gradient norm.
+
+    One trace per method and panel, named by the method, in the order given;
+    the target's p(best) is a dashed line named ``target``.
+    """
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        horizontal_spacing=0.08,
+        subplot_titles=("p(best candidate)", "KL(q ‖ p): distance to the target", "gradient norm"),
+    )
+    series = iter(overshoot_series(trajectories, view))
+    for traj in trajectories:
+        style = dict(
+            mode="lines",
+            line_color=COLORS[traj.method],
+            legendgroup=traj.method,
+            name=METHOD_LABELS[traj.method],
+        )
+        for col in (1, 2, 3):
+            x, y = next(series)
+            fig.add_scatter(x=x, y=y, row=1, col=col, showlegend=col == 1, **style)
+    x, y = next(series)
+    fig.add_scatter(
+        x=x,
+        y=y,
+        mode="lines",
+        name="target",
+        line=dict(color=COLORS["target"], dash="dash"),
+        row=1,
+        col=1,
+    )
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_layout(height=380, legend=dict(orientation="h", y=-0.2), **LAYOUT)
+    return fig

@@ -1,0 +1,214 @@
+"""Explorers: ipywidgets controls wired to the figures of :mod:`tpo_core.viz`.
+
+Each explorer owns a plotly ``FigureWidget`` (attribute ``figure``) whose
+traces are updated in place on every control change, and displays itself as
+one widget box. All state lives in plain attributes, so a test (or a
+notebook without a widget front-end) can set a slider's ``value`` from
+Python and read the figure back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ipywidgets as w
+import plotly.graph_objects as go
+
+from tpo_core import viz
+from tpo_core.group import DESCENT_METHODS, GroupView, descend_group, group_view, random_group
+
+ETA_RANGE = (0.05, 20.0)
+LR_RANGE = (0.01, 100.0)
+
+
+def _log_slider(description: str, value: float, bounds: tuple[float, float]) -> w.FloatLogSlider:
+    return w.FloatLogSlider(
+        value=value,
+        base=10,
+        min=math.log10(bounds[0]),
+        max=math.log10(bounds[1]),
+        step=0.01,
+        description=description,
+        readout_format=".3g",
+        continuous_update=True,
+    )
+
+
+class _Explorer:
+    """Shared plumbing: display as ``self.widget``, redraw on any control change."""
+
+    widget: w.Widget
+
+    def _observe(self, *controls: w.Widget) -> None:
+        for control in controls:
+            control.observe(self._update, names="value")
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _update(self, change=None) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class GroupExplorer(_Explorer):
+    """Build a target by hand: K candidates, a slider per score, eta, z-scoring on/off.
+
+    The figure has bar traces ``p_old``, ``q``, ``u`` and ``gradient`` (the
+    TPO loss gradient ``p - q`` at the snapshot), and ``readout`` shows
+    ``KL(q || p_old)`` and the entropy of ``q``.
+    """
+
+    def __init__(self, k: int = 5, eta: float = 1.0, seed: int = 0):
+        self.seed = seed
+        self._draws = 0
+        self.p_old, scores = random_group(k, seed)
+        self.k_slider = w.IntSlider(value=k, min=2, max=16, description="K")
+        self.eta_slider = _log_slider("eta", eta, ETA_RANGE)
+        self.standardize_toggle = w.Checkbox(
+            value=True, description="standardise scores (z-scores)"
+        )
+        self.resample_button = w.Button(description="resample p_old", icon="refresh")
+        self.score_sliders = [self._score_slider(i, float(s)) for i, s in enumerate(scores)]
+        self.readout = w.HTML()
+        self.figure = go.FigureWidget(viz.group_figure(self.view))
+        self._score_box = w.VBox(self.score_sliders)
+        self.widget = w.HBox(
+            [
+                w.VBox(
+                    [
+                        self.k_slider,
+                        self.eta_slider,
+                        self.standardize_toggle,
+                        self.resample_button,
+                        w.HTML("<b>raw scores</b>"),
+                        self._score_box,
+                    ],
+                    layout=w.Layout(min_width="330px"),
+                ),
+                w.VBox([self.figure, self.readout]),
+            ]
+        )
+        self.k_slider.observe(self._resize, names="value")
+        self.resample_button.on_click(self._resample)
+        self._observe(self.eta_slider, self.standardize_toggle, *self.score_sliders)
+        self._update()
+
+    def _score_slider(self, i: int, value: float) -> w.FloatSlider:
+        return w.FloatSlider(value=value, min=-10, max=10, step=0.1, description=f"s(y{i + 1})")
+
+    @property
+    def scores(self) -> list[float]:
+        return [s.value for s in self.score_sliders]
+
+    @property
+    def view(self) -> GroupView:
+        return group_view(
+            self.p_old, self.scores, self.eta_slider.value, self.standardize_toggle.value
+        )
+
+    def target(self):
+        """The current target ``q`` (a float64 tensor over the K candidates)."""
+        return self.view.q
+
+    def _resample(self, _button=None) -> None:
+        self._draws += 1
+        self.p_old, _ = random_group(len(self.score_sliders), self.seed + 1000 * self._draws)
+        self._update()
+
+    def _resize(self, change) -> None:
+        k = change["new"]
+        self.p_old, new_scores = random_group(k, self.seed + 1000 * self._draws)
+        kept = self.score_sliders[:k]
+        added = [self._score_slider(i, float(new_scores[i])) for i in range(len(kept), k)]
+        self._observe(*added)
+        self.score_sliders = kept + added
+        self._score_box.children = self.score_sliders
+        self._update()
+
+    def _update(self, change=None) -> None:
+        view = self.view
+        x = viz.candidate_labels(len(view.q))
+        with self.figure.batch_update():
+            for trace, values in zip(
+                self.figure.data, (view.p_old, view.q, view.u, view.gradient), strict=True
+            ):
+                trace.x = x
+                trace.y = values.tolist()
+            self.figure.layout.title.text = viz.group_title(view)
+        self.readout.value = (
+            f"KL(q ‖ p_old) = <b>{view.kl_q_p_old:.4f}</b> nats &nbsp;·&nbsp; "
+            f"entropy of q = <b>{view.entropy_q:.4f}</b> nats "
+            f"(uniform: {math.log(len(view.q)):.4f})"
+        )
+
+
+class OvershootExplorer(_Explorer):
+    """Gradient descent on one group's logits under PG, the clipped surrogate and TPO.
+
+    Move ``lr_slider`` and ``epochs_slider``: PG's endpoint is set by
+    ``lr x epochs`` alone (too little undershoots, too much collapses onto one
+    candidate), the clipped surrogate stops wherever its ratio leaves
+    ``[0.8, 1.2]``, and TPO settles on its target ``q`` with a vanishing
+    gradient. ``trajectories`` maps each method to its :class:`Trajectory`.
+    """
+
+    def __init__(
+        self, k: int = 5, lr: float = 1.0, epochs: int = 20, eta: float = 1.0, seed: int = 0
+    ):
+        self.k = k
+        self.seed = seed
+        self.p_old, self.scores = random_group(k, seed)
+        self.lr_slider = _log_slider("lr", lr, LR_RANGE)
+        self.epochs_slider = w.IntSlider(value=epochs, min=1, max=50, description="epochs")
+        self.eta_slider = _log_slider("eta", eta, ETA_RANGE)
+        self.resample_button = w.Button(description="new group", icon="refresh")
+        self.readout = w.HTML()
+        self._run()
+        self.figure = go.FigureWidget(
+            viz.overshoot_figure(list(self.trajectories.values()), self.view)
+        )
+        controls = w.HBox(
+            [
+                w.VBox([self.lr_slider, self.epochs_slider]),
+                w.VBox([self.eta_slider, self.resample_button]),
+            ]
+        )
+        self.widget = w.VBox([controls, self.figure, self.readout])
+        self.resample_button.on_click(self._resample)
+        self._observe(self.lr_slider, self.epochs_slider, self.eta_slider)
+        self._update()
+
+    def _run(self) -> None:
+        self.view = group_view(self.p_old, self.scores, self.eta_slider.value)
+        self.trajectories = {
+            m: descend_group(
+                self.p_old,
+                self.scores,
+                m,
+                self.lr_slider.value,
+                self.epochs_slider.value,
+                self.eta_slider.value,
+            )
+            for m in DESCENT_METHODS
+        }
+
+    def _resample(self, _button=None) -> None:
+        self.seed += 1
+        self.p_old, self.scores = random_group(self.k, self.seed)
+        self._update()
+
+    def _update(self, change=None) -> None:
+        self._run()
+        series = viz.overshoot_series(list(self.trajectories.values()), self.view)
+        with self.figure.batch_update():
+            for trace, (x, y) in zip(self.figure.data, series, strict=True):
+                trace.x, trace.y = x, y
+        best = int(self.view.u.argmax())
+        ends = " · ".join(
+            f"{viz.METHOD_LABELS[m]}: p(best) = {t.probs[-1, best]:.3f}"
+            for m, t in self.trajectories.items()
+        )
+        self.readout.value = (
+            f"target q(best) = <b>{self.view.q[best]:.3f}</b> &nbsp;|&nbsp; "
+            f"after {self.epochs_slider.value} epochs: {ends}"
+        )
