@@ -238,3 +238,25 @@ def test_feedback_renders_without_the_solution():
     fb = exercises.check("01-tiny-variance", 0.0)
     assert "❌" in repr(fb) and "Not yet" in fb._repr_html_()
     assert exercises.solution("01-tiny-variance") not in fb._repr_html_()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_gradient_closed_forms_equal_autograd_of_library_losses(seed):
+    from tpo_core.group import group_gradient
+
+    p_old, scores = random_group(6, seed)
+    log_p_old = p_old.log()
+    q = group_view(p_old, scores).q
+    a = tc.grpo_advantages(scores)
+    # A point away from the snapshot, so some ratios sit outside the clip region.
+    g = torch.Generator().manual_seed(seed)
+    logits = log_p_old + 0.4 * torch.randn(6, generator=g, dtype=DOUBLE)
+    losses = {
+        "pg": lambda z: tc.reinforce_loss(torch.log_softmax(z, -1), a),
+        "clipped": lambda z: tc.grpo_loss(torch.log_softmax(z, -1), log_p_old, a, beta=0.0),
+        "tpo": lambda z: tc.tpo_loss(z, q),
+    }
+    for method, loss in losses.items():
+        z = logits.clone().requires_grad_()
+        (auto,) = torch.autograd.grad(loss(z), z)
+        torch.testing.assert_close(group_gradient(method, logits, log_p_old, q, a), auto)

@@ -22,11 +22,8 @@ from tpo_core.objectives import (
     _check_eta,
     entropy,
     grpo_advantages,
-    grpo_loss,
     kl_divergence,
-    reinforce_loss,
     standardize_scores,
-    tpo_loss,
     tpo_target,
 )
 
@@ -107,13 +104,34 @@ class Trajectory:
     grad_norm: torch.Tensor
 
 
-def _group_loss(method: str, logits, log_p_old, q, advantages):
-    log_p = torch.log_softmax(logits, -1)
+def group_gradient(method: str, logits, log_p_old, q, advantages, clip_eps: float = 0.2):
+    """Closed-form gradient of each method's loss with respect to the group logits ``z``.
+
+    With ``p = softmax(z)`` and ``d log p_i / dz = e_i - p``:
+
+    * ``pg``: loss ``-(1/K) sum_i A_i log p_i``; gradient ``-(A - p sum_i A_i) / K``,
+      which is ``-A / K`` for z-scored ``A`` (they sum to 0): constant, it never shrinks.
+    * ``clipped``: loss ``-(1/K) sum_i min(rho_i A_i, clip(rho_i) A_i)``,
+      ``rho = p / p_old``; candidate ``i`` contributes ``g_i = -rho_i A_i / K`` while
+      its ratio is inside the trust region in its advantage's direction, else 0;
+      gradient ``g - p sum_i g_i``.
+    * ``tpo``: loss ``-sum_i q_i log p_i``; gradient ``p - q``.
+
+    The tests check each against autograd through the library's own losses.
+    """
+    p = torch.softmax(logits, -1)
+    if method == "tpo":
+        return p - q
     if method == "pg":
-        return reinforce_loss(log_p, advantages)
-    if method == "clipped":
-        return grpo_loss(log_p, log_p_old, advantages, beta=0.0, clip_eps=0.2)
-    return tpo_loss(logits, q)
+        g = -advantages / advantages.shape[-1]
+    else:
+        ratio = torch.exp(torch.log_softmax(logits, -1) - log_p_old)
+        unclipped = torch.where(advantages > 0, ratio < 1 + clip_eps, ratio > 1 - clip_eps)
+        g = (
+            torch.where(unclipped, -ratio * advantages, torch.zeros_like(ratio))
+            / advantages.shape[-1]
+        )
+    return g - p * g.sum(-1, keepdim=True)
 
 
 def descend_group(
@@ -127,8 +145,20 @@ def descend_group(
     averaged the library's way, so at the snapshot their gradients have
     comparable size: PG's is ``-u / K``, TPO's ``p_old - q``.
     """
-    if method not in DESCENT_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(DESCENT_METHODS)}")
+    return descend_groups(p_old, scores, (method,), lr, epochs, eta)[method]
+
+
+def descend_groups(
+    p_old, scores, methods=DESCENT_METHODS, lr: float = 1.0, epochs: int = 20, eta: float = 1.0
+) -> dict[str, Trajectory]:
+    """:func:`descend_group` for several methods at once (one row of logits each).
+
+    Steps use :func:`group_gradient`'s closed forms, which keeps a 50-epoch
+    redraw of the overshoot explorer well inside a slider move's budget.
+    """
+    unknown = [m for m in methods if m not in DESCENT_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method {unknown!r}; choose from {', '.join(DESCENT_METHODS)}")
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not lr > 0:
@@ -136,22 +166,24 @@ def descend_group(
     view = group_view(p_old, scores, eta)
     log_p_old = view.p_old.log()
     advantages = grpo_advantages(_as_probs("scores", scores))
-    logits = log_p_old.clone()
-    probs, grad_norms = [view.p_old], []
+    logits = log_p_old.repeat(len(methods), 1)
+    probs, grad_norms = [torch.softmax(logits, -1)], []
     for _ in range(epochs):
-        logits.requires_grad_(True)
-        loss = _group_loss(method, logits, log_p_old, view.q, advantages)
-        (grad,) = torch.autograd.grad(loss, logits)
-        logits = (logits.detach() - lr * grad).clamp(-1e4, 1e4)
+        grad = torch.stack(
+            [
+                group_gradient(m, row, log_p_old, view.q, advantages)
+                for m, row in zip(methods, logits, strict=True)
+            ]
+        )
+        logits = (logits - lr * grad).clamp(-1e4, 1e4)
         probs.append(torch.softmax(logits, -1))
-        grad_norms.append(grad.norm())
-    probs = torch.stack(probs)
-    return Trajectory(
-        method=method,
-        probs=probs,
-        kl_to_target=kl_divergence(view.q.expand_as(probs), probs.clamp_min(1e-300)),
-        grad_norm=torch.stack(grad_norms),
-    )
+        grad_norms.append(grad.norm(dim=-1))
+    probs, grad_norms = torch.stack(probs, 1), torch.stack(grad_norms, 1)
+    kl = kl_divergence(view.q.expand_as(probs), probs.clamp_min(1e-300))
+    return {
+        m: Trajectory(method=m, probs=probs[i], kl_to_target=kl[i], grad_norm=grad_norms[i])
+        for i, m in enumerate(methods)
+    }
 
 
 def random_group(k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

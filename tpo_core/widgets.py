@@ -15,7 +15,7 @@ import ipywidgets as w
 import plotly.graph_objects as go
 
 from tpo_core import viz
-from tpo_core.group import DESCENT_METHODS, GroupView, descend_group, group_view, random_group
+from tpo_core.group import DESCENT_METHODS, GroupView, descend_groups, group_view, random_group
 
 ETA_RANGE = (0.05, 20.0)
 LR_RANGE = (0.01, 100.0)
@@ -180,17 +180,14 @@ class OvershootExplorer(_Explorer):
 
     def _run(self) -> None:
         self.view = group_view(self.p_old, self.scores, self.eta_slider.value)
-        self.trajectories = {
-            m: descend_group(
-                self.p_old,
-                self.scores,
-                m,
-                self.lr_slider.value,
-                self.epochs_slider.value,
-                self.eta_slider.value,
-            )
-            for m in DESCENT_METHODS
-        }
+        self.trajectories = descend_groups(
+            self.p_old,
+            self.scores,
+            DESCENT_METHODS,
+            self.lr_slider.value,
+            self.epochs_slider.value,
+            self.eta_slider.value,
+        )
 
     def _resample(self, _button=None) -> None:
         self.seed += 1
