@@ -260,3 +260,22 @@ def test_group_gradient_closed_forms_equal_autograd_of_library_losses(seed):
         z = logits.clone().requires_grad_()
         (auto,) = torch.autograd.grad(loss(z), z)
         torch.testing.assert_close(group_gradient(method, logits, log_p_old, q, a), auto)
+
+
+@pytest.mark.parametrize("eta", [0.05, 0.3, 1.0, 7.0])
+def test_mirror_ascent_finds_the_tpo_target(eta):
+    from tpo_core.group import maximise_kl_objective
+
+    p_old, scores = random_group(6, seed=9)
+    view = group_view(p_old, scores, eta)
+    torch.testing.assert_close(maximise_kl_objective(p_old, view.u, eta), view.q, atol=1e-6, rtol=0)
+
+
+def test_targets_figure_has_one_trace_per_target():
+    views = {
+        "z": group_view([0.5, 0.5], [1.0, 0.0]),
+        "raw": group_view([0.5, 0.5], [1.0, 0.0], standardize=False),
+    }
+    fig = viz.targets_figure(views)
+    assert [t.name for t in fig.data] == ["p_old", "z", "raw"]
+    assert list(fig.data[2].y) == pytest.approx(views["raw"].q.tolist())

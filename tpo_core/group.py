@@ -199,3 +199,22 @@ def random_group(k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gamma = -torch.log1p(-torch.rand(2, k, generator=g, dtype=torch.float64)).sum(0)
     scores = torch.round(torch.randn(k, generator=g, dtype=torch.float64), decimals=1)
     return gamma / gamma.sum(), scores
+
+
+def maximise_kl_objective(p_old, u, eta: float = 1.0, steps: int = 500, step_size: float = 0.5):
+    """Find ``argmax_r sum_i r_i u_i - eta KL(r || p_old)`` over the simplex numerically.
+
+    Mirror ascent (exponentiated gradient): ``r <- r * exp(step * grad) / Z``
+    with ``grad_i = u_i - eta (log(r_i / p_old_i) + 1)``, started at ``p_old``.
+    It knows nothing of TPO's closed form; that it lands on ``tpo_target`` is
+    the proposition notebook 01 checks.
+    """
+    p = _old_probs(p_old)
+    u = _as_probs("u", u)
+    eta = _check_eta(eta)
+    step = step_size / max(1.0, eta)
+    log_r = p.log()
+    for _ in range(steps):
+        grad = u - eta * (log_r - p.log() + 1)
+        log_r = torch.log_softmax(log_r + step * grad, -1)
+    return log_r.exp()

@@ -74,6 +74,18 @@ def group_figure(view: GroupView, title: str | None = None) -> go.Figure:
     return fig
 
 
+def targets_figure(views: dict[str, GroupView], title: str = "") -> go.Figure:
+    """Grouped bars: the shared ``p_old``, then one target ``q`` per label."""
+    first = next(iter(views.values()))
+    x = candidate_labels(len(first.q))
+    fig = go.Figure()
+    fig.add_bar(x=x, y=first.p_old.tolist(), name="p_old", marker_color=COLORS["p_old"])
+    for label, view in views.items():
+        fig.add_bar(x=x, y=view.q.tolist(), name=label)
+    fig.update_layout(barmode="group", height=330, title=title, yaxis_range=[0, 1], **LAYOUT)
+    return fig
+
+
 def group_title(view: GroupView) -> str:
     return f"KL(q ‖ p_old) = {view.kl_q_p_old:.3f} nats · entropy of q = {view.entropy_q:.3f} nats"
 
