@@ -279,3 +279,12 @@ def test_targets_figure_has_one_trace_per_target():
     fig = viz.targets_figure(views)
     assert [t.name for t in fig.data] == ["p_old", "z", "raw"]
     assert list(fig.data[2].y) == pytest.approx(views["raw"].q.tolist())
+
+
+def test_log_slider_grids_hold_the_default_values():
+    # Front-ends snap a log slider to min + n * step in the exponent: 1.0 must be on that grid.
+    ex = OvershootExplorer()
+    for slider in (ex.eta_slider, ex.lr_slider):
+        n = (math.log10(1.0) - slider.min) / slider.step
+        assert abs(n - round(n)) < 1e-9
+        assert 10**slider.min <= 1.0 <= 10**slider.max

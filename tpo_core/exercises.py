@@ -69,6 +69,8 @@ def _lookup(name: str) -> Exercise:
 def check(name: str, answer) -> Feedback:
     """Grade ``answer`` to exercise ``name``; a malformed answer is graded wrong, with why."""
     ex = _lookup(name)
+    if answer is None:
+        return Feedback(name, False, "replace None with your answer, then run the cell again.")
     try:
         correct, why = ex.grade(answer)
     except (TypeError, ValueError) as err:

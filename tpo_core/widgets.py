@@ -22,11 +22,16 @@ LR_RANGE = (0.01, 100.0)
 
 
 def _log_slider(description: str, value: float, bounds: tuple[float, float]) -> w.FloatLogSlider:
+    """A base-10 log slider whose exponent grid (steps of 0.01 from ``min``) holds 10^0 = 1.
+
+    The browser snaps values to that grid; an exponent range off the grid
+    would turn eta = 1 into 0.9977 as soon as the slider renders.
+    """
     return w.FloatLogSlider(
         value=value,
         base=10,
-        min=math.log10(bounds[0]),
-        max=math.log10(bounds[1]),
+        min=round(math.log10(bounds[0]), 2),
+        max=round(math.log10(bounds[1]), 2),
         step=0.01,
         description=description,
         readout_format=".3g",

@@ -1,0 +1,165 @@
+"""Real-browser tests: JupyterLab on loopback, driven by headless Chromium.
+
+Needs Debian's ``chromium`` (``.ci/run`` installs it). Elsewhere these tests
+are skipped with that reason, unless ``CI`` or ``TPO_BROWSER_TESTS`` is set,
+in which case a missing browser is a failure. A screenshot of each notebook
+lands in ``artifacts/``.
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = shutil.which("chromium")
+REQUIRED = bool(os.environ.get("CI") or os.environ.get("TPO_BROWSER_TESTS"))
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+if CHROMIUM is None and REQUIRED:
+    raise RuntimeError("browser tests are required here but Debian's chromium is not installed")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+def notebooks_with_widgets():
+    found = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        sources = [c["source"] for c in json.loads(path.read_text())["cells"]]
+        if any("Explorer(" in "".join(s) for s in sources):
+            found.append(path.name)
+    return found
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on loopback over a scratch copy of the notebooks."""
+    root = tmp_path_factory.mktemp("lab")
+    for nb in (ROOT / "notebooks").glob("*.ipynb"):
+        shutil.copy(nb, root)
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+        "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+    ]  # fmt: skip
+    log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError((root / "server.log").read_text()) from None
+                time.sleep(0.5)
+        yield base, token
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def open_and_run_all(browser, lab, name):
+    """Open a notebook, run every cell, wait for the kernel; return (page, console errors)."""
+    base, token = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+    # The status bar reads "Python 3 (ipykernel) | Idle" once the kernel is connected.
+    page.get_by_text(re.compile(r"\| Idle$")).wait_for(timeout=120_000)
+    page.get_by_role("menuitem", name="Run").click()
+    page.get_by_text("Run All Cells", exact=True).click()
+    # Every code cell gets an execution count once the kernel has run it.
+    try:
+        page.wait_for_function(
+            """() => {
+            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+            return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+        }""",
+            timeout=int(os.environ.get("TPO_BROWSER_TIMEOUT_MS", 240_000)),
+        )
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-timeout.png"))
+        raise
+    return page, errors
+
+
+STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+
+
+def cell_errors(page):
+    """Tracebacks printed by any cell (warnings on stderr are allowed)."""
+    texts = page.evaluate(f"[...document.querySelectorAll('{STDERR}')].map(e => e.textContent)")
+    return [t for t in texts if "Traceback" in t or "Error" in t]
+
+
+Q_BARS = """() => {
+    const gd = document.querySelectorAll('.js-plotly-plot')[0];
+    return gd.data.find(t => t.name === 'q').y.slice();
+}"""
+
+
+def test_group_explorer_eta_slider_changes_q_bars(browser, lab):
+    page, errors = open_and_run_all(browser, lab, "01_one_group.ipynb")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length > 0")
+    before = page.evaluate(Q_BARS)
+    slider = page.locator(".widget-hslider", has=page.locator("label", has_text="eta")).first
+    slider.scroll_into_view_if_needed()
+    slider.locator(".noUi-handle").focus()
+    for _ in range(30):
+        page.keyboard.press("ArrowLeft")  # lower eta: q sharpens
+    page.wait_for_function(
+        f"JSON.stringify(({Q_BARS})()) !== '{json.dumps(before)}'", timeout=30_000
+    )
+    after = page.evaluate(Q_BARS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "01_one_group.png"))
+    assert max(after) > max(before), f"lowering eta must sharpen the target q: {before} -> {after}"
+    assert cell_errors(page) == []
+    assert errors == [], f"JavaScript console errors: {errors}"
+    page.close()
+
+
+@pytest.mark.parametrize("name", notebooks_with_widgets())
+def test_notebook_runs_in_jupyterlab_with_widgets(browser, lab, name):
+    page, errors = open_and_run_all(browser, lab, name)
+    page.wait_for_selector(".jp-OutputArea .widget-box", timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-run-all.png"), full_page=True)
+    assert cell_errors(page) == []
+    assert errors == [], f"JavaScript console errors: {errors}"
+    page.close()
