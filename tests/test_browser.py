@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tpo_core.group import group_view, random_group
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = shutil.which("chromium")
@@ -136,19 +138,33 @@ Q_BARS = """() => {
 def test_group_explorer_eta_slider_changes_q_bars(browser, lab):
     page, errors = open_and_run_all(browser, lab, "01_one_group.ipynb")
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length > 0")
+    page.get_by_text(re.compile(r"\| Idle$")).wait_for(timeout=120_000)
     before = page.evaluate(Q_BARS)
+    # Type a new eta into the slider's editable readout, as a student can.
     slider = page.locator(".widget-hslider", has=page.locator("label", has_text="eta")).first
     slider.scroll_into_view_if_needed()
-    slider.locator(".noUi-handle").focus()
-    for _ in range(30):
-        page.keyboard.press("ArrowLeft")  # lower eta: q sharpens
-    page.wait_for_function(
-        f"JSON.stringify(({Q_BARS})()) !== '{json.dumps(before)}'", timeout=30_000
+    readout = slider.locator(".widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("0.2")
+    page.keyboard.press("Enter")
+    sharper = page.wait_for_function(
+        f"""(before) => {{
+            const q = ({Q_BARS})();
+            return Math.max(...q) > Math.max(...before) + 0.05 ? q : null;
+        }}""",
+        arg=before,
+        timeout=60_000,
     )
-    after = page.evaluate(Q_BARS)
+    after = sharper.json_value()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "01_one_group.png"))
     assert max(after) > max(before), f"lowering eta must sharpen the target q: {before} -> {after}"
+    # The bars are TPO's target for the group the notebook built (K = 5, seed 0) at the new eta.
+    eta = float(readout.inner_text())
+    assert abs(eta - 0.2) < 0.01
+    expected = group_view(*random_group(5, 0), eta=eta).q.tolist()
+    assert after == pytest.approx(expected, abs=5e-3)
     assert cell_errors(page) == []
     assert errors == [], f"JavaScript console errors: {errors}"
     page.close()
