@@ -129,6 +129,25 @@ def cell_errors(page):
     return [t for t in texts if "Traceback" in t or "Error" in t]
 
 
+# anywidget gives a model two seconds to initialise and logs this if it takes longer
+# (seen only with the CPU saturated by other work); the widget still renders then.
+# It is tolerated only when every widget view on the page did render.
+SLOW_INIT = "[anywidget] Failed to initialize model."
+
+
+def serious_console_errors(page, errors):
+    rendered = page.evaluate(
+        """() => {
+            const views = document.querySelectorAll('.jp-OutputArea-output .widget-box, '
+                + '.jp-OutputArea-output .js-plotly-plot');
+            const failed = [...document.querySelectorAll('.jp-OutputArea-output')]
+                .filter(o => /Error displaying widget/.test(o.textContent));
+            return views.length > 0 && failed.length === 0;
+        }"""
+    )
+    return [e for e in errors if not (e == SLOW_INIT and rendered)]
+
+
 Q_BARS = """() => {
     const gd = document.querySelectorAll('.js-plotly-plot')[0];
     return gd.data.find(t => t.name === 'q').y.slice();
@@ -166,7 +185,7 @@ def test_group_explorer_eta_slider_changes_q_bars(browser, lab):
     expected = group_view(*random_group(5, 0), eta=eta).q.tolist()
     assert after == pytest.approx(expected, abs=5e-3)
     assert cell_errors(page) == []
-    assert errors == [], f"JavaScript console errors: {errors}"
+    assert serious_console_errors(page, errors) == [], f"JavaScript console errors: {errors}"
     page.close()
 
 
@@ -177,5 +196,5 @@ def test_notebook_runs_in_jupyterlab_with_widgets(browser, lab, name):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-run-all.png"), full_page=True)
     assert cell_errors(page) == []
-    assert errors == [], f"JavaScript console errors: {errors}"
+    assert serious_console_errors(page, errors) == [], f"JavaScript console errors: {errors}"
     page.close()

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 import torch
 
-from tpo_core.objectives import dg_loss, grpo_advantages, grpo_loss, reinforce_loss, tpo_loss, tpo_target
+from tpo_core.objectives import (
+    dg_loss,
+    grpo_advantages,
+    grpo_loss,
+    reinforce_loss,
+    tpo_loss,
+    tpo_target,
+)
 
 SINGLE_CONTEXT_METHODS = ("pg", "dg", "grpo", "tpo")
 MULTI_CONTEXT_METHODS = ("ce", "pg", "dg", "grpo", "tpo")
@@ -154,7 +161,10 @@ def sampled_update(
 
 @dataclass(frozen=True)
 class BanditCurves:
-    """Per-seed curves of one method: ``error`` (seeds, steps + 1), ``misalignment`` (seeds, steps)."""
+    """Per-seed curves of one method.
+
+    ``error`` is (seeds, steps + 1), ``misalignment`` (seeds, steps).
+    """
 
     method: str
     error: torch.Tensor
