@@ -288,3 +288,44 @@ def test_log_slider_grids_hold_the_default_values():
         n = (math.log10(1.0) - slider.min) / slider.step
         assert abs(n - round(n)) < 1e-9
         assert 10**slider.min <= 1.0 <= 10**slider.max
+
+
+# ---------------------------------------------------------------- bandit figures and explorer
+
+
+def test_curves_figure_draws_band_and_mean_per_method():
+    fig = viz.curves_figure({"tpo": ([0, 1, 2], [0.5, 0.3, 0.1], [0.1, 0.05, 0.0])}, log_y=True)
+    band, line = fig.data
+    assert line.name == "TPO" and list(line.y) == [0.5, 0.3, 0.1]
+    assert list(band.y) == pytest.approx([0.6, 0.35, 0.1, 0.1, 0.25, 0.4])
+    assert fig.layout.yaxis.type == "log"
+
+
+def test_beta_and_budget_figures_follow_the_closed_forms():
+    from tpo_core.bandits import beta_coefficient, step_budget
+
+    fig = viz.beta_figure(10)
+    tpo = next(t for t in fig.data if t.name == "TPO")
+    assert list(tpo.y) == pytest.approx(beta_coefficient("tpo", list(tpo.x), 10).tolist())
+    bars = viz.budget_figure([0.02, 0.5], ["hard", "easy"], 10)
+    grpo = next(t for t in bars.data if t.name == "GRPO")
+    assert list(grpo.y) == pytest.approx(step_budget("grpo", [0.02, 0.5], 10).tolist())
+
+
+def test_beta_explorer_updates_in_place():
+    from tpo_core.bandits import beta_coefficient, step_budget
+    from tpo_core.widgets import BetaExplorer
+
+    ex = BetaExplorer(k=10)
+    ex.k_slider.value = 40
+    tpo = ex.beta_figure.data[1]
+    assert list(tpo.y) == pytest.approx(beta_coefficient("tpo", list(tpo.x), 40).tolist())
+    assert "K = 40" in ex.beta_figure.layout.title.text
+    ex.p_sliders["hard"].value = 0.2
+    share = step_budget("tpo", ex.p_values, 40).tolist()
+    assert list(ex.budget_figure.data[1].y) == pytest.approx(share)
+
+
+def test_binned_figure():
+    fig = viz.binned_figure([0.1, 0.5], [1.0, 2.0], [3, 4], "t", "x", "y")
+    assert list(fig.data[0].customdata) == [3, 4]

@@ -175,6 +175,11 @@ class BanditCurves:
         x = getattr(self, name)
         return x.mean(0), x.std(0) / math.sqrt(x.shape[0])
 
+    def series(self, name: str = "error") -> tuple[list, list, list]:
+        """``(steps, mean, se)`` as lists, the input of :func:`tpo_core.viz.curves_figure`."""
+        mean, se = self.mean_and_se(name)
+        return list(range(len(mean))), mean.tolist(), se.tolist()
+
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a.flatten(1), b.flatten(1)
@@ -213,7 +218,7 @@ def run_single_context(
             errors.append(1 - probs.gather(-1, correct[:, None])[:, 0])
             g = sampled_update(m, logits, correct, batch, gen)
             oracle = exact_update("pg", logits, correct)
-            misalign.append(1 - _cosine(g, oracle))
+            misalign.append((1 - _cosine(g, oracle)).clamp_min(0))
             logits = _normalised_step(logits, g, alpha)
         errors.append(1 - torch.softmax(logits, -1).gather(-1, correct[:, None])[:, 0])
         results[m] = BanditCurves(m, torch.stack(errors, 1), torch.stack(misalign, 1))
@@ -246,7 +251,7 @@ def run_multi_context(
         for _ in range(steps):
             errors.append(context_error(logits, correct))
             g = exact_update(m, logits, correct)
-            misalign.append(1 - _cosine(g, exact_update("ce", logits, correct)))
+            misalign.append((1 - _cosine(g, exact_update("ce", logits, correct))).clamp_min(0))
             logits = _normalised_step(logits, g, alpha)
         errors.append(context_error(logits, correct))
         results[m] = BanditCurves(m, torch.stack(errors, 1), torch.stack(misalign, 1))

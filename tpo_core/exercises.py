@@ -14,7 +14,10 @@ from html import escape
 
 import torch
 
+from tpo_core.bandits import beta_coefficient, step_budget
 from tpo_core.group import descend_group, group_view, random_group
+from tpo_core.neural_bandit import tpo_gain_over_one_vs_rest
+from tpo_core.objectives import standardize_scores
 
 
 @dataclass(frozen=True)
@@ -189,3 +192,92 @@ def _grade_tiny_variance(answer):
     if abs(float(answer) - u1) <= 0.01:
         return True, f"u_1 = {u1:.3f}, the same as for scores (1, 0, 0, 0): scale is gone."
     return False, "z-scores divide by the spread, however small it is; try it for (1, 0, 0, 0)."
+
+
+# ---------------------------------------------------------------- notebook 02
+
+
+@exercise(
+    "02-beta-tpo",
+    "K = 10 actions, one correct, p = pi(correct) = 0.1. What is TPO's exact-update "
+    "weight beta(p)? (Two decimals.)",
+    "The one-hot score vector standardises to u = 3 on the correct action and -1/3 "
+    "elsewhere, so lambda = exp(3 + 1/3) = exp(10/3) ≈ 28.0. Then "
+    "beta = p (lambda - 1) / (1 - p + lambda p) = 0.1 · 27.0 / (0.9 + 2.80) ≈ 0.73.",
+)
+def _grade_beta_tpo(answer):
+    beta = float(beta_coefficient("tpo", 0.1, 10))
+    if abs(float(answer) - beta) <= 0.01:
+        return True, f"beta = {beta:.3f}: TPO still gives this hard context a large weight."
+    grpo, dg = float(beta_coefficient("grpo", 0.1, 10)), float(beta_coefficient("dg", 0.1, 10))
+    if abs(float(answer) - grpo) <= 0.01 or abs(float(answer) - dg) <= 0.01:
+        return False, "that is another method's beta; use lambda = exp(K / sqrt(K - 1))."
+    return False, "lambda = exp(K / sqrt(K - 1)); beta = p (lambda - 1) / (1 - p + lambda p)."
+
+
+HARD_SHARE = dict(p=[0.02, 0.3, 0.9], k=10)
+
+
+@exercise(
+    "02-hard-share",
+    "Three contexts with p = 0.02 (hard), 0.3 and 0.9 (easy), K = 10. Of the RL updates "
+    "'pg', 'dg', 'grpo' and 'tpo', which gives the hard context the largest share of a "
+    "normalised step?",
+    "Shares of ||g||² for the hard context: PG 0.7%, DG 1.3%, GRPO 6%, TPO 23% (CE 66%). "
+    "DG's and GRPO's beta vanish like p and sqrt(p) as p -> 0, TPO's like (lambda - 1) p "
+    "with lambda ≈ 28, so TPO keeps paying attention to contexts it has not solved yet.",
+)
+def _grade_hard_share(answer):
+    methods = ("pg", "dg", "grpo", "tpo")
+    a = _choice(answer, methods)
+    shares = {m: float(step_budget(m, HARD_SHARE["p"], HARD_SHARE["k"])[0]) for m in methods}
+    best = max(shares, key=shares.get)
+    listing = ", ".join(f"{m} {v:.1%}" for m, v in shares.items())
+    if a == best:
+        return True, f"hard-context shares: {listing}."
+    return False, f"{a} gives it {shares[a]:.1%}; look at beta(p) as p -> 0 in the explorer."
+
+
+# ---------------------------------------------------------------- notebook 03
+
+
+@exercise(
+    "03-wrong-sample-u",
+    "K = 10 classes. The model samples class 4 and is told it is wrong. After "
+    "standardising the score vector A·e_4 over the classes, what is u for class 4?",
+    "A = r - sum pi^2 < 0 sits on class 4 alone; the z-scores of a one-hot vector with a "
+    "negative entry are -sqrt(K - 1) = -3 there and +1/sqrt(K - 1) = +1/3 on the other nine "
+    "classes, whatever the size of A.",
+)
+def _grade_wrong_sample_u(answer):
+    scores = torch.zeros(10, dtype=torch.float64)
+    scores[4] = -0.3
+    u4 = float(standardize_scores(scores)[4])
+    if abs(float(answer) - u4) <= 0.01:
+        return True, f"u = {u4:.3f} on the sampled class and +1/3 on every other class."
+    if abs(float(answer) + u4) <= 0.01:
+        return False, "right size, wrong sign: the sample failed."
+    return False, "z-score a vector that is zero except one negative entry (K = 10)."
+
+
+@exercise(
+    "03-concentration",
+    "Two examples with the same p(label) = 0.5. In one the wrong mass is spread over nine "
+    "classes; in the other most of it sits on one confusable class. For which is TPO's "
+    "extra gain over the one-vs-rest update larger: 'spread' or 'concentrated'?",
+    "A failed sample of class a lowers a alone, with a weight that grows with pi_a; the "
+    "expectation over a therefore hits the dominant wrong class hardest. When one class "
+    "holds most of the wrong mass, that is exactly where p(label) gains: 'concentrated'.",
+)
+def _grade_concentration(answer):
+    a = _choice(answer, ("spread", "concentrated"))
+    spread = torch.tensor([0.5] + [0.5 / 9] * 9, dtype=torch.float64)
+    concentrated = torch.tensor([0.5, 0.45] + [0.05 / 8] * 8, dtype=torch.float64)
+    _, extra = tpo_gain_over_one_vs_rest(
+        torch.stack([spread, concentrated]).log(), torch.tensor([0, 0])
+    )
+    truth = "concentrated" if extra[1] > extra[0] else "spread"
+    why = f"extra gain: spread {extra[0]:.4f}, concentrated {extra[1]:.4f}"
+    return (a == truth), why + (
+        "." if a == truth else "; which class does a failed sample push down?"
+    )

@@ -205,8 +205,15 @@ class NeuralBanditRun:
         )
 
 
+def mean_curve(runs: list[NeuralBanditRun]) -> tuple[list, list, list]:
+    """``(steps, mean, se)`` of test error over runs (seeds) of one method."""
+    errors = torch.tensor([r.test_error for r in runs], dtype=torch.float64)
+    se = errors.std(0) / math.sqrt(len(runs)) if len(runs) > 1 else torch.zeros(errors.shape[1])
+    return runs[0].steps, errors.mean(0).tolist(), se.tolist()
+
+
 @torch.no_grad()
-def test_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def classification_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return (model(x).argmax(-1) != y).float().mean().item()
 
 
@@ -236,7 +243,7 @@ def train_neural_bandit(
     ):
         if step % eval_every == 0:
             run.steps.append(step)
-            run.test_error.append(test_error(model, data.x_test, data.y_test))
+            run.test_error.append(classification_error(model, data.x_test, data.y_test))
             if callback is not None:
                 callback(run)
         if step == steps:

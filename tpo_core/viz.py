@@ -10,6 +10,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tpo_core.bandits import beta_coefficient, step_budget
 from tpo_core.group import GroupView, Trajectory
 
 COLORS = {
@@ -21,8 +22,20 @@ COLORS = {
     "pg": "#1f77b4",
     "clipped": "#7b4ea3",
     "tpo": "#e8710a",
+    "ce": "#444444",
+    "dg": "#2ca02c",
+    "grpo": "#7b4ea3",
+    "group_pg": "#8c564b",
 }
-METHOD_LABELS = {"pg": "PG (z-scored A)", "clipped": "PPO/GRPO clipped", "tpo": "TPO"}
+METHOD_LABELS = {
+    "pg": "PG",
+    "clipped": "PPO/GRPO clipped",
+    "tpo": "TPO",
+    "ce": "CE (oracle)",
+    "dg": "DG",
+    "grpo": "GRPO",
+    "group_pg": "group-PG",
+}
 KL_FLOOR = 1e-12
 """KL values are floored here so the log axis can show a policy sitting on its target."""
 LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=60, b=40))
@@ -145,4 +158,99 @@ def overshoot_figure(trajectories: list[Trajectory], view: GroupView) -> go.Figu
     fig.update_yaxes(range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_layout(height=380, legend=dict(orientation="h", y=-0.2), **LAYOUT)
+    return fig
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def curves_figure(
+    curves: dict[str, tuple[list, list, list]],
+    title: str = "",
+    xaxis: str = "step",
+    yaxis: str = "error",
+    log_y: bool = False,
+) -> go.Figure:
+    """Mean curves with ± standard-error bands, one per method.
+
+    ``curves`` maps a method name to ``(x, mean, se)``; colours and labels
+    follow the method names of :data:`METHOD_LABELS`. Each method adds two
+    traces: its band (named ``<method> ± s.e.``), then its mean line.
+    """
+    fig = go.Figure()
+    for method, (x, mean, se) in curves.items():
+        x, mean, se = list(x), list(mean), list(se)
+        color = COLORS.get(method, "#333333")
+        label = METHOD_LABELS.get(method, method)
+        upper = [m + e for m, e in zip(mean, se, strict=True)]
+        lower = [m - e for m, e in zip(mean, se, strict=True)]
+        if log_y:
+            lower = [max(v, 1e-12) for v in lower]
+        fig.add_scatter(
+            x=x + x[::-1], y=upper + lower[::-1], fill="toself", fillcolor=_rgba(color, 0.18),
+            line=dict(width=0), hoverinfo="skip", showlegend=False, name=f"{label} ± s.e.",
+        )  # fmt: skip
+        fig.add_scatter(x=x, y=mean, mode="lines", name=label, line=dict(color=color, width=2))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=380, **LAYOUT)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+BETA_METHODS = ("ce", "tpo", "grpo", "dg", "pg")
+BUDGET_METHODS = ("ce", "tpo", "grpo", "dg")
+
+
+def beta_series(k: int, methods=BETA_METHODS, points: int = 199) -> tuple[list, list[list]]:
+    """``p`` on a grid in (0, 1) and ``beta(p)`` for each method, for K actions."""
+    p = [(i + 1) / (points + 1) for i in range(points)]
+    return p, [beta_coefficient(m, p, k).tolist() for m in methods]
+
+
+def beta_figure(k: int, methods=BETA_METHODS) -> go.Figure:
+    """The exact-update weights ``beta(p)`` of each method against ``p = pi(y)``, for K actions."""
+    p, betas = beta_series(k, methods)
+    fig = go.Figure()
+    for m, beta in zip(methods, betas, strict=True):
+        fig.add_scatter(
+            x=p, y=beta, mode="lines", name=METHOD_LABELS[m], line=dict(color=COLORS[m])
+        )
+    fig.update_layout(
+        title=beta_title(k), xaxis_title="p = π(correct action)",
+        yaxis_title="β(p)", yaxis_range=[0, 2], height=360, **LAYOUT,
+    )  # fmt: skip
+    return fig
+
+
+def beta_title(k: int) -> str:
+    return f"exact update = β(p)·(e_y − π), K = {k}"
+
+
+def budget_series(p_values, k: int, methods=BUDGET_METHODS) -> list[list[float]]:
+    """For each method, the share of a normalised step's ``||g||^2`` that each context gets."""
+    return [step_budget(m, p_values, k).tolist() for m in methods]
+
+
+def budget_figure(p_values, labels, k: int, methods=BUDGET_METHODS) -> go.Figure:
+    """Grouped bars of :func:`budget_series`, one trace per method, contexts on the x axis."""
+    fig = go.Figure()
+    for m, share in zip(methods, budget_series(p_values, k, methods), strict=True):
+        fig.add_bar(x=list(labels), y=share, name=METHOD_LABELS[m], marker_color=COLORS[m])
+    fig.update_layout(
+        barmode="group", title="who gets the step? share of ‖g‖² per context",
+        yaxis_title="share of the step", yaxis_range=[0, 1], height=360, **LAYOUT,
+    )  # fmt: skip
+    return fig
+
+
+def binned_figure(centres, means, counts, title: str, xaxis: str, yaxis: str) -> go.Figure:
+    """Bars of a binned mean (hover shows how many examples fell in each bin)."""
+    fig = go.Figure()
+    fig.add_bar(
+        x=list(centres), y=list(means), customdata=list(counts), name=yaxis,
+        marker_color=COLORS["tpo"], hovertemplate="%{x:.2f}: %{y:.4f} (%{customdata} examples)",
+    )  # fmt: skip
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=360, **LAYOUT)
     return fig

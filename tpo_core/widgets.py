@@ -214,3 +214,44 @@ class OvershootExplorer(_Explorer):
             f"target q(best) = <b>{self.view.q[best]:.3f}</b> &nbsp;|&nbsp; "
             f"after {self.epochs_slider.value} epochs: {ends}"
         )
+
+
+class BetaExplorer(_Explorer):
+    """How each method weighs a context by how well it is already solved.
+
+    Left: ``beta(p)`` for every method at the chosen K (``k_slider``). Right:
+    the share of one normalised step that each context gets, for contexts
+    whose correct-action probabilities are set by ``p_sliders``.
+    """
+
+    def __init__(self, k: int = 10, contexts: dict[str, float] | None = None):
+        contexts = contexts or {"hard": 0.02, "medium": 0.3, "easy": 0.9}
+        self.k_slider = w.IntSlider(value=k, min=2, max=100, description="K")
+        self.p_sliders = {
+            name: w.FloatSlider(value=p, min=0.01, max=0.99, step=0.01, description=f"p({name})")
+            for name, p in contexts.items()
+        }
+        self.beta_figure = go.FigureWidget(viz.beta_figure(k))
+        self.budget_figure = go.FigureWidget(viz.budget_figure(self.p_values, list(contexts), k))
+        self.widget = w.VBox(
+            [
+                w.HBox([self.k_slider, *self.p_sliders.values()]),
+                w.HBox([self.beta_figure, self.budget_figure]),
+            ]
+        )
+        self._observe(self.k_slider, *self.p_sliders.values())
+
+    @property
+    def p_values(self) -> list[float]:
+        return [s.value for s in self.p_sliders.values()]
+
+    def _update(self, change=None) -> None:
+        k = self.k_slider.value
+        _, betas = viz.beta_series(k)
+        shares = viz.budget_series(self.p_values, k)
+        with self.beta_figure.batch_update(), self.budget_figure.batch_update():
+            for trace, beta in zip(self.beta_figure.data, betas, strict=True):
+                trace.y = beta
+            for trace, share in zip(self.budget_figure.data, shares, strict=True):
+                trace.y = share
+            self.beta_figure.layout.title.text = viz.beta_title(k)
