@@ -98,10 +98,18 @@ def open_and_run_all(browser, lab, name):
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    # A fresh workspace per page, so tabs and kernels of earlier tests are not restored.
+    workspace = secrets.token_hex(4)
+    page.goto(f"{base}/lab/workspaces/{workspace}/tree/{name}?token={token}")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
-    # The status bar reads "Python 3 (ipykernel) | Idle" once the kernel is connected.
-    page.get_by_text(re.compile(r"\| Idle$")).wait_for(timeout=120_000)
+    # The status bar reads "Python 3 (ipykernel) | Idle" once the kernel is connected; if
+    # JupyterLab asks which kernel to start instead, accept its proposal.
+    idle = page.get_by_text(re.compile(r"\| Idle$"))
+    select = page.locator(".jp-Dialog").get_by_role("button", name="Select")
+    idle.or_(select).first.wait_for(timeout=120_000)
+    if select.is_visible():
+        select.click()
+    idle.wait_for(timeout=120_000)
     page.get_by_role("menuitem", name="Run").click()
     page.get_by_text("Run All Cells", exact=True).click()
     # Every code cell gets an execution count once the kernel has run it.

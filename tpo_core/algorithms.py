@@ -1,0 +1,134 @@
+"""The methods of the token tasks, one short loss function each, and a registry by name.
+
+Every loss takes the model and a rollout batch (frozen snapshot) and returns
+the scalar to minimise for one epoch; :data:`ALGORITHMS` says which rollout
+each method needs and how many epochs it reuses a batch for (SPEC §3.4: 4,
+except DG's single epoch).
+
+Single-sample methods (``reinforce``, ``dg``, ``ppo``) use one answer per
+prompt and per-token advantages ``A_t = r_t - mean_b r_t`` (the batch mean
+reward at the same answer position). Sequence-level grouped methods use K
+answers per prompt scored by their mean token reward; token-level ones use K
+candidates per prefix state scored by their token reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from tpo_core.model import TinyTransformer
+from tpo_core.objectives import (
+    dg_loss,
+    group_pg_loss,
+    grpo_advantages,
+    grpo_loss,
+    ppo_loss,
+    reinforce_loss,
+    tpo_loss,
+    tpo_target,
+    tpo_target_no_anchor,
+)
+from tpo_core.rollouts import SequenceBatch, TokenBatch
+
+GRPO_BETA = 0.04
+
+
+def position_advantages(batch: SequenceBatch) -> torch.Tensor:
+    """``A_t = r_t - mean over the batch of r_t`` at each answer position."""
+    return batch.rewards - batch.rewards.mean((0, 1), keepdim=True)
+
+
+def reinforce(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """REINFORCE: ``-A_t log pi(y_t)`` per token."""
+    return reinforce_loss(batch.new_log_probs(model), position_advantages(batch))
+
+
+def dg(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """Delightful PG: REINFORCE gated by ``sigmoid(A_t * surprisal_t)``."""
+    return dg_loss(batch.new_log_probs(model), position_advantages(batch))
+
+
+def ppo(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """PPO: clipped surrogate per token on the position-baseline advantages."""
+    return ppo_loss(batch.new_log_probs(model), batch.old_log_probs, position_advantages(batch))
+
+
+def _grpo(model: TinyTransformer, batch: SequenceBatch, beta: float) -> torch.Tensor:
+    advantages = grpo_advantages(batch.scores)[..., None]  # one per answer, over its tokens
+    return grpo_loss(batch.new_log_probs(model), batch.old_log_probs, advantages, beta=beta)
+
+
+def grpo(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """GRPO: group z-scored advantages, clipped surrogate, k3 KL to the snapshot (beta 0.04)."""
+    return _grpo(model, batch, GRPO_BETA)
+
+
+def grpo_no_kl(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """GRPO without its KL penalty (beta = 0)."""
+    return _grpo(model, batch, 0.0)
+
+
+def tpo(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """TPO: ``q = softmax(log_softmax(l_old) + u)`` over the K answers, cross-entropy to it."""
+    q = tpo_target(batch.old_log_probs.sum(-1), batch.scores)
+    return tpo_loss(batch.new_log_probs(model).sum(-1), q)
+
+
+def tpo_no_anchor(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """Ablation: TPO's target without ``p_old``, ``q = softmax(u)``."""
+    return tpo_loss(batch.new_log_probs(model).sum(-1), tpo_target_no_anchor(batch.scores))
+
+
+def group_pg(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """Ablation: the same ``u`` as scalar REINFORCE weights, ``-sum_i u_i log pi(y_i)``."""
+    return group_pg_loss(batch.new_log_probs(model).sum(-1), batch.scores)
+
+
+def tpo_token(model: TinyTransformer, batch: TokenBatch) -> torch.Tensor:
+    """TPO per prefix state: a target over the K next-token candidates of each state."""
+    q = tpo_target(batch.old_log_probs, batch.rewards)
+    return tpo_loss(batch.new_log_probs(model), q)
+
+
+def grpo_token(model: TinyTransformer, batch: TokenBatch) -> torch.Tensor:
+    """GRPO per prefix state: candidates' rewards z-scored within the state's group."""
+    advantages = grpo_advantages(batch.rewards)
+    return grpo_loss(batch.new_log_probs(model), batch.old_log_probs, advantages, beta=GRPO_BETA)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    loss: Callable
+    rollout: str  # "single" (K = 1), "sequence" (K answers per prompt) or "token"
+    epochs: int
+
+    @property
+    def grouped(self) -> bool:
+        return self.rollout != "single"
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    a.name: a
+    for a in [
+        Algorithm("reinforce", reinforce, "single", 4),
+        Algorithm("dg", dg, "single", 1),
+        Algorithm("ppo", ppo, "single", 4),
+        Algorithm("grpo", grpo, "sequence", 4),
+        Algorithm("grpo_no_kl", grpo_no_kl, "sequence", 4),
+        Algorithm("tpo", tpo, "sequence", 4),
+        Algorithm("tpo_no_anchor", tpo_no_anchor, "sequence", 4),
+        Algorithm("group_pg", group_pg, "sequence", 4),
+        Algorithm("tpo_token", tpo_token, "token", 4),
+        Algorithm("grpo_token", grpo_token, "token", 4),
+    ]
+}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[name]
