@@ -201,8 +201,9 @@ def test_group_explorer_eta_slider_changes_q_bars(browser, lab):
 def test_notebook_runs_in_jupyterlab_with_widgets(browser, lab, name):
     page, errors = open_and_run_all(browser, lab, name)
     page.wait_for_selector(".jp-OutputArea .widget-box", timeout=60_000)
+    page.locator(".jp-OutputArea .widget-box").first.scroll_into_view_if_needed()
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-run-all.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-widgets.png"))
     assert cell_errors(page) == []
     assert serious_console_errors(page, errors) == [], f"JavaScript console errors: {errors}"
     page.close()

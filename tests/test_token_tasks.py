@@ -276,3 +276,17 @@ def test_cli_rejects_bad_settings_with_one_line(tmp_path, args, message):
     proc = run_cli("train", *args, "--out", str(tmp_path / "x.json"))
     assert proc.returncode == 2 and message in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_shared_prompt_log_probs_equal_full_teacher_forcing():
+    model = tiny_model(vocab=3, length=5)
+    prompts = torch.randint(3, (4, 5))
+    answers = torch.randint(3, (4 * 3, 5))  # three answers per prompt
+    full = torch.cat([prompts.repeat_interleave(3, 0), answers[:, :-1]], 1)
+    reference = torch.log_softmax(model(full)[:, 4:], -1)
+    torch.testing.assert_close(
+        model.answer_log_probs(prompts, answers), reference, atol=1e-5, rtol=1e-5
+    )
+    # Gradients flow through the shared prompt states too.
+    model.answer_log_probs(prompts, answers).sum().backward()
+    assert model.position_table.grad[:, :5].abs().sum() > 0

@@ -66,14 +66,17 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         h = self.ln1(x)
         q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
-        causal = True
+        mask, causal = None, True
         if cache is not None:
-            if "k" in cache:  # decoding: new tokens attend to everything before them
+            if "k" in cache:  # continuing: new tokens see every cached position, then causal
+                past = cache["k"].shape[2]
                 k = torch.cat([cache["k"], k], 2)
                 v = torch.cat([cache["v"], v], 2)
-                causal = q.shape[2] > 1
+                new = q.shape[2]
+                mask = torch.ones(new, past + new, dtype=torch.bool).tril(past) if new > 1 else None
+                causal = False
             cache["k"], cache["v"] = k, v
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         x = x + self.o(att.transpose(1, 2).reshape(x.shape))
         return x + self.down(F.gelu(self.up(self.ln2(x))))
 
@@ -96,32 +99,52 @@ class TinyTransformer(nn.Module):
         sequence whose earlier positions were fed before."""
         start = 0 if caches is None or "k" not in caches[0] else caches[0]["k"].shape[2]
         positions = torch.arange(start, start + tokens.shape[1])
-        x = self.token_table.T[tokens] + self.position_table.T[positions]
+        x = F.embedding(tokens, self.token_table.T) + F.embedding(positions, self.position_table.T)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])
         return self.head(self.ln_f(x))
 
-    def answer_log_probs(self, prompts: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
-        """``log pi(. | prompt, answer_<t)`` at every answer position t: (N, H, V), with gradients.
+    def _prefill(self, prompts: torch.Tensor, copies: int) -> tuple[torch.Tensor, list[dict]]:
+        """Run the prompts once and share the result between ``copies`` answers per prompt.
 
-        One teacher-forced pass over ``prompt + answer[:-1]``; the logits at
-        position ``H - 1 + t`` predict answer token t.
+        Returns the logits that predict answer token 0, (N * copies, V), and the
+        per-block key/value caches repeated to N * copies rows. Prompt positions
+        only attend to the prompt, so every answer of one prompt sees the same
+        prompt states; computing them once halves the work of K answers per prompt.
         """
-        h = prompts.shape[1]
-        logits = self(torch.cat([prompts, answers[:, :-1]], 1))[:, h - 1 :]
+        caches = [{} for _ in self.blocks]
+        first = self(prompts, caches)[:, -1]
+        if copies > 1:
+            for cache in caches:
+                cache["k"] = cache["k"].repeat_interleave(copies, 0)
+                cache["v"] = cache["v"].repeat_interleave(copies, 0)
+            first = first.repeat_interleave(copies, 0)
+        return first, caches
+
+    def answer_log_probs(self, prompts: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+        """``log pi(. | prompt, answer_<t)`` at each answer position: (N * K, H, V), with gradients.
+
+        ``answers`` holds K answers per prompt, grouped by prompt (rows ``i*K .. i*K + K-1``
+        answer prompt i). Teacher-forced: one pass over the prompts, one over ``answer[:-1]``.
+        """
+        copies = answers.shape[0] // prompts.shape[0]
+        first, caches = self._prefill(prompts, copies)
+        logits = first[:, None]
+        if answers.shape[1] > 1:
+            logits = torch.cat([logits, self(answers[:, :-1], caches)], 1)
         return torch.log_softmax(logits.float(), -1)
 
     @torch.no_grad()
     def sample(
-        self, prompts: torch.Tensor, generator: torch.Generator
+        self, prompts: torch.Tensor, generator: torch.Generator, copies: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample H answer tokens per prompt with a KV cache (one new position per step).
+        """Sample ``copies`` answers of H tokens per prompt with a KV cache.
 
-        Returns ``answers`` (N, H) and the full per-position log-probabilities
-        (N, H, V) under which they were drawn (the rollout snapshot).
+        Returns ``answers`` (N * copies, H), grouped by prompt, and the full
+        per-position log-probabilities (N * copies, H, V) under which they
+        were drawn (the rollout snapshot).
         """
-        caches = [{} for _ in self.blocks]
-        logits = self(prompts, caches)[:, -1]
+        logits, caches = self._prefill(prompts, copies)
         answers, log_probs = [], []
         for t in range(prompts.shape[1]):
             log_p = torch.log_softmax(logits.float(), -1)

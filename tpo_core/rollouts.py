@@ -36,16 +36,12 @@ class SequenceBatch:
         """One score per answer: its mean token reward (exact match under terminal reward)."""
         return self.rewards.mean(-1)
 
-    def flat(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts and answers as (B * K, H) rows, each prompt repeated K times."""
-        b, k, h = self.answers.shape
-        return self.prompts.repeat_interleave(k, 0), self.answers.reshape(b * k, h)
-
     def new_log_probs(self, model: TinyTransformer) -> torch.Tensor:
         """log pi_theta of each sampled token under the current model, (B, K, H), with gradients."""
-        prompts, answers = self.flat()
-        log_p = model.answer_log_probs(prompts, answers).gather(-1, answers[..., None])[..., 0]
-        return log_p.view(self.answers.shape)
+        b, k, h = self.answers.shape
+        answers = self.answers.reshape(b * k, h)
+        log_p = model.answer_log_probs(self.prompts, answers).gather(-1, answers[..., None])[..., 0]
+        return log_p.view(b, k, h)
 
     @property
     def error(self) -> float:
@@ -81,7 +77,7 @@ def sequence_rollouts(
     """B fresh prompts, K sampled answers each, scored per token."""
     cfg = model.cfg
     prompts = sample_prompts(batch, cfg.length, cfg.vocab, generator)
-    answers, log_p = model.sample(prompts.repeat_interleave(k, 0), generator)
+    answers, log_p = model.sample(prompts, generator, copies=k)
     old = log_p.gather(-1, answers[..., None])[..., 0]
     targets = correct_answers(task, prompts, cfg.vocab).repeat_interleave(k, 0)
     rewards = token_rewards(reward, answers, targets)

@@ -84,6 +84,7 @@ class TrainResult:
     grad_norm: list[float] = field(default_factory=list)
     all_fail: list[float] = field(default_factory=list)
     seconds_per_episode: float = math.nan
+    model: TinyTransformer | None = field(default=None, repr=False)  # the trained policy
 
     def steps_to(self, threshold: float) -> int | None:
         """First episode (1-based) whose error is at or below ``threshold``; None if never."""
@@ -135,7 +136,7 @@ def train(
     optimizers = make_optimizers(model, run["lr"])
     generator = torch.Generator().manual_seed(config.seed)
     rollouts = token_rollouts if algo.rollout == "token" else sequence_rollouts
-    result = TrainResult(config)
+    result = TrainResult(config, model=model)
     label = f"{config.algo} H={config.length} V={config.vocab} seed {config.seed}"
     start = None
     for episode in tqdm(range(config.episodes), desc=label, disable=not progress, leave=False):

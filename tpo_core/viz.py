@@ -26,6 +26,12 @@ COLORS = {
     "dg": "#2ca02c",
     "grpo": "#7b4ea3",
     "group_pg": "#8c564b",
+    "reinforce": "#1f77b4",
+    "ppo": "#17becf",
+    "tpo_token": "#e8710a",
+    "grpo_token": "#7b4ea3",
+    "grpo_no_kl": "#c5b0d5",
+    "tpo_no_anchor": "#ffbb78",
 }
 METHOD_LABELS = {
     "pg": "PG",
@@ -35,6 +41,12 @@ METHOD_LABELS = {
     "dg": "DG",
     "grpo": "GRPO",
     "group_pg": "group-PG",
+    "reinforce": "REINFORCE",
+    "ppo": "PPO",
+    "tpo_token": "TPO (token)",
+    "grpo_token": "GRPO (token)",
+    "grpo_no_kl": "GRPO (no KL)",
+    "tpo_no_anchor": "TPO (no anchor)",
 }
 KL_FLOOR = 1e-12
 """KL values are floored here so the log axis can show a policy sitting on its target."""
@@ -253,4 +265,35 @@ def binned_figure(centres, means, counts, title: str, xaxis: str, yaxis: str) ->
         marker_color=COLORS["tpo"], hovertemplate="%{x:.2f}: %{y:.4f} (%{customdata} examples)",
     )  # fmt: skip
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=360, **LAYOUT)
+    return fig
+
+
+def state_figure(candidates, rewards, p_old, q, advantages, title: str = "") -> go.Figure:
+    """One prefix state's K candidates: ``p_old`` and TPO's ``q`` (top), reward and GRPO's
+    advantage (bottom). Trace names: ``p_old``, ``q``, ``reward``, ``GRPO advantage``."""
+    x = [f"#{i} → {int(c)}" for i, c in enumerate(candidates)]
+    titles = ("group policy p_old and TPO target q", "reward and GRPO advantage")
+    fig = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=titles
+    )
+    fig.add_bar(x=x, y=list(p_old), name="p_old", marker_color=COLORS["p_old"], row=1, col=1)
+    fig.add_bar(x=x, y=list(q), name="q", marker_color=COLORS["q"], row=1, col=1)
+    fig.add_bar(x=x, y=list(rewards), name="reward", marker_color=COLORS["u"], row=2, col=1)
+    fig.add_bar(
+        x=x, y=list(advantages), name="GRPO advantage", marker_color=COLORS["grpo"], row=2, col=1
+    )
+    fig.update_layout(barmode="group", height=460, title=title, **LAYOUT)
+    fig.update_xaxes(title_text="candidate → next token", row=2, col=1)
+    return fig
+
+
+def live_curves_figure(names, title: str = "", yaxis: str = "error") -> go.Figure:
+    """Empty error-per-episode lines, one per run name, to be filled as training goes."""
+    fig = go.Figure()
+    for name in names:
+        method = name.split(" ")[0]
+        fig.add_scatter(x=[], y=[], mode="lines", name=METHOD_LABELS.get(method, name),
+                        line=dict(color=COLORS.get(method)))  # fmt: skip
+    fig.update_layout(title=title, xaxis_title="episode", yaxis_title=yaxis, yaxis_type="log",
+                      height=380, **LAYOUT)  # fmt: skip
     return fig
