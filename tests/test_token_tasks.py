@@ -290,3 +290,41 @@ def test_shared_prompt_log_probs_equal_full_teacher_forcing():
     # Gradients flow through the shared prompt states too.
     model.answer_log_probs(prompts, answers).sum().backward()
     assert model.position_table.grad[:, :5].abs().sum() > 0
+
+
+# ---------------------------------------------------------------- notebook 04 widgets
+
+
+def test_live_curves_fill_in_during_training():
+    from tpo_core.widgets import LiveCurves
+
+    live = LiveCurves(["tpo_token seed 0"], every=2)
+    cfg = TrainConfig(
+        task="copy", reward="bag", algo="tpo_token", length=3, vocab=2, batch=8, episodes=5
+    )
+    result = train(cfg, callback=live.callback("tpo_token seed 0"), progress=False)
+    trace = live.figure.data[0]
+    assert list(trace.y) == result.error and list(trace.x) == [1, 2, 3, 4, 5]
+
+
+def test_token_state_explorer_shows_the_state_group():
+    from tpo_core.widgets import TokenStateExplorer
+
+    model = tiny_model(vocab=2, length=4)
+    batch = token_rollouts(model, "copy", "bag", 3, 5, torch.Generator().manual_seed(0))
+    ex = TokenStateExplorer(batch)
+    ex.prompt_slider.value, ex.position_slider.value = 2, 3
+    old, rewards = batch.old_log_probs[2, 3], batch.rewards[2, 3]
+    by_name = {t.name: list(t.y) for t in ex.figure.data}
+    assert by_name["q"] == pytest.approx(tc.tpo_target(old, rewards).tolist())
+    assert by_name["p_old"] == pytest.approx(torch.softmax(old, -1).tolist())
+    assert by_name["GRPO advantage"] == pytest.approx(tc.grpo_advantages(rewards).tolist())
+    assert by_name["reward"] == rewards.tolist()
+    assert "position 3" in ex.figure.layout.title.text
+
+
+def test_notebook_04_exercises():
+    from tpo_core.exercises import check
+
+    assert check("04-state-u", math.sqrt(3)).correct and not check("04-state-u", 1.0).correct
+    assert check("04-dead-state", "p_old").correct and not check("04-dead-state", "uniform").correct
