@@ -1,0 +1,75 @@
+"""Every notebook starts with the same Colab bootstrap; its logic is tested by simulation."""
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from IPython.core.inputtransformer2 import TransformerManager
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def first_code_cell(path):
+    cells = json.loads(path.read_text())["cells"]
+    return "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+
+
+def test_every_notebook_starts_with_the_same_bootstrap():
+    sources = {p.name: first_code_cell(p) for p in NOTEBOOKS}
+    assert len(set(sources.values())) == 1, "the first code cells differ between notebooks"
+
+
+class FakeShell:
+    def __init__(self):
+        self.magics = []
+
+    def run_line_magic(self, name, line, _stack_depth=1):
+        self.magics.append((name, line))
+
+
+def run_bootstrap(on_colab, monkeypatch):
+    shell, enabled = FakeShell(), []
+    if on_colab:
+        output = types.SimpleNamespace(enable_custom_widget_manager=lambda: enabled.append(True))
+        colab = types.ModuleType("google.colab")
+        colab.output = output
+        monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+        monkeypatch.setitem(sys.modules, "google.colab", colab)
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    code = TransformerManager().transform_cell(first_code_cell(NOTEBOOKS[0]))
+    exec(compile(code, "bootstrap", "exec"), {"get_ipython": lambda: shell})
+    return shell.magics, enabled
+
+
+def test_bootstrap_on_colab_installs_the_package_and_enables_widgets(monkeypatch):
+    magics, enabled = run_bootstrap(True, monkeypatch)
+    assert len(magics) == 1 and magics[0][0] == "pip"
+    line = magics[0][1]
+    assert "tpo-core" in line and "torch" not in line.replace("tpo-core", "")  # keeps Colab's torch
+    assert enabled == [True]
+
+
+def test_bootstrap_elsewhere_does_nothing(monkeypatch):
+    magics, enabled = run_bootstrap(False, monkeypatch)
+    assert magics == [] and enabled == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_readme_has_a_colab_badge_for_every_notebook(path):
+    readme = (ROOT / "README.md").read_text()
+    assert f"blob/main/notebooks/{path.name}" in readme, (
+        f"README has no Colab badge for {path.name}"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_with_its_own_colab_badge(path):
+    first = "".join(json.loads(path.read_text())["cells"][0]["source"])
+    assert (
+        f"colab.research.google.com/github/tpo-notebooks/tpo-notebooks/blob/main/notebooks/{path.name}"
+        in first
+    )
