@@ -313,6 +313,8 @@ def test_token_state_explorer_shows_the_state_group():
     model = tiny_model(vocab=2, length=4)
     batch = token_rollouts(model, "copy", "bag", 3, 5, torch.Generator().manual_seed(0))
     ex = TokenStateExplorer(batch)
+    start = batch.rewards[ex.prompt_slider.value, ex.position_slider.value]
+    assert start.max() != start.min() or (batch.rewards.amax(-1) == batch.rewards.amin(-1)).all()
     ex.prompt_slider.value, ex.position_slider.value = 2, 3
     old, rewards = batch.old_log_probs[2, 3], batch.rewards[2, 3]
     by_name = {t.name: list(t.y) for t in ex.figure.data}

@@ -286,8 +286,12 @@ class TokenStateExplorer(_Explorer):
     def __init__(self, batch):
         self.batch = batch
         b, h, _ = batch.candidates.shape
-        self.prompt_slider = w.IntSlider(value=0, min=0, max=b - 1, description="prompt")
-        self.position_slider = w.IntSlider(value=0, min=0, max=h - 1, description="position")
+        # Start on the first state whose candidates disagree, if there is one: that is
+        # where the target moves mass (a trained model makes most groups unanimous).
+        mixed = (batch.rewards.amax(-1) != batch.rewards.amin(-1)).nonzero().tolist()
+        i, t = mixed[0] if mixed else (0, 0)
+        self.prompt_slider = w.IntSlider(value=i, min=0, max=b - 1, description="prompt")
+        self.position_slider = w.IntSlider(value=t, min=0, max=h - 1, description="position")
         self.readout = w.HTML()
         self.figure = go.FigureWidget(viz.state_figure(*self.state()))
         self.widget = w.VBox(
