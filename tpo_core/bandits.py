@@ -212,16 +212,18 @@ def run_single_context(
     for m in methods:
         gen = torch.Generator().manual_seed(seed + 1)  # the same sampling stream per method
         logits = torch.zeros(seeds, k, dtype=torch.float64)
-        errors, misalign = [], []
-        for _ in range(steps):
-            probs = torch.softmax(logits, -1)
-            errors.append(1 - probs.gather(-1, correct[:, None])[:, 0])
+        # Curves are written into preallocated tensors: keeping thousands of small
+        # per-step tensors alive between large temporaries fragments the heap.
+        errors = torch.empty(seeds, steps + 1, dtype=torch.float64)
+        misalign = torch.empty(seeds, steps, dtype=torch.float64)
+        for step in range(steps):
+            errors[:, step] = 1 - torch.softmax(logits, -1).gather(-1, correct[:, None])[:, 0]
             g = sampled_update(m, logits, correct, batch, gen)
             oracle = exact_update("pg", logits, correct)
-            misalign.append((1 - _cosine(g, oracle)).clamp_min(0))
+            misalign[:, step] = (1 - _cosine(g, oracle)).clamp_min(0)
             logits = _normalised_step(logits, g, alpha)
-        errors.append(1 - torch.softmax(logits, -1).gather(-1, correct[:, None])[:, 0])
-        results[m] = BanditCurves(m, torch.stack(errors, 1), torch.stack(misalign, 1))
+        errors[:, steps] = 1 - torch.softmax(logits, -1).gather(-1, correct[:, None])[:, 0]
+        results[m] = BanditCurves(m, errors, misalign)
     return results
 
 
@@ -247,14 +249,15 @@ def run_multi_context(
     results = {}
     for m in methods:
         logits = init.clone()
-        errors, misalign = [], []
-        for _ in range(steps):
-            errors.append(context_error(logits, correct))
+        errors = torch.empty(seeds, steps + 1, dtype=torch.float64)
+        misalign = torch.empty(seeds, steps, dtype=torch.float64)
+        for step in range(steps):
+            errors[:, step] = context_error(logits, correct)
             g = exact_update(m, logits, correct)
-            misalign.append((1 - _cosine(g, exact_update("ce", logits, correct))).clamp_min(0))
+            misalign[:, step] = (1 - _cosine(g, exact_update("ce", logits, correct))).clamp_min(0)
             logits = _normalised_step(logits, g, alpha)
-        errors.append(context_error(logits, correct))
-        results[m] = BanditCurves(m, torch.stack(errors, 1), torch.stack(misalign, 1))
+        errors[:, steps] = context_error(logits, correct)
+        results[m] = BanditCurves(m, errors, misalign)
     return results
 
 
