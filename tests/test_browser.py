@@ -91,6 +91,18 @@ def browser():
         b.close()
 
 
+BADGE_IMAGES = (
+    "https://colab.research.google.com/assets/colab-badge.svg",
+    "https://mybinder.org/badge_logo.svg",
+)
+EXTERNAL_REQUESTS: list[str] = []
+
+
+def _stub_external(route):
+    EXTERNAL_REQUESTS.append(route.request.url)
+    route.fulfill(status=204, body="")
+
+
 def open_and_run_all(browser, lab, name):
     """Open a notebook, run every cell, wait for the kernel; return (page, console errors)."""
     base, token = lab
@@ -98,6 +110,9 @@ def open_and_run_all(browser, lab, name):
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # The tests run offline: requests that leave loopback are answered empty here, and
+    # must be the launch badges' images, nothing a notebook needs to work.
+    page.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), _stub_external)
     # A fresh workspace per page, so tabs and kernels of earlier tests are not restored.
     workspace = secrets.token_hex(4)
     page.goto(f"{base}/lab/workspaces/{workspace}/tree/{name}?token={token}")
@@ -207,3 +222,8 @@ def test_notebook_runs_in_jupyterlab_with_widgets(browser, lab, name):
     assert cell_errors(page) == []
     assert serious_console_errors(page, errors) == [], f"JavaScript console errors: {errors}"
     page.close()
+
+
+def test_only_badge_images_are_requested_from_outside(browser, lab):
+    """Runs after the notebook tests (file order): nothing else may reach the network."""
+    assert set(EXTERNAL_REQUESTS) <= set(BADGE_IMAGES), set(EXTERNAL_REQUESTS) - set(BADGE_IMAGES)
