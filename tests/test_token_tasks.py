@@ -330,3 +330,18 @@ def test_notebook_04_exercises():
 
     assert check("04-state-u", math.sqrt(3)).correct and not check("04-state-u", 1.0).correct
     assert check("04-dead-state", "p_old").correct and not check("04-dead-state", "uniform").correct
+
+
+def test_mean_error_curves_group_runs_by_method():
+    from tpo_core.train import TrainResult, mean_error_curves
+
+    runs = [
+        TrainResult(TrainConfig(algo="tpo", seed=0), error=[0.5, 0.1]),
+        TrainResult(TrainConfig(algo="tpo", seed=1), error=[0.3, 0.3]),
+        TrainResult(TrainConfig(algo="dg"), error=[0.9, 0.8]),
+    ]
+    curves = mean_error_curves(runs)
+    x, mean, se = curves["tpo"]
+    assert x == [1, 2] and mean == pytest.approx([0.4, 0.2])
+    assert se == pytest.approx([math.sqrt(0.02) / math.sqrt(2), math.sqrt(0.02) / math.sqrt(2)])
+    assert curves["dg"][2] == [0.0, 0.0]

@@ -160,3 +160,19 @@ def train(
     if start is not None:
         result.seconds_per_episode = (time.perf_counter() - start) / (config.episodes - 1)
     return result
+
+
+def mean_error_curves(results: list[TrainResult]) -> dict[str, tuple[list, list, list]]:
+    """Per method, ``(episodes, mean error, standard error)`` over its runs (seeds).
+
+    The input of :func:`tpo_core.viz.curves_figure`.
+    """
+    by_method: dict[str, list[list[float]]] = {}
+    for r in results:
+        by_method.setdefault(r.config.algo, []).append(r.error)
+    curves = {}
+    for method, errors in by_method.items():
+        e = torch.tensor(errors, dtype=torch.float64)
+        se = e.std(0) / math.sqrt(len(e)) if len(e) > 1 else torch.zeros(e.shape[1])
+        curves[method] = (list(range(1, e.shape[1] + 1)), e.mean(0).tolist(), se.tolist())
+    return curves
