@@ -1,7 +1,8 @@
 """The methods of the token tasks, one short loss function each, and a registry by name.
 
 Every loss takes the model and a rollout batch (frozen snapshot) and returns
-the scalar to minimise for one epoch; :data:`ALGORITHMS` says which rollout
+the scalar to minimise for one epoch (TPO's variants also take their
+temperature ``eta``); :data:`ALGORITHMS` says which rollout
 each method needs and how many epochs it reuses a batch for (SPEC §3.4: 4,
 except DG's single epoch).
 
@@ -71,15 +72,35 @@ def grpo_no_kl(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
     return _grpo(model, batch, 0.0)
 
 
-def tpo(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
-    """TPO: ``q = softmax(log_softmax(l_old) + u)`` over the K answers, cross-entropy to it."""
-    q = tpo_target(batch.old_log_probs.sum(-1), batch.scores)
+def informative_groups(scores: torch.Tensor) -> torch.Tensor:
+    """Groups whose candidates do not all score the same, (B,) bool: the only ones with signal."""
+    return scores.amax(-1) > scores.amin(-1)
+
+
+def grpo_masked(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """Ablation: GRPO averaged over informative groups only.
+
+    Zero-variance groups (all fail, or all succeed) are dropped from the loss,
+    their KL term included, so the surviving groups get the whole step.
+    """
+    keep = informative_groups(batch.scores)
+    new = batch.new_log_probs(model)
+    if not keep.any():
+        return new.sum() * 0.0  # nothing to learn from: a zero loss that still has a graph
+    advantages = grpo_advantages(batch.scores[keep])[..., None]
+    return grpo_loss(new[keep], batch.old_log_probs[keep], advantages, beta=GRPO_BETA)
+
+
+def tpo(model: TinyTransformer, batch: SequenceBatch, eta: float = 1.0) -> torch.Tensor:
+    """TPO: ``q = softmax(log_softmax(l_old) + u / eta)`` over the K answers; cross-entropy."""
+    q = tpo_target(batch.old_log_probs.sum(-1), batch.scores, eta)
     return tpo_loss(batch.new_log_probs(model).sum(-1), q)
 
 
-def tpo_no_anchor(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
-    """Ablation: TPO's target without ``p_old``, ``q = softmax(u)``."""
-    return tpo_loss(batch.new_log_probs(model).sum(-1), tpo_target_no_anchor(batch.scores))
+def tpo_no_anchor(model: TinyTransformer, batch: SequenceBatch, eta: float = 1.0) -> torch.Tensor:
+    """Ablation: TPO's target without ``p_old``, ``q = softmax(u / eta)``."""
+    q = tpo_target_no_anchor(batch.scores, eta)
+    return tpo_loss(batch.new_log_probs(model).sum(-1), q)
 
 
 def group_pg(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
@@ -87,9 +108,9 @@ def group_pg(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
     return group_pg_loss(batch.new_log_probs(model).sum(-1), batch.scores)
 
 
-def tpo_token(model: TinyTransformer, batch: TokenBatch) -> torch.Tensor:
+def tpo_token(model: TinyTransformer, batch: TokenBatch, eta: float = 1.0) -> torch.Tensor:
     """TPO per prefix state: a target over the K next-token candidates of each state."""
-    q = tpo_target(batch.old_log_probs, batch.rewards)
+    q = tpo_target(batch.old_log_probs, batch.rewards, eta)
     return tpo_loss(batch.new_log_probs(model), q)
 
 
@@ -105,6 +126,7 @@ class Algorithm:
     loss: Callable
     rollout: str  # "single" (K = 1), "sequence" (K answers per prompt) or "token"
     epochs: int
+    tempered: bool = False  # takes TPO's temperature eta
 
     @property
     def grouped(self) -> bool:
@@ -119,10 +141,11 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("ppo", ppo, "single", 4),
         Algorithm("grpo", grpo, "sequence", 4),
         Algorithm("grpo_no_kl", grpo_no_kl, "sequence", 4),
-        Algorithm("tpo", tpo, "sequence", 4),
-        Algorithm("tpo_no_anchor", tpo_no_anchor, "sequence", 4),
+        Algorithm("grpo_masked", grpo_masked, "sequence", 4),
+        Algorithm("tpo", tpo, "sequence", 4, tempered=True),
+        Algorithm("tpo_no_anchor", tpo_no_anchor, "sequence", 4, tempered=True),
         Algorithm("group_pg", group_pg, "sequence", 4),
-        Algorithm("tpo_token", tpo_token, "token", 4),
+        Algorithm("tpo_token", tpo_token, "token", 4, tempered=True),
         Algorithm("grpo_token", grpo_token, "token", 4),
     ]
 }

@@ -5,11 +5,14 @@ snapshot), then take ``epochs`` optimiser steps on it with the method's
 loss. Per episode the loop records the error of the rollouts it sampled
 (1 - mean reward: token error, or exact-match error under terminal reward;
 no separate greedy evaluation), the gradient norm of the first epoch (on the
-snapshot), and the fraction of groups in which every candidate failed.
+snapshot), the fraction of groups in which every candidate failed and, for
+sequence-level groups, what each method makes of the informative ones
+(:func:`group_diagnostics`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -18,9 +21,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from tpo_core.algorithms import get_algorithm
+from tpo_core.algorithms import get_algorithm, informative_groups
 from tpo_core.model import ModelConfig, TinyTransformer, make_optimizers
-from tpo_core.rollouts import sequence_rollouts, token_rollouts
+from tpo_core.objectives import group_policy, grpo_advantages, tpo_target
+from tpo_core.rollouts import SequenceBatch, sequence_rollouts, token_rollouts
 from tpo_core.tasks import check_task
 
 
@@ -40,6 +44,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     match: str = "prompts"  # or "interactions": single-sample methods get B*K prompts, lr*sqrt(K)
+    eta: float = 1.0  # TPO's temperature (TPO variants only)
 
     def validate(self) -> None:
         check_task(self.task, self.reward)
@@ -63,6 +68,10 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (self.eta > 0 and math.isfinite(self.eta)):
+            raise ValueError(f"eta must be a positive finite number, got {self.eta}")
+        if self.eta != 1.0 and not algo.tempered:
+            raise ValueError(f"{self.algo} has no temperature; eta applies to TPO variants only")
 
     def resolved(self) -> dict:
         """Batch size, K, learning rate and epochs as actually used (after interaction matching)."""
@@ -83,6 +92,7 @@ class TrainResult:
     error: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
     all_fail: list[float] = field(default_factory=list)
+    groups: dict[str, list[float]] = field(default_factory=dict)  # group_diagnostics per episode
     seconds_per_episode: float = math.nan
     model: TinyTransformer | None = field(default=None, repr=False)  # the trained policy
 
@@ -102,6 +112,7 @@ class TrainResult:
             error=self.error,
             grad_norm=self.grad_norm,
             all_fail=self.all_fail,
+            groups=self.groups,
             seconds_per_episode=self.seconds_per_episode,
         )
 
@@ -122,6 +133,32 @@ def _all_fail_fraction(batch) -> float:
     return (scores.amax(-1) == 0).float().mean().item()
 
 
+def group_diagnostics(batch: SequenceBatch, eta: float = 1.0) -> dict[str, float]:
+    """What TPO and GRPO each make of the informative groups of a sequence batch.
+
+    A candidate is a *success* if it scores above its group's mean (under
+    exact-match reward: it is right). Over the groups that are neither
+    all-fail nor all-success (NaN if there are none):
+
+    * ``p_success``: mass the old group policy ``p_old`` puts on successes;
+    * ``q_success``: mass TPO's target ``q ∝ p_old exp(u / eta)`` puts on them;
+    * ``adv_success`` / ``adv_failure``: GRPO's mean ``|A|`` on successes and failures.
+    """
+    keep = informative_groups(batch.scores)
+    if not keep.any():
+        return dict.fromkeys(("p_success", "q_success", "adv_success", "adv_failure"), math.nan)
+    scores = batch.scores[keep]
+    old = batch.old_log_probs[keep].sum(-1)
+    success = scores > scores.mean(-1, keepdim=True)
+    advantage = grpo_advantages(scores).abs()
+    return dict(
+        p_success=(group_policy(old) * success).sum(-1).mean().item(),
+        q_success=(tpo_target(old, scores, eta) * success).sum(-1).mean().item(),
+        adv_success=advantage[success].mean().item(),
+        adv_failure=advantage[~success].mean().item(),
+    )
+
+
 def train(
     config: TrainConfig,
     callback: Callable[[int, TrainResult], None] | None = None,
@@ -134,6 +171,7 @@ def train(
     torch.manual_seed(config.seed)
     model = TinyTransformer(ModelConfig(vocab=config.vocab, length=config.length))
     optimizers = make_optimizers(model, run["lr"])
+    loss = functools.partial(algo.loss, eta=config.eta) if algo.tempered else algo.loss
     generator = torch.Generator().manual_seed(config.seed)
     rollouts = token_rollouts if algo.rollout == "token" else sequence_rollouts
     result = TrainResult(config, model=model)
@@ -147,10 +185,13 @@ def train(
         model.train()
         result.error.append(batch.error)
         result.all_fail.append(_all_fail_fraction(batch))
+        if algo.rollout == "sequence":
+            for name, value in group_diagnostics(batch, config.eta).items():
+                result.groups.setdefault(name, []).append(value)
         for epoch in range(run["epochs"]):
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
-            algo.loss(model, batch).backward()
+            loss(model, batch).backward()
             if epoch == 0:
                 result.grad_norm.append(_grad_norm(model))
             for opt in optimizers:

@@ -1,0 +1,284 @@
+"""Grids of token-task runs on disk: resumable, provenance-stamped, summarised like Table 3.
+
+Every run of a grid is one JSON file in the grid's folder, named after the
+settings that define it (:func:`run_name`). A file is written to a
+temporary name and renamed only once it is complete, so a crashed or
+interrupted grid never leaves a file that looks finished, and running the
+same grid again skips every run whose file is already there::
+
+    python -m tpo_core grid --algos tpo grpo --lengths 7 --seeds 0 1 2 \\
+        --episodes 1000 --out results/sparse
+
+The paper's whole Table 3 grid is one preset away (``--preset table3``):
+about a thousand runs, for a long CPU job over many ``--workers``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tpo_core.algorithms import get_algorithm
+from tpo_core.train import TrainConfig, train
+
+# SPEC §3.5, Table 3 of the paper: final exact-match error (%) after 2,000
+# episodes, reverse copy, V = 2, B = 100, K = 8. None: above 95%.
+PAPER_TABLE3: dict[tuple[str, str, int], float | None] = {
+    (algo, match, length): value
+    for algo, prompts, interactions in [
+        ("tpo", (6.9, 8.6, 6.1, 7.4), (1.8, 2.8, 5.3, 19.0)),
+        ("grpo", (14.5, 27.6, 30.0, 50.4), (9.6, 23.2, 36.2, 48.7)),
+        ("grpo_no_kl", (66.6, 92.5, None, None), (78.1, 83.8, None, None)),
+        ("ppo", (12.0, 26.3, 90.6, None), (38.6, 62.1, 66.2, None)),
+        ("dg", (33.8, 58.8, None, None), (47.7, 69.4, None, None)),
+    ]
+    for match, row in (("prompts", prompts), ("interactions", interactions))
+    for length, value in zip((7, 8, 9, 10), row, strict=True)
+}
+
+PRESETS = {
+    "table3": dict(
+        algos=["tpo", "grpo", "grpo_no_kl", "ppo", "dg"],
+        lengths=[7, 8, 9, 10],
+        matches=["prompts", "interactions"],
+        episodes=2000,
+        task="reverse_copy",
+        reward="terminal",
+        vocab=2,
+        batch=100,
+        k=8,
+    ),
+}
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def provenance(argv: list[str]) -> dict:
+    """Who ran what, where and when: stored next to every result.
+
+    ``git_commit`` ends in ``-dirty`` when the working tree had uncommitted changes.
+    """
+    commit = _git("rev-parse", "HEAD")
+    if commit is not None:
+        commit = commit.strip() + (
+            "-dirty" if _git("status", "--porcelain", "--untracked-files=no") else ""
+        )
+    return dict(
+        command="python -m tpo_core " + " ".join(argv),
+        git_commit=commit,
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        hardware=_hardware(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+    )
+
+
+def _six_digits(x):
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _six_digits(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_six_digits(v) for v in x]
+    return x
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` (floats to 6 significant digits) via a temporary file and a rename.
+
+    Readers never see half a file: the rename is the last step.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_six_digits(payload), separators=(",", ":")))
+    tmp.replace(path)
+
+
+def run_name(config: TrainConfig) -> str:
+    """A file name that says which run it holds; settings left at their defaults are omitted.
+
+    Grouped methods are the same run under either matching, so only
+    single-sample methods carry the ``match``.
+    """
+    default = TrainConfig()
+    parts = [config.algo, config.task, config.reward, f"H{config.length}", f"V{config.vocab}"]
+    parts += [f"B{config.batch}", f"K{config.k}"]
+    if get_algorithm(config.algo).rollout == "single":
+        parts.append(config.match)
+    for name, tag in (("epochs", "ep"), ("lr", "lr"), ("eta", "eta")):
+        if getattr(config, name) != getattr(default, name):
+            parts.append(f"{tag}{getattr(config, name)}")
+    parts += [f"E{config.episodes}", f"seed{config.seed}"]
+    return "-".join(parts) + ".json"
+
+
+def is_complete(path: Path, config: TrainConfig) -> bool:
+    """True if ``path`` holds a finished run of ``config`` (a full error curve)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return data.get("config") == asdict(config) and len(data.get("error", ())) == config.episodes
+
+
+def _run_one(config: TrainConfig, path: Path, argv: list[str], threads: int | None) -> Path:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    result = train(config, progress=False)
+    payload = result.to_dict() | {
+        "provenance": provenance(argv) | {"wall_seconds": round(time.perf_counter() - start, 1)}
+    }
+    write_json_atomic(path, payload)
+    return path
+
+
+def grid_configs(
+    algos: Iterable[str],
+    lengths: Iterable[int],
+    seeds: Iterable[int],
+    matches: Iterable[str] = ("prompts",),
+    **settings,
+) -> list[TrainConfig]:
+    """Every (method, H, match, seed) run, without duplicates (grouped methods ignore ``match``)."""
+    configs, names = [], set()
+    for algo, length, match, seed in itertools.product(algos, lengths, matches, seeds):
+        config = TrainConfig(algo=algo, length=length, match=match, seed=seed, **settings)
+        config.validate()
+        if run_name(config) not in names:
+            names.add(run_name(config))
+            configs.append(config)
+    return configs
+
+
+def run_grid(
+    configs: list[TrainConfig],
+    out: Path,
+    argv: list[str] | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[Path]:
+    """Run every config whose result is not yet in ``out``; return the paths of all of them.
+
+    With ``workers > 1`` runs go to separate processes with one thread each.
+    """
+    out = Path(out)
+    argv = argv or []
+    paths = [out / run_name(c) for c in configs]
+    todo = [(c, p) for c, p in zip(configs, paths, strict=True) if not is_complete(p, c)]
+    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="grid",
+               disable=not progress)  # fmt: skip
+    if workers <= 1:
+        for config, path in todo:
+            bar.set_postfix_str(path.stem)
+            _run_one(config, path, argv, None)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            jobs = [pool.submit(_run_one, c, p, argv, 1) for c, p in todo]
+            for job in jobs:
+                job.result()
+                bar.update()
+    bar.close()
+    return paths
+
+
+def load_runs(folder: Path) -> list[dict]:
+    """Every finished run in ``folder`` (temporary, partly written files are ignored)."""
+    runs = []
+    for path in sorted(Path(folder).glob("*.json")):
+        data = json.loads(path.read_text())
+        runs.append(data | {"config": TrainConfig(**data["config"])})
+    return runs
+
+
+def final_errors(runs: list[dict], last: int = 20) -> dict[tuple[str, str, int], list[float]]:
+    """Final error (mean of the last ``last`` episodes) of each run, keyed by (algo, match, H).
+
+    A grouped method's run counts for both matchings, as in Table 3.
+    """
+    table: dict[tuple[str, str, int], list[float]] = {}
+    for run in runs:
+        c = run["config"]
+        final = sum(run["error"][-last:]) / len(run["error"][-last:])
+        single = get_algorithm(c.algo).rollout == "single"
+        for match in (c.match,) if single else ("prompts", "interactions"):
+            table.setdefault((c.algo, match, c.length), []).append(final)
+    return table
+
+
+def mean_and_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var / len(values))
+
+
+def table3_rows(runs: list[dict], match: str = "prompts", last: int = 20) -> list[dict]:
+    """Our final errors (%) next to the paper's Table 3, one row per (method, H) we ran."""
+    rows = []
+    for (algo, m, length), finals in sorted(final_errors(runs, last).items()):
+        if m != match:
+            continue
+        mean, se = mean_and_se(finals)
+        episodes = {
+            r["config"].episodes
+            for r in runs
+            if (r["config"].algo, r["config"].length) == (algo, length)
+        }
+        paper = PAPER_TABLE3.get((algo, match, length), "n/a")
+        rows.append(
+            dict(method=algo, H=length, seeds=len(finals), episodes=sorted(episodes),
+                 ours=100 * mean, se=100 * se, paper="> 95" if paper is None else paper)
+        )  # fmt: skip
+    return rows
+
+
+__all__ = [
+    "PAPER_TABLE3",
+    "PRESETS",
+    "final_errors",
+    "grid_configs",
+    "is_complete",
+    "load_runs",
+    "mean_and_se",
+    "provenance",
+    "run_grid",
+    "run_name",
+    "table3_rows",
+    "write_json_atomic",
+]
