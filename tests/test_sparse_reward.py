@@ -1,0 +1,210 @@
+"""Sparse terminal reward: masked GRPO, group diagnostics, TPO's temperature, run grids."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tpo_core as tc
+from tpo_core import experiments
+from tpo_core.algorithms import grpo, grpo_masked, informative_groups, tpo
+from tpo_core.rollouts import SequenceBatch
+from tpo_core.train import TrainConfig, group_diagnostics, train
+
+
+class FixedBatch(SequenceBatch):
+    """A hand-built batch whose 'current policy' is a given leaf tensor, not a model."""
+
+    def new_log_probs(self, model):
+        return model
+
+
+def hand_batch(success, seq_probs, h=2, new_shift=0.0):
+    """Groups of K answers of length h; ``success`` (B, K) 0/1, ``seq_probs`` (B, K) p_old(y)."""
+    success = torch.tensor(success, dtype=torch.float32)
+    b, k = success.shape
+    seq = torch.tensor(seq_probs, dtype=torch.float64).log()
+    old = (seq / h)[..., None].expand(b, k, h).float()  # tokens share the sequence log-prob
+    rewards = success[..., None].expand(b, k, h).clone()
+    answers = torch.zeros(b, k, h, dtype=torch.long)
+    batch = FixedBatch(torch.zeros(b, h, dtype=torch.long), answers, old, rewards)
+    leaf = (old + new_shift * torch.linspace(-1, 1, b * k * h).view(b, k, h)).requires_grad_()
+    return batch, leaf
+
+
+# ---------------------------------------------------------------- diagnostics
+
+
+def test_group_diagnostics_match_the_closed_form():
+    p = [0.4, 0.3, 0.2, 0.1]
+    batch, _ = hand_batch([[1, 0, 0, 0], [0, 0, 0, 0]], [p, p])
+    d = group_diagnostics(batch)
+    # Only group 0 is informative. u = (r - 1/4) / sqrt(3/16): sqrt(3) for the success.
+    u_win, u_lose = math.sqrt(3), -1 / math.sqrt(3)
+    q_win = 0.4 * math.exp(u_win) / (0.4 * math.exp(u_win) + 0.6 * math.exp(u_lose))
+    assert d["p_success"] == pytest.approx(0.4, rel=1e-5)
+    assert d["q_success"] == pytest.approx(q_win, rel=1e-5)
+    assert d["adv_success"] == pytest.approx(u_win, rel=1e-5)
+    assert d["adv_failure"] == pytest.approx(-u_lose, rel=1e-5)
+    # A colder target moves more mass onto the success.
+    assert group_diagnostics(batch, eta=0.5)["q_success"] > d["q_success"]
+
+
+def test_group_diagnostics_are_nan_without_an_informative_group():
+    batch, _ = hand_batch([[0, 0, 0], [1, 1, 1]], [[0.5, 0.3, 0.2]] * 2)
+    assert all(math.isnan(v) for v in group_diagnostics(batch).values())
+
+
+def test_all_fail_group_contributes_exactly_zero_tpo_gradient_on_the_first_epoch():
+    p = [0.4, 0.3, 0.2, 0.1]
+    batch, leaf = hand_batch([[0, 1, 0, 0], [0, 0, 0, 0]], [p, p])  # leaf == old: first epoch
+    (grad,) = torch.autograd.grad(tpo(leaf, batch), leaf)
+    # u = 0 -> q = p_old = p: zero in exact arithmetic, float32 rounding (~1e-8) here.
+    assert grad[1].abs().max() < 1e-7
+    assert grad[0].abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------- masked GRPO
+
+
+def test_informative_groups():
+    scores = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    assert informative_groups(scores).tolist() == [True, False, False]
+
+
+def test_masked_grpo_zeros_exactly_the_zero_variance_groups():
+    p = [0.4, 0.3, 0.2, 0.1]
+    success = [[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]]
+    batch, leaf = hand_batch(success, [p, p, p], new_shift=0.05)  # a later epoch: KL is nonzero
+    (masked,) = torch.autograd.grad(grpo_masked(leaf, batch), leaf)
+    assert torch.equal(masked[1:], torch.zeros_like(masked[1:]))
+    # The informative group gets GRPO's gradient as if it were the whole batch.
+    alone = tc.grpo_loss(
+        leaf[:1], batch.old_log_probs[:1], tc.grpo_advantages(batch.scores[:1])[..., None]
+    )
+    (expected,) = torch.autograd.grad(alone, leaf)
+    torch.testing.assert_close(masked, expected)
+    # Plain GRPO still pulls on the flat groups through its KL term.
+    (plain,) = torch.autograd.grad(grpo(leaf, batch), leaf)
+    assert plain[1:].abs().max() > 0
+
+
+def test_masked_grpo_with_no_informative_group_is_a_zero_loss_with_a_graph():
+    batch, leaf = hand_batch([[0, 0], [1, 1]], [[0.5, 0.5]] * 2)
+    loss = grpo_masked(leaf, batch)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(leaf.grad, torch.zeros_like(leaf))
+
+
+# ---------------------------------------------------------------- training with diagnostics
+
+
+def test_training_records_diagnostics_per_episode():
+    cfg = TrainConfig(algo="grpo_masked", length=3, batch=16, k=4, episodes=3)
+    result = train(cfg, progress=False)
+    assert set(result.groups) == {"p_success", "q_success", "adv_success", "adv_failure"}
+    assert all(len(v) == 3 for v in result.groups.values())
+    assert len(result.to_dict()["groups"]["q_success"]) == 3
+
+
+def test_eta_is_validated_and_reaches_the_tpo_target():
+    with pytest.raises(ValueError, match="eta must be a positive"):
+        TrainConfig(eta=0.0).validate()
+    with pytest.raises(ValueError, match="no temperature"):
+        TrainConfig(algo="grpo", eta=0.5).validate()
+    cold = TrainConfig(length=3, batch=16, k=4, episodes=2, eta=0.25)
+    warm = TrainConfig(length=3, batch=16, k=4, episodes=2, eta=4.0)
+    # Same seed, same first batch: only the temperature differs, so the first gradient does.
+    assert train(cold, progress=False).grad_norm[0] != train(warm, progress=False).grad_norm[0]
+
+
+# ---------------------------------------------------------------- grids
+
+
+def small_grid(**changes):
+    settings = dict(algos=["tpo", "ppo"], lengths=[3], seeds=[0, 1], batch=4, k=3, episodes=2)
+    return experiments.grid_configs(**(settings | changes))
+
+
+def test_grid_configs_share_grouped_runs_across_matchings():
+    configs = small_grid(matches=["prompts", "interactions"])
+    names = [experiments.run_name(c) for c in configs]
+    assert len(configs) == 6  # tpo x 2 seeds once, ppo x 2 seeds x 2 matchings
+    assert len(set(names)) == 6 and sum("interactions" in n for n in names) == 2
+
+
+def test_grid_rejects_impossible_settings():
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        small_grid(algos=["tpo", "sac"])
+
+
+def test_run_grid_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
+    configs = small_grid()
+    paths = experiments.run_grid(configs, tmp_path, progress=False)
+    assert all(experiments.is_complete(p, c) for p, c in zip(paths, configs, strict=True))
+    data = json.loads(paths[0].read_text())
+    assert data["provenance"]["wall_seconds"] >= 0 and "git_commit" in data["provenance"]
+
+    # A crash mid-write leaves a temporary file and a truncated one: neither counts as done.
+    paths[1].write_text(paths[1].read_text()[:50])
+    (tmp_path / f".{paths[2].name}.123.tmp").write_text("{")
+    paths[3].unlink()
+    calls = []
+    real_train = experiments.train
+    monkeypatch.setattr(
+        experiments, "train", lambda c, **kw: calls.append(c) or real_train(c, **kw)
+    )
+    experiments.run_grid(configs, tmp_path, progress=False)
+    assert calls == [configs[1], configs[3]]
+    assert len(experiments.load_runs(tmp_path)) == 4
+
+
+def test_run_with_other_settings_is_not_taken_for_finished(tmp_path):
+    config = small_grid()[0]
+    path = experiments.run_grid([config], tmp_path, progress=False)[0]
+    longer = TrainConfig(**{**config.__dict__, "episodes": 3})
+    assert experiments.is_complete(path, config) and not experiments.is_complete(path, longer)
+
+
+def test_final_errors_and_table3_rows():
+    def run(algo, seed, errors, match="prompts"):
+        c = TrainConfig(algo=algo, length=7, seed=seed, match=match, episodes=len(errors))
+        return {"config": c, "error": errors}
+
+    runs = [run("tpo", 0, [0.9, 0.1]), run("tpo", 1, [0.9, 0.3]), run("dg", 0, [0.5, 0.5])]
+    finals = experiments.final_errors(runs, last=1)
+    assert finals[("tpo", "prompts", 7)] == [0.1, 0.3]
+    assert finals[("tpo", "interactions", 7)] == [0.1, 0.3]  # grouped: both matchings
+    assert ("dg", "interactions", 7) not in finals
+    rows = {r["method"]: r for r in experiments.table3_rows(runs, last=1)}
+    assert rows["tpo"]["ours"] == pytest.approx(20.0)
+    assert rows["tpo"]["se"] == pytest.approx(100 * 0.1)  # std 0.1414 / sqrt(2)
+    assert rows["tpo"]["paper"] == 6.9 and rows["dg"]["paper"] == 33.8
+    assert experiments.PAPER_TABLE3[("grpo", "interactions", 10)] == 48.7
+    assert experiments.PAPER_TABLE3[("dg", "prompts", 9)] is None
+
+
+def test_write_json_atomic_leaves_no_temporary_file(tmp_path):
+    experiments.write_json_atomic(tmp_path / "a" / "r.json", {"x": 1 / 3, "y": [2 / 3]})
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["r.json"]
+    assert json.loads((tmp_path / "a" / "r.json").read_text()) == {"x": 0.333333, "y": [0.666667]}
+
+
+def test_cli_grid_runs_and_summarises(tmp_path):
+    args = "--algos tpo --lengths 3 --seeds 0 --batch 4 --k 3 --episodes 2 --quiet"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tpo_core", "grid", *args.split(), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "tpo H=3" in proc.stdout and len(list(tmp_path.glob("*.json"))) == 1
+    bad = subprocess.run(
+        [sys.executable, "-m", "tpo_core", "grid", "--algos", "dg", "--eta", "2", "--out", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "no temperature" in bad.stderr
