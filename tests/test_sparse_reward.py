@@ -12,7 +12,7 @@ import tpo_core as tc
 from tpo_core import experiments
 from tpo_core.algorithms import grpo, grpo_masked, informative_groups, tpo
 from tpo_core.rollouts import SequenceBatch
-from tpo_core.train import TrainConfig, group_diagnostics, train
+from tpo_core.train import TrainConfig, TrainResult, group_diagnostics, train
 
 
 class FixedBatch(SequenceBatch):
@@ -172,7 +172,7 @@ def test_run_with_other_settings_is_not_taken_for_finished(tmp_path):
 def test_final_errors_and_table3_rows():
     def run(algo, seed, errors, match="prompts"):
         c = TrainConfig(algo=algo, length=7, seed=seed, match=match, episodes=len(errors))
-        return {"config": c, "error": errors}
+        return TrainResult(c, error=errors)
 
     runs = [run("tpo", 0, [0.9, 0.1]), run("tpo", 1, [0.9, 0.3]), run("dg", 0, [0.5, 0.5])]
     finals = experiments.final_errors(runs, last=1)
@@ -185,6 +185,33 @@ def test_final_errors_and_table3_rows():
     assert rows["tpo"]["paper"] == 6.9 and rows["dg"]["paper"] == 33.8
     assert experiments.PAPER_TABLE3[("grpo", "interactions", 10)] == 48.7
     assert experiments.PAPER_TABLE3[("dg", "prompts", 9)] is None
+
+
+def test_final_error_by_sweeps_one_setting_with_the_others_fixed():
+    def run(algo, errors, **settings):
+        return TrainResult(TrainConfig(algo=algo, episodes=len(errors), **settings), error=errors)
+
+    runs = [
+        run("tpo", [0.4], k=4),
+        run("tpo", [0.2], k=4, seed=1),
+        run("tpo", [0.1], k=16),
+        run("grpo", [0.5], k=4),
+        run("tpo", [0.9], k=4, eta=2.0),  # another temperature: not part of the K sweep
+        run("tpo", [0.3], epochs=1),
+    ]
+    sweep = experiments.final_error_by(runs, "k", last=1, eta=1.0, epochs=4)
+    xs, means, ses = sweep["tpo"]
+    assert xs == [4, 16] and means == pytest.approx([0.3, 0.1]) and ses[0] == pytest.approx(0.1)
+    assert sweep["grpo"] == ([4], [0.5], [0.0])
+    by_epochs = experiments.final_error_by(runs, "epochs", last=1, k=8)
+    assert by_epochs["tpo"][0] == [1]
+
+
+def test_loaded_runs_are_train_results(tmp_path):
+    path = experiments.run_grid(small_grid()[:1], tmp_path, progress=False)[0]
+    (run,) = experiments.load_runs(tmp_path)
+    assert run.config == small_grid()[0] and len(run.error) == 2
+    assert run.provenance["command"].startswith("python -m tpo_core") and path.exists()
 
 
 def test_write_json_atomic_leaves_no_temporary_file(tmp_path):

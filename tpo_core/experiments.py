@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tpo_core.algorithms import get_algorithm
-from tpo_core.train import TrainConfig, train
+from tpo_core.train import TrainConfig, TrainResult, train
 
 # SPEC §3.5, Table 3 of the paper: final exact-match error (%) after 2,000
 # episodes, reverse copy, V = 2, B = 100, K = 8. None: above 95%.
@@ -215,28 +215,55 @@ def run_grid(
     return paths
 
 
-def load_runs(folder: Path) -> list[dict]:
-    """Every finished run in ``folder`` (temporary, partly written files are ignored)."""
-    runs = []
-    for path in sorted(Path(folder).glob("*.json")):
-        data = json.loads(path.read_text())
-        runs.append(data | {"config": TrainConfig(**data["config"])})
-    return runs
+def load_runs(folder: Path) -> list[TrainResult]:
+    """Every finished run in ``folder`` (temporary files are ignored), with its provenance."""
+    return [
+        TrainResult.from_dict(json.loads(path.read_text()))
+        for path in sorted(Path(folder).glob("*.json"))
+    ]
 
 
-def final_errors(runs: list[dict], last: int = 20) -> dict[tuple[str, str, int], list[float]]:
+def final_errors(
+    runs: list[TrainResult], last: int = 20
+) -> dict[tuple[str, str, int], list[float]]:
     """Final error (mean of the last ``last`` episodes) of each run, keyed by (algo, match, H).
 
     A grouped method's run counts for both matchings, as in Table 3.
     """
     table: dict[tuple[str, str, int], list[float]] = {}
     for run in runs:
-        c = run["config"]
-        final = sum(run["error"][-last:]) / len(run["error"][-last:])
+        c = run.config
+        final = run.final_error(last)
         single = get_algorithm(c.algo).rollout == "single"
         for match in (c.match,) if single else ("prompts", "interactions"):
             table.setdefault((c.algo, match, c.length), []).append(final)
     return table
+
+
+def final_error_by(
+    runs: list[TrainResult], setting: str, last: int = 20, **where
+) -> dict[str, tuple[list, list, list]]:
+    """Per method, final error against one ``setting`` (``"k"``, ``"eta"``, ``"epochs"``, ...).
+
+    Only runs whose other settings equal ``where`` count; ``epochs`` means the
+    epochs actually used. Returns ``{algo: (values, mean, s.e.)}`` sorted by value.
+    """
+
+    def value(run: TrainResult, name: str):
+        return run.config.resolved()["epochs"] if name == "epochs" else getattr(run.config, name)
+
+    groups: dict[str, dict] = {}
+    for run in runs:
+        if all(value(run, name) == v for name, v in where.items()):
+            groups.setdefault(run.config.algo, {}).setdefault(value(run, setting), []).append(
+                run.final_error(last)
+            )
+    sweeps = {}
+    for algo, by_value in groups.items():
+        xs = sorted(by_value)
+        stats = [mean_and_se(by_value[x]) for x in xs]
+        sweeps[algo] = (xs, [m for m, _ in stats], [se for _, se in stats])
+    return sweeps
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:
@@ -248,7 +275,7 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / len(values))
 
 
-def table3_rows(runs: list[dict], match: str = "prompts", last: int = 20) -> list[dict]:
+def table3_rows(runs: list[TrainResult], match: str = "prompts", last: int = 20) -> list[dict]:
     """Our final errors (%) next to the paper's Table 3, one row per (method, H) we ran."""
     rows = []
     for (algo, m, length), finals in sorted(final_errors(runs, last).items()):
@@ -256,9 +283,7 @@ def table3_rows(runs: list[dict], match: str = "prompts", last: int = 20) -> lis
             continue
         mean, se = mean_and_se(finals)
         episodes = {
-            r["config"].episodes
-            for r in runs
-            if (r["config"].algo, r["config"].length) == (algo, length)
+            r.config.episodes for r in runs if (r.config.algo, r.config.length) == (algo, length)
         }
         paper = PAPER_TABLE3.get((algo, match, length), "n/a")
         rows.append(
@@ -271,6 +296,7 @@ def table3_rows(runs: list[dict], match: str = "prompts", last: int = 20) -> lis
 __all__ = [
     "PAPER_TABLE3",
     "PRESETS",
+    "final_error_by",
     "final_errors",
     "grid_configs",
     "is_complete",

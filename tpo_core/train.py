@@ -95,6 +95,13 @@ class TrainResult:
     groups: dict[str, list[float]] = field(default_factory=dict)  # group_diagnostics per episode
     seconds_per_episode: float = math.nan
     model: TinyTransformer | None = field(default=None, repr=False)  # the trained policy
+    provenance: dict = field(default_factory=dict, repr=False)  # of a run loaded from disk
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainResult:
+        """A result written by :meth:`to_dict` (plus its provenance), without the model."""
+        keys = ("error", "grad_norm", "all_fail", "groups", "seconds_per_episode", "provenance")
+        return cls(TrainConfig(**data["config"]), **{k: data[k] for k in keys if k in data})
 
     def steps_to(self, threshold: float) -> int | None:
         """First episode (1-based) whose error is at or below ``threshold``; None if never."""
