@@ -235,3 +235,55 @@ def test_cli_grid_runs_and_summarises(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "no temperature" in bad.stderr
+
+
+# ---------------------------------------------------------------- notebook 05 pieces
+
+
+def test_chance_of_a_success_matches_simulation():
+    from tpo_core.tasks import chance_of_a_success
+
+    g = torch.Generator().manual_seed(0)
+    h, v, k, n = 4, 2, 8, 20000
+    answers = torch.randint(0, v, (n, k, h), generator=g)
+    targets = torch.randint(0, v, (n, 1, h), generator=g)
+    simulated = (answers == targets).all(-1).any(-1).float().mean().item()
+    assert simulated == pytest.approx(chance_of_a_success(h, v, k), abs=0.01)
+
+
+def test_notebook_05_exercises():
+    from tpo_core.exercises import check
+
+    assert check("05-one-success-mass", 0.746).correct
+    assert not check("05-one-success-mass", 1 / 8).correct
+    assert check("05-masked-step", 10).correct and not check("05-masked-step", 0.1).correct
+
+
+def test_sparse_figures_plot_the_runs_they_are_given():
+    from tpo_core import viz
+
+    cfg = TrainConfig(algo="tpo", length=3, batch=16, k=4, episodes=4)
+    run = train(cfg, progress=False)
+    fig = viz.mechanism_figure({"TPO": run}, window=1)
+    assert list(fig.data[0].y) == pytest.approx(run.grad_norm)
+    assert list(fig.data[1].y) == pytest.approx(run.all_fail)
+    weights = viz.success_weight_figure(run, window=1)
+    assert [t.name for t in weights.data] == ["p_old", "q", "|A| success", "|A| failure"]
+    q = [v for v in run.groups["q_success"] if v == v]
+    assert [v for v in weights.data[1].y if v == v] == pytest.approx(q)
+    assert viz.moving_average([1.0, math.nan, 3.0, 5.0], 2) == [1.0, 1.0, 3.0, 4.0]
+    sweep = viz.sweep_figure({"tpo": ([4, 8], [0.2, 0.1], [0.01, 0.02])}, "K", log_x=True)
+    assert list(sweep.data[0].y) == [0.2, 0.1]
+    common = dict(seeds=3, episodes=[1000])
+    rows = [
+        dict(method="tpo", H=7, ours=5.0, se=1.0, paper=6.9, **common),
+        dict(method="dg", H=9, ours=99.0, se=0.1, paper="> 95", **common),
+    ]
+    table = viz.table3_figure(rows)
+    assert list(table.data[0].y) == [5.0, 99.0] and list(table.data[1].y) == [6.9, 95.0]
+    assert "| tpo | 7 | 3 | 1000 | 5.0 ± 1.0 | 6.9 |" in experiments.table3_markdown(rows)
+
+
+def test_shipped_runs_name_is_checked():
+    with pytest.raises(ValueError, match="no shipped results named"):
+        experiments.shipped_runs("nope")

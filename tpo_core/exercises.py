@@ -8,6 +8,7 @@ read worked solutions with ``solution(name)``; nothing prints them by default.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
@@ -17,7 +18,7 @@ import torch
 from tpo_core.bandits import beta_coefficient, step_budget
 from tpo_core.group import descend_group, group_view, random_group
 from tpo_core.neural_bandit import tpo_gain_over_one_vs_rest
-from tpo_core.objectives import standardize_scores
+from tpo_core.objectives import standardize_scores, tpo_target
 
 
 @dataclass(frozen=True)
@@ -315,3 +316,39 @@ def _grade_dead_state(answer):
     if a == "p_old":
         return True, "all candidates score 0, u = 0, so q = p_old: no push either way."
     return False, "what are the candidates' rewards once an earlier token was wrong?"
+
+
+# ---------------------------------------------------------------- notebook 05
+
+
+@exercise(
+    "05-one-success-mass",
+    "K = 8 answers, p_old uniform over them (1/8 each), exactly one is right (exact match). "
+    "What mass does TPO's target q put on the right answer, at eta = 1?",
+    "u = sqrt(7) ≈ 2.65 for the success and -1/sqrt(7) ≈ -0.38 for each failure, so "
+    "q = e^2.65 / (e^2.65 + 7 e^-0.38) ≈ 14.1 / (14.1 + 4.8) ≈ 0.746: three quarters of the "
+    "group's mass, from an eighth. A finite, fitted target: no step can overshoot it.",
+)
+def _grade_one_success_mass(answer):
+    scores = torch.tensor([1.0] + [0.0] * 7, dtype=torch.float64)
+    q = float(tpo_target(torch.full((8,), -math.log(8), dtype=torch.float64), scores)[0])
+    if abs(float(answer) - q) <= 0.01:
+        return True, f"q = {q:.3f}: from 1/8 to about 3/4 in one target."
+    return False, "u = z-score of (1, 0, ..., 0); then q ∝ p_old · e^u, normalised over the 8."
+
+
+@exercise(
+    "05-masked-step",
+    "GRPO's loss averages over the B = 100 groups of an episode; 90 of them are all-fail. "
+    "Masking the flat groups out of the average multiplies the step each informative group "
+    "gets by what factor?",
+    "The average runs over 10 groups instead of 100, so each informative group's share of "
+    "the step grows tenfold, and it grows most when successes are rarest: early, and on "
+    "the hardest prompts. The paper measures it: masking takes GRPO from 6.3% to 29.7% "
+    "final error. TPO's flat groups are neutral on the snapshot (q = p_old), so for TPO "
+    "there is nothing to mask.",
+)
+def _grade_masked_step(answer):
+    if abs(float(answer) - 10) <= 0.01:
+        return True, "100 / 10 = 10: a tenfold larger step on the few groups that have a success."
+    return False, "the loss is a mean over groups: over how many groups after masking?"

@@ -223,6 +223,15 @@ def load_runs(folder: Path) -> list[TrainResult]:
     ]
 
 
+def shipped_runs(name: str) -> list[TrainResult]:
+    """The runs of a grid shipped with the package (``tpo_core/results/<name>``)."""
+    folder = Path(__file__).parent / "results" / name
+    if not folder.is_dir():
+        known = sorted(p.name for p in folder.parent.glob("*") if p.is_dir())
+        raise ValueError(f"no shipped results named {name!r}; there are: {', '.join(known)}")
+    return load_runs(folder)
+
+
 def final_errors(
     runs: list[TrainResult], last: int = 20
 ) -> dict[tuple[str, str, int], list[float]]:
@@ -293,6 +302,21 @@ def table3_rows(runs: list[TrainResult], match: str = "prompts", last: int = 20)
     return rows
 
 
+def table3_markdown(rows: list[dict]) -> str:
+    """:func:`table3_rows` as a Markdown table."""
+    lines = [
+        "| method | H | seeds | episodes | ours (%) | paper (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        episodes = ", ".join(str(e) for e in r["episodes"])
+        lines.append(
+            f"| {r['method']} | {r['H']} | {r['seeds']} | {episodes} "
+            f"| {r['ours']:.1f} ± {r['se']:.1f} | {r['paper']} |"
+        )
+    return "\n".join(lines)
+
+
 __all__ = [
     "PAPER_TABLE3",
     "PRESETS",
@@ -305,6 +329,8 @@ __all__ = [
     "provenance",
     "run_grid",
     "run_name",
+    "shipped_runs",
+    "table3_markdown",
     "table3_rows",
     "write_json_atomic",
 ]

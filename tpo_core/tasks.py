@@ -54,3 +54,9 @@ def token_rewards(reward: str, answers: torch.Tensor, targets: torch.Tensor) -> 
     if reward == "sequential":
         return correct.cumprod(-1)
     return correct.prod(-1, keepdim=True).expand_as(correct).clone()
+
+
+def chance_of_a_success(length: int, vocab: int, k: int) -> float:
+    """Chance that a group of K uniformly random answers holds at least one exact match,
+    ``1 - (1 - V^-H)^K``: under terminal reward, the rest of the groups are all-fail."""
+    return 1.0 - (1.0 - float(vocab) ** -length) ** k

@@ -7,6 +7,8 @@ test. The explorers in :mod:`tpo_core.widgets` wrap these figures in a
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -32,6 +34,7 @@ COLORS = {
     "grpo_token": "#7b4ea3",
     "grpo_no_kl": "#c5b0d5",
     "tpo_no_anchor": "#ffbb78",
+    "grpo_masked": "#3b2a57",
 }
 METHOD_LABELS = {
     "pg": "PG",
@@ -47,6 +50,7 @@ METHOD_LABELS = {
     "grpo_token": "GRPO (token)",
     "grpo_no_kl": "GRPO (no KL)",
     "tpo_no_anchor": "TPO (no anchor)",
+    "grpo_masked": "GRPO (flat groups masked)",
 }
 KL_FLOOR = 1e-12
 """KL values are floored here so the log axis can show a policy sitting on its target."""
@@ -296,4 +300,99 @@ def live_curves_figure(names, title: str = "", yaxis: str = "error") -> go.Figur
                         line=dict(color=COLORS.get(method)))  # fmt: skip
     fig.update_layout(title=title, xaxis_title="episode", yaxis_title=yaxis, yaxis_type="log",
                       height=380, **LAYOUT)  # fmt: skip
+    return fig
+
+
+# ---------------------------------------------------------------- sparse reward (notebook 05)
+
+
+def moving_average(values, window: int) -> list[float]:
+    """Trailing mean over the last ``window`` values, skipping NaNs (NaN if all are)."""
+    out = []
+    for i in range(len(values)):
+        chunk = [v for v in values[max(0, i - window + 1) : i + 1] if v == v]
+        out.append(sum(chunk) / len(chunk) if chunk else math.nan)
+    return out
+
+
+def mechanism_figure(runs: dict, window: int = 10) -> go.Figure:
+    """Per run (``{label: TrainResult}``), over episodes: the first-epoch gradient norm (log
+    axis) and the share of all-fail groups, both smoothed over ``window`` episodes.
+    Trace names: ``<label>`` in each panel, the gradient panel first."""
+    titles = ("gradient norm (first epoch)", "share of all-fail groups")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=titles)
+    seen: dict[str, int] = {}
+    for label, run in runs.items():
+        method = run.config.algo
+        dash = ("solid", "dot", "dash", "dashdot")[seen.get(method, 0) % 4]  # seeds of one method
+        seen[method] = seen.get(method, 0) + 1
+        line = dict(color=COLORS.get(method), dash=dash)
+        for col, values in ((1, run.grad_norm), (2, run.all_fail)):
+            x = list(range(1, len(values) + 1))
+            fig.add_scatter(x=x, y=moving_average(values, window), mode="lines", name=label,
+                            line=line, legendgroup=label, showlegend=col == 1,
+                            row=1, col=col)  # fmt: skip
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_xaxes(title_text="episode")
+    fig.update_layout(height=380, **LAYOUT)
+    return fig
+
+
+def success_weight_figure(run, window: int = 10) -> go.Figure:
+    """How one sequence run's informative groups are weighted, per episode (smoothed).
+
+    Left: mass on the successful answers under ``p_old`` and under TPO's
+    target ``q``. Right: GRPO's mean ``|A|`` on successes and on failures.
+    Trace names: ``p_old``, ``q``, ``|A| success``, ``|A| failure``.
+    """
+    g = run.groups
+    x = list(range(1, len(g["p_success"]) + 1))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("TPO: mass on successes", "GRPO: |advantage|"))  # fmt: skip
+    for col, name, key, color in [
+        (1, "p_old", "p_success", COLORS["p_old"]),
+        (1, "q", "q_success", COLORS["q"]),
+        (2, "|A| success", "adv_success", COLORS["grpo"]),
+        (2, "|A| failure", "adv_failure", COLORS["grpo_no_kl"]),
+    ]:
+        fig.add_scatter(x=x, y=moving_average(g[key], window), mode="lines", name=name,
+                        line=dict(color=color), row=1, col=col)  # fmt: skip
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_xaxes(title_text="episode")
+    fig.update_layout(height=360, **LAYOUT)
+    return fig
+
+
+def sweep_figure(sweeps: dict, xaxis: str, title: str = "", log_x: bool = False) -> go.Figure:
+    """Final error against one setting, ``{method: (values, mean, s.e.)}``, one line each."""
+    fig = go.Figure()
+    for method, (xs, mean, se) in sweeps.items():
+        fig.add_scatter(x=list(xs), y=list(mean), error_y=dict(type="data", array=list(se)),
+                        mode="lines+markers", name=METHOD_LABELS.get(method, method),
+                        line=dict(color=COLORS.get(method)))  # fmt: skip
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title="final error", height=340,
+                      **LAYOUT)  # fmt: skip
+    if log_x:
+        fig.update_xaxes(type="log", tickvals=[x for xs, _, _ in sweeps.values() for x in xs])
+    return fig
+
+
+def table3_figure(rows: list[dict], title: str = "") -> go.Figure:
+    """Our final error (bars, ± s.e.) next to the paper's (diamonds), per method and H.
+
+    ``rows`` come from :func:`tpo_core.experiments.table3_rows`; cells the paper
+    reports as "> 95" are drawn at 95.
+    """
+    x = [f"{METHOD_LABELS.get(r['method'], r['method'])}, H={r['H']}" for r in rows]
+    paper = [95.0 if r["paper"] == "> 95" else r["paper"] for r in rows]
+    fig = go.Figure()
+    fig.add_bar(x=x, y=[r["ours"] for r in rows], name="ours",
+                error_y=dict(type="data", array=[r["se"] for r in rows]),
+                marker_color=[COLORS.get(r["method"], "#333333") for r in rows],
+                text=[f"{r['seeds']} seeds" for r in rows])  # fmt: skip
+    fig.add_scatter(x=x, y=paper, mode="markers", name="paper (20 seeds, 2,000 episodes)",
+                    marker=dict(symbol="diamond", size=12, color="#222222"))  # fmt: skip
+    fig.update_layout(title=title, yaxis_title="final exact-match error (%)", height=360,
+                      **LAYOUT)  # fmt: skip
     return fig
