@@ -1,0 +1,297 @@
+"""LLM RLVR: verifiers, the TPO / GRPO loop on a tiny local model, and the TRL integration."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import tpo_core as tc
+from tpo_core import llm, verifiers
+from tpo_core.llm import RLVRConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny Llama-architecture model saved to disk, loaded like a hub model."""
+    return llm.build_tiny_sums_model(tmp_path_factory.mktemp("tiny") / "sums", warmup_steps=30)
+
+
+def tiny_config(path, **changes):
+    settings = dict(model=str(path), task="sums", k=4, prompts_per_step=4, steps=2, lr=1e-3,
+                    max_new_tokens=2, chat_template=False, device="cpu")  # fmt: skip
+    return RLVRConfig(**(settings | changes))
+
+
+# ---------------------------------------------------------------- verifiers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("so the answer is \\boxed{1,234}.", "1234"),
+        ("48 / 2 = 24 apples\n#### 24", "24"),
+        ("#### 42.0", "42"),
+        ("first 3, then 7", "7"),
+        ("it is -5", "-5"),
+        ("\\boxed{3} but later 9", "3"),  # boxed wins over later numbers
+        ("no number here", None),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert verifiers.extract_answer(text) == expected
+
+
+def test_reward_checks_exact_numbers():
+    problem = verifiers.Problem("2+5=", "7", "sums")
+    assert verifiers.reward("7", problem) == 1.0
+    assert verifiers.reward("8", problem) == 0.0 and verifiers.reward("", problem) == 0.0
+
+
+def test_generated_problems_are_right_and_seeded():
+    sums = verifiers.make_problems("sums", 50, seed=3)
+    assert sums == verifiers.make_problems("sums", 50, seed=3)
+    for p in sums:
+        a, b = p.prompt[:-1].split("+")
+        assert int(a) + int(b) == int(p.answer) < 10
+    for p in verifiers.make_problems("arithmetic", 20, seed=0):
+        a, op, b = p.prompt.split("?")[0].removeprefix("What is ").split()
+        assert eval(f"{a}{op}{b}") == int(p.answer)  # noqa: S307 - two integers and an operator
+
+
+def test_gsm8k_loader_reads_a_local_file_in_its_format(tmp_path):
+    rows = [
+        {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"},
+        {"question": "A box holds 1,200 pins; half are red. Red?", "answer": "1200/2\n#### 600"},
+    ]
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    problems = verifiers.load_gsm8k("train", path)
+    assert [p.answer for p in problems] == ["7", "600"]
+    assert problems[0].prompt.startswith("Tom has 3 apples") and "####" in problems[0].prompt
+    assert verifiers.reward("They have 7 apples.\n#### 7", problems[0]) == 1.0
+    drawn = verifiers.make_problems("gsm8k", 5, seed=0, gsm8k_path=path)
+    assert len(drawn) == 5 and {p.answer for p in drawn} <= {"7", "600"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "solution": "#### 1"}))
+    with pytest.raises(ValueError, match="missing"):
+        verifiers.load_gsm8k("train", bad)
+
+
+def test_reasoning_gym_tasks_use_their_own_checker():
+    (kk,) = verifiers.make_problems("knights_knaves", 1, seed=0)
+    assert verifiers.reward(f"thinking...<answer>{kk.answer}</answer>", kk) == 1.0
+    assert verifiers.reward("<answer>nobody</answer>", kk) == 0.0
+    (graph,) = verifiers.make_problems("graph_color", 1, seed=0)
+    colouring = json.dumps(graph.entry["metadata"]["possible_answer"])
+    assert verifiers.reward(f"<answer>{colouring}</answer>", graph) == 1.0
+    assert verifiers.reward("<answer>{}</answer>", graph) == 0.0
+
+
+def test_unknown_task_is_rejected():
+    with pytest.raises(ValueError, match="unknown task"):
+        verifiers.make_problems("chess", 1, seed=0)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def test_completion_mask_stops_after_the_first_eos():
+    ids = torch.tensor([[5, 1, 0, 0], [5, 6, 7, 8], [1, 5, 1, 0]])
+    assert llm.completion_mask(ids, eos_id=1).tolist() == [
+        [True, True, False, False],
+        [True, True, True, True],
+        [True, False, False, False],
+    ]
+
+
+def test_rlvr_loss_tpo_equals_tpo_loss_and_grpo_equals_grpo_loss():
+    g, k, t = 2, 4, 3
+    gen = torch.Generator().manual_seed(0)
+    old = -torch.rand(g * k, t, generator=gen)
+    new = (old + 0.1 * torch.randn(g * k, t, generator=gen)).requires_grad_()
+    mask = torch.ones(g * k, t, dtype=torch.bool)
+    mask[0, 2] = mask[5, 1:] = False
+    rewards = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 1]])
+    cfg = RLVRConfig(model="m", k=k)
+    seq = lambda x: tc.sequence_log_probs(x, mask).view(g, k)  # noqa: E731
+    expected = tc.tpo_loss(seq(new), tc.tpo_target(seq(old), rewards))
+    torch.testing.assert_close(llm.rlvr_loss(cfg, new, old, rewards, mask), expected)
+    grpo = RLVRConfig(model="m", k=k, loss="grpo")
+    adv = tc.grpo_advantages(rewards).view(g * k, 1)
+    torch.testing.assert_close(
+        llm.rlvr_loss(grpo, new, old, rewards, mask), tc.grpo_loss(new, old, adv, 0.0, mask=mask)
+    )
+    ref = old - 0.05
+    with_kl = RLVRConfig(model="m", k=k, beta=0.1)
+    kl = tc.kl_k3(new, ref)[mask].mean()
+    torch.testing.assert_close(
+        llm.rlvr_loss(with_kl, new, old, rewards, mask, ref), expected + 0.1 * kl
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(loss="ppo"), "unknown loss"),
+        (dict(task="chess"), "unknown task"),
+        (dict(k=1), "k must be at least 2"),
+        (dict(eta=0.0), "eta must be a positive"),
+        (dict(lr=math.inf), "lr must be a positive"),
+        (dict(beta=-1.0), "beta"),
+        (dict(clip_eps=1.5), "clip_eps"),
+        (dict(micro_batch_groups=0), "micro_batch_groups"),
+    ],
+)
+def test_bad_rlvr_settings_are_rejected(changes, message):
+    with pytest.raises(ValueError, match=message):
+        RLVRConfig(model="m", **changes).validate()
+
+
+def test_loop_loads_from_disk_and_is_reproducible(tiny_model):
+    a = llm.rlvr_train(tiny_config(tiny_model), progress=False)
+    b = llm.rlvr_train(tiny_config(tiny_model), progress=False)
+    assert a.history["reward"] == b.history["reward"]
+    assert a.history["grad_norm"] == b.history["grad_norm"]
+    assert set(a.history) == set(llm.METRICS) and all(len(v) == 2 for v in a.history.values())
+    assert a.history["kl"][0] == pytest.approx(0.0, abs=1e-6)  # step 0: still the initial policy
+    rollout = a.last_rollout
+    assert rollout.rewards.shape == (4, 4) and len(rollout.completions) == 16
+
+
+def test_micro_batches_of_whole_groups_give_the_same_step(tiny_model):
+    one = llm.rlvr_train(tiny_config(tiny_model, micro_batch_groups=1), progress=False)
+    all_ = llm.rlvr_train(tiny_config(tiny_model, micro_batch_groups=4), progress=False)
+    for name in ("reward", "grad_norm"):
+        assert one.history[name] == pytest.approx(all_.history[name], rel=1e-4)
+
+
+def test_multi_epoch_and_lora_and_kl_run(tiny_model):
+    r = llm.rlvr_train(tiny_config(tiny_model, epochs=2, lora_rank=4, beta=0.01, loss="grpo"),
+                       progress=False)  # fmt: skip
+    trainable = [n for n, p in r.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora" in n for n in trainable)
+    assert all(math.isfinite(v) for v in r.history["kl"])
+
+
+def test_group_table_is_notebook_01s_picture(tiny_model):
+    cfg = tiny_config(tiny_model, steps=1)
+    result = llm.rlvr_train(cfg, progress=False)
+    rollout = llm.snapshot_log_probs(result.model, result.last_rollout, cfg)
+    table = llm.group_table(rollout, 0)
+    assert len(table["completions"]) == 4 and sum(table["p_old"]) == pytest.approx(1.0)
+    expected_q = tc.tpo_target(torch.tensor(table["p_old"]).log(), torch.tensor(table["rewards"]))
+    assert table["q"] == pytest.approx(expected_q.tolist(), abs=1e-5)
+
+
+def test_choose_scale_by_gpu_memory():
+    assert llm.choose_scale(None, tiny_model="x").name == "cpu"
+    assert llm.choose_scale(15.0).settings["lora_rank"] == 32
+    big = llm.choose_scale(80.0)
+    assert big.name == "large-gpu" and big.settings["k"] == 16
+    with pytest.raises(ValueError, match="tiny_model"):
+        llm.choose_scale(0)
+
+
+def test_reward_rises_on_sums(tiny_model):
+    """A broken loss cannot pass: TPO must raise the tiny model's reward on single-digit sums."""
+    path = llm.build_tiny_sums_model(tiny_model.parent / "full")
+    cfg = RLVRConfig(**(llm.choose_scale(0, tiny_model=path).settings | dict(steps=40)))
+    history = llm.rlvr_train(cfg, progress=False).history["reward"]
+    assert sum(history[-10:]) / 10 > sum(history[:10]) / 10 + 0.1
+
+
+# ---------------------------------------------------------------- TRL
+
+
+def trl_trainer(tiny_model, tmp_path, **changes):
+    import trl
+    from datasets import Dataset
+
+    from tpo_core.integrations.trl import TPOTrainer
+
+    problems = verifiers.make_problems("sums", 32, seed=0)
+    data = Dataset.from_dict(
+        {"prompt": [p.prompt for p in problems], "answer": [p.answer for p in problems]}
+    )
+
+    def exact_match(completions, answer, **_):
+        return [
+            verifiers.reward(c, verifiers.Problem("", a, "sums"))
+            for c, a in zip(completions, answer, strict=True)
+        ]
+
+    settings = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                    max_completion_length=2, max_steps=2, learning_rate=1e-3, logging_steps=1,
+                    report_to="none", save_strategy="no", use_cpu=True, seed=0)  # fmt: skip
+    args = trl.GRPOConfig(**(settings | changes))
+    return TPOTrainer(model=str(tiny_model), reward_funcs=exact_match, args=args,
+                      train_dataset=data)  # fmt: skip
+
+
+def test_trl_loss_equals_tpo_loss_on_the_same_batch(tiny_model, tmp_path):
+    trainer = trl_trainer(tiny_model, tmp_path)
+    model = trainer.model
+    tok = trainer.processing_class
+    prompts = ["2+5=", "3+3="]
+    k = 4
+    enc = tok([p for p in prompts for _ in range(k)], return_tensors="pt", padding=True)
+    completion_ids = torch.tensor([[8, 1], [9, 1], [8, 1], [7, 1], [5, 1], [9, 1], [4, 1], [3, 1]])
+    completion_mask = torch.ones_like(completion_ids)
+    rewards = torch.tensor([1.0, 0, 1, 0, 0, 0, 0, 0])  # (2, 4) groups, group 2 all-fail
+    grouped = rewards.view(2, k)
+    trl_advantages = (
+        (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)
+    ).flatten()
+    inputs = dict(prompt_ids=enc["input_ids"], prompt_mask=enc["attention_mask"],
+                  completion_ids=completion_ids, completion_mask=completion_mask,
+                  advantages=trl_advantages)  # fmt: skip
+    model.train()
+    trainer.current_gradient_accumulation_steps = (
+        2  # set by the training loop; the loss divides by it
+    )
+    loss = trainer._compute_loss(model, inputs) * 2
+    ids = torch.cat([enc["input_ids"], completion_ids], 1)
+    attention = torch.cat([enc["attention_mask"], completion_mask], 1)
+    token_lp, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, attention, 2)
+    seq = token_lp.sum(-1).view(2, k)
+    expected = tc.tpo_loss(seq, tc.tpo_target(seq.detach(), grouped))  # raw rewards, population std
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_trl_rejects_micro_batches_that_split_groups(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="multiple of num_generations"):
+        trl_trainer(tiny_model, tmp_path, per_device_train_batch_size=6, num_generations=4,
+                    generation_batch_size=12)  # fmt: skip
+    from tpo_core.integrations.trl import check_whole_groups
+
+    ids = torch.tensor([[1, 2], [1, 2], [3, 4], [1, 2]])
+    with pytest.raises(ValueError, match="mixes prompts"):
+        check_whole_groups(ids, torch.ones_like(ids), 2)
+
+
+def test_shuffle_groups_keeps_groups_whole():
+    from tpo_core.integrations.trl import shuffle_groups
+
+    batch = {
+        "x": torch.arange(12),
+        "names": [f"g{i // 3}" for i in range(12)],
+        "n": torch.tensor(5),
+    }
+    out = shuffle_groups(batch, 3, torch.Generator().manual_seed(1))
+    groups = out["x"].view(4, 3)
+    assert (groups[:, 1:] - groups[:, :-1] == 1).all() and (groups[:, 0] % 3 == 0).all()
+    assert out["names"] == [f"g{int(i) // 3}" for i in out["x"]] and out["n"] == 5
+    assert sorted(out["x"].tolist()) == list(range(12))
+
+
+def test_trl_two_training_steps(tiny_model, tmp_path):
+    trainer = trl_trainer(tiny_model, tmp_path, gradient_accumulation_steps=2)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert any(
+        not torch.equal(a, b.detach())
+        for a, b in zip(before, trainer.model.parameters(), strict=True)
+    )
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)

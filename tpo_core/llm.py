@@ -1,0 +1,519 @@
+"""RLVR on a Hugging Face causal LM: TPO or GRPO, and nothing else differs.
+
+One step (SPEC §3.7):
+
+1. draw ``prompts_per_step`` problems and sample K completions for each
+   (``generate``, temperature sampling, batched);
+2. score each completion with its verifier (1 or 0);
+3. record the rollout snapshot's per-token log-probs ``l_old`` (and the
+   initial policy's, for the KL);
+4. for ``epochs`` passes, in micro-batches that keep every group of K whole,
+   recompute the log-probs with gradients under the completion mask and
+   minimise either
+
+   * TPO: ``q = softmax(log_softmax(L_old) + u / eta)`` over the group's
+     sequence log-probs ``L = sum_t l_t``, with ``u`` the z-scored rewards,
+     and cross-entropy ``-sum_i q_i log softmax(L)_i``; or
+   * GRPO: the clipped token-level surrogate with z-scored advantages,
+
+   plus, for both, ``beta`` times the k3 KL to the initial policy;
+5. clip the gradient norm and take one AdamW step per pass.
+
+The model is any causal LM that ``from_pretrained`` loads: a hub name or a
+local folder. :func:`build_tiny_sums_model` writes such a folder for CPU
+runs. LoRA (``peft``), gradient checkpointing and bf16 autocast (on GPUs
+that support it) are switches of :class:`RLVRConfig`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tpo_core.objectives import (
+    grpo_advantages,
+    grpo_loss,
+    kl_k3,
+    sequence_log_probs,
+    standardize_scores,
+    tpo_loss,
+    tpo_target,
+)
+from tpo_core.verifiers import LLM_TASKS, Problem, problem_stream, reward
+
+LOSSES = ("tpo", "grpo")
+
+
+@dataclass(frozen=True)
+class RLVRConfig:
+    """One RLVR run. Defaults are a CPU teaching size; :func:`choose_scale` picks GPU sizes."""
+
+    model: str  # hub name or local folder
+    task: str = "sums"
+    loss: str = "tpo"  # "tpo" or "grpo"
+    k: int = 8  # completions per prompt
+    prompts_per_step: int = 8
+    steps: int = 50
+    lr: float = 1e-5
+    epochs: int = 1  # optimiser steps per batch of rollouts
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    eta: float = 1.0  # TPO's temperature
+    clip_eps: float = 0.2  # GRPO's clip
+    beta: float = 0.0  # weight of the k3 KL to the initial policy (both losses)
+    track_kl: bool = True  # measure the KL to the start even when beta = 0
+    micro_batch_groups: int = 1  # groups of K per forward/backward pass
+    max_grad_norm: float = 1.0
+    lora_rank: int = 0  # 0: train every weight
+    gradient_checkpointing: bool = False
+    chat_template: bool | None = None  # None: use the tokenizer's if it has one
+    gsm8k_path: str | None = None  # a local GSM8K file instead of the hub
+    device: str | None = None  # None: cuda if available, else cpu
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose 'tpo' or 'grpo'")
+        if self.task not in LLM_TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(LLM_TASKS)}")
+        if self.k < 2:
+            raise ValueError(f"k must be at least 2 (a group compares completions), got {self.k}")
+        for name in ("prompts_per_step", "steps", "epochs", "max_new_tokens", "micro_batch_groups"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "temperature", "eta", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if not (0 < self.clip_eps < 1):
+            raise ValueError(f"clip_eps must lie in (0, 1), got {self.clip_eps}")
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be a non-negative number, got {self.beta}")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
+
+
+# ---------------------------------------------------------------- model
+
+
+def resolve_device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on GPUs that support it; full precision elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def load_policy(config: RLVRConfig):
+    """Tokenizer and model from ``config.model`` (``from_pretrained``), LoRA and checkpointing on.
+
+    Weights stay in float32 (AdamW's master copy); with LoRA on a GPU the frozen
+    base is loaded in bf16. No ``trust_remote_code``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    tokenizer.padding_side = "left"  # generation continues at the right edge of every prompt
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if (config.lora_rank and device.type == "cuda") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if config.lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                          target_modules="all-linear", task_type="CAUSAL_LM")  # fmt: skip
+        model = get_peft_model(model, lora)
+    return tokenizer, model
+
+
+def _reference(model, config: RLVRConfig):
+    """A way to run the initial policy: LoRA's disabled adapter, or a frozen copy."""
+    if not (config.beta > 0 or config.track_kl):
+        return None
+    if config.lora_rank:
+        return model  # the base without adapters is the initial policy
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def _ref_context(ref, config: RLVRConfig):
+    return ref.disable_adapter() if config.lora_rank else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------- rollouts
+
+
+@dataclass
+class Rollout:
+    """One step's groups: G problems x K completions, flattened group-major (G*K rows)."""
+
+    problems: list[Problem]
+    prompts: list[str]
+    completions: list[str]  # G*K texts
+    rewards: torch.Tensor  # (G, K)
+    input_ids: torch.Tensor  # (G*K, P + T) prompt then completion
+    attention_mask: torch.Tensor  # (G*K, P + T)
+    completion_mask: torch.Tensor  # (G*K, T) bool: tokens up to and including the first EOS
+    old_log_probs: torch.Tensor | None = None  # (G*K, T) at the rollout snapshot
+    ref_log_probs: torch.Tensor | None = None  # (G*K, T) under the initial policy
+
+    @property
+    def k(self) -> int:
+        return self.rewards.shape[1]
+
+    @property
+    def prompt_length(self) -> int:
+        return self.input_ids.shape[1] - self.completion_mask.shape[1]
+
+    def rows(self, groups: slice) -> slice:
+        return slice(groups.start * self.k, groups.stop * self.k)
+
+
+def format_prompts(tokenizer, problems: list[Problem], chat: bool | None) -> list[str]:
+    """Prompts as the model sees them: through the chat template if there is (or should be) one."""
+    use_chat = tokenizer.chat_template is not None if chat is None else chat
+    if not use_chat:
+        return [p.prompt for p in problems]
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p.prompt}], tokenize=False, add_generation_prompt=True
+        )
+        for p in problems
+    ]
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """True up to and including each row's first ``eos_id`` (everything if there is none)."""
+    is_eos = completion_ids == eos_id
+    after_first = (is_eos.cumsum(-1) - is_eos.long()) > 0
+    return ~after_first
+
+
+@torch.no_grad()
+def sample_rollout(model, tokenizer, problems: list[Problem], config: RLVRConfig, seed: int):
+    """K sampled completions per problem, decoded and scored."""
+    device = next(model.parameters()).device
+    prompts = format_prompts(tokenizer, problems, config.chat_template)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    torch.manual_seed(seed)
+    model.eval()
+    with _autocast(device):
+        out = model.generate(
+            **enc, do_sample=True, temperature=config.temperature, top_k=0, top_p=1.0,
+            max_new_tokens=config.max_new_tokens, num_return_sequences=config.k,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+    prompt_len = enc["input_ids"].shape[1]
+    completion_ids = out[:, prompt_len:]
+    mask = completion_mask(completion_ids, tokenizer.eos_token_id)
+    texts = tokenizer.batch_decode(completion_ids.masked_fill(~mask, tokenizer.pad_token_id),
+                                   skip_special_tokens=True)  # fmt: skip
+    rewards = torch.tensor(
+        [reward(text, problems[i // config.k]) for i, text in enumerate(texts)]
+    ).view(len(problems), config.k)
+    attention = torch.cat([enc["attention_mask"].repeat_interleave(config.k, 0), mask.long()], 1)
+    return Rollout(problems, prompts, texts, rewards, out, attention, mask)
+
+
+def token_log_probs(model, rollout: Rollout, rows: slice, temperature: float) -> torch.Tensor:
+    """``log pi(y_t | x, y_<t)`` of the completion tokens of ``rows`` (tempered like sampling)."""
+    ids, attention = rollout.input_ids[rows], rollout.attention_mask[rows]
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: count from the first token
+    p = rollout.prompt_length
+    with _autocast(ids.device):
+        logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits
+    logits = logits[:, p - 1 : -1].float() / temperature
+    targets = ids[:, p:]
+    return torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+
+
+def group_slices(n_groups: int, per_micro_batch: int) -> list[slice]:
+    """Micro-batches of whole groups: ``[0, m), [m, 2m), ...`` over ``n_groups``."""
+    return [
+        slice(g, min(g + per_micro_batch, n_groups)) for g in range(0, n_groups, per_micro_batch)
+    ]
+
+
+@torch.no_grad()
+def _snapshot_log_probs(model, rollout: Rollout, config: RLVRConfig) -> torch.Tensor:
+    model.eval()
+    parts = group_slices(len(rollout.problems), config.micro_batch_groups)
+    return torch.cat(
+        [token_log_probs(model, rollout, rollout.rows(g), config.temperature) for g in parts]
+    )
+
+
+# ---------------------------------------------------------------- losses
+
+
+def _masked_token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x.masked_fill(~mask, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def rlvr_loss(
+    config: RLVRConfig,
+    new: torch.Tensor,
+    old: torch.Tensor,
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    ref: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The policy loss of one micro-batch of whole groups.
+
+    ``new``, ``old``, ``ref``: per-token log-probs (G*K, T); ``rewards`` (G, K);
+    ``mask`` (G*K, T) marks completion tokens. TPO fits the group target over
+    sequence log-probs; GRPO applies its clipped token-level surrogate to the
+    group z-scored advantages. Both add ``beta * k3 KL`` to ``ref``.
+    """
+    g, k = rewards.shape
+    if config.loss == "tpo":
+        seq_new = sequence_log_probs(new, mask).view(g, k)
+        seq_old = sequence_log_probs(old, mask).view(g, k)
+        loss = tpo_loss(seq_new, tpo_target(seq_old, rewards, config.eta))
+    else:
+        advantages = grpo_advantages(rewards).view(g * k, 1)
+        loss = grpo_loss(new, old, advantages, beta=0.0, clip_eps=config.clip_eps, mask=mask)
+    if config.beta > 0:
+        loss = loss + config.beta * _masked_token_mean(kl_k3(new, ref), mask)
+    return loss
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class RLVRResult:
+    config: RLVRConfig
+    history: dict[str, list[float]] = field(default_factory=dict)
+    model: object = field(default=None, repr=False)
+    tokenizer: object = field(default=None, repr=False)
+    last_rollout: Rollout | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return dict(config=asdict(self.config), history=self.history)
+
+
+METRICS = ("reward", "pass_at_k", "zero_variance", "grad_norm", "kl", "seconds")
+
+
+def rollout_metrics(rollout: Rollout) -> dict[str, float]:
+    """Mean reward, pass@K (groups with a success) and the share of zero-variance groups."""
+    r = rollout.rewards
+    return dict(
+        reward=r.mean().item(),
+        pass_at_k=(r.amax(-1) > 0).float().mean().item(),
+        zero_variance=(r.amax(-1) == r.amin(-1)).float().mean().item(),
+    )
+
+
+def rlvr_train(
+    config: RLVRConfig,
+    callback: Callable[[int, RLVRResult], None] | None = None,
+    progress: bool = True,
+    policy: tuple | None = None,
+) -> RLVRResult:
+    """Run ``config.steps`` RLVR steps; ``callback(step, result)`` runs after each.
+
+    ``policy`` is an already loaded ``(tokenizer, model)`` pair (default: :func:`load_policy`).
+    """
+    config.validate()
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    tokenizer, model = policy or load_policy(config)
+    ref = _reference(model, config)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    stream = problem_stream(config.task, config.seed, config.gsm8k_path)
+    result = RLVRResult(config, {m: [] for m in METRICS}, model, tokenizer)
+    for step in tqdm(
+        range(config.steps), desc=f"{config.loss} on {config.task}", disable=not progress
+    ):
+        start = time.perf_counter()
+        problems = list(itertools.islice(stream, config.prompts_per_step))
+        rollout = sample_rollout(
+            model, tokenizer, problems, config, seed=config.seed * 100_003 + step
+        )
+        if config.epochs > 1:  # later passes need the snapshot; one pass reuses its own forward
+            rollout.old_log_probs = _snapshot_log_probs(model, rollout, config)
+        if ref is not None:
+            with _ref_context(ref, config):
+                rollout.ref_log_probs = _snapshot_log_probs(ref, rollout, config)
+        model.train()
+        kl_values = []
+        for _ in range(config.epochs):
+            optimizer.zero_grad(set_to_none=True)
+            for part in group_slices(len(problems), config.micro_batch_groups):
+                rows = rollout.rows(part)
+                new = token_log_probs(model, rollout, rows, config.temperature)
+                old = new.detach() if rollout.old_log_probs is None else rollout.old_log_probs[rows]
+                mask = rollout.completion_mask[rows]
+                ref_rows = None if ref is None else rollout.ref_log_probs[rows]
+                loss = rlvr_loss(
+                    config, new, old, rollout.rewards[part].to(new.device), mask, ref_rows
+                )
+                (loss * (part.stop - part.start) / len(problems)).backward()
+                if ref_rows is not None and not kl_values:
+                    kl_values.append(_masked_token_mean(kl_k3(new.detach(), ref_rows), mask).item())
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
+            optimizer.step()
+        metrics = rollout_metrics(rollout) | dict(
+            grad_norm=grad_norm,
+            kl=kl_values[0] if kl_values else math.nan,
+            seconds=time.perf_counter() - start,
+        )
+        for name, value in metrics.items():
+            result.history[name].append(value)
+        result.last_rollout = rollout
+        if callback is not None:
+            callback(step, result)
+    return result
+
+
+def group_table(rollout: Rollout, group: int, eta: float = 1.0) -> dict:
+    """One prompt's group, as notebook 01 draws it: completions, rewards, ``p_old``, ``u``, ``q``
+    and GRPO's advantages (``p_old`` over the group, from the snapshot's sequence log-probs)."""
+    if rollout.old_log_probs is None:
+        raise ValueError(
+            "the rollout has no snapshot log-probs; compute them with snapshot_log_probs"
+        )
+    rows = rollout.rows(slice(group, group + 1))
+    seq_old = sequence_log_probs(rollout.old_log_probs[rows], rollout.completion_mask[rows])
+    r = rollout.rewards[group].to(seq_old)
+    return dict(
+        prompt=rollout.prompts[group],
+        completions=rollout.completions[rows],
+        rewards=r.tolist(),
+        p_old=torch.softmax(seq_old, -1).tolist(),
+        u=standardize_scores(r).tolist(),
+        q=tpo_target(seq_old, r, eta).tolist(),
+        advantages=grpo_advantages(r).tolist(),
+    )
+
+
+def snapshot_log_probs(model, rollout: Rollout, config: RLVRConfig) -> Rollout:
+    """Fill in ``rollout.old_log_probs`` from ``model`` (for inspecting a rollout afterwards)."""
+    rollout.old_log_probs = _snapshot_log_probs(model, rollout, config)
+    return rollout
+
+
+# ---------------------------------------------------------------- scale and the tiny model
+
+
+SUM_CHARACTERS = list("0123456789+=")
+
+
+def build_tiny_sums_model(
+    path: str | Path, seed: int = 0, warmup_steps: int = 150, knows: float = 0.3
+) -> Path:
+    """Write a tiny causal LM and its tokenizer to ``path``, loadable with ``from_pretrained``.
+
+    A 2-layer Llama-architecture model over the characters of ``a+b=c``,
+    character-level tokenizer, pretrained for ``warmup_steps`` on text in
+    which the digit after ``=`` is the right sum with probability ``knows``
+    and a random digit otherwise, then ``<eos>``. Like a small base model it
+    knows the format and leans towards the right answer without being sure:
+    its reward starts near ``knows + (1 - knows) / 10``, and RL sharpens it.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from tpo_core.verifiers import SUM_PAIRS
+
+    path = Path(path)
+    specials = ["<pad>", "<eos>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials + SUM_CHARACTERS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>",
+                                        eos_token="<eos>", unk_token="<unk>",
+                                        padding_side="left")  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=16,
+        pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    rng = random.Random(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(warmup_steps):
+        pairs = [rng.choice(SUM_PAIRS) for _ in range(64)]
+        texts = [
+            f"{a}+{b}={a + b if rng.random() < knows else rng.randrange(10)}" for a, b in pairs
+        ]
+        ids = torch.tensor([tokenizer(t)["input_ids"] + [1] for t in texts])
+        labels = ids.clone()
+        labels[:, :4] = -100  # learn only what follows "a+b="
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = 1
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    reason: str
+    settings: dict
+
+
+def choose_scale(gpu_memory_gb: float | None = None, tiny_model: str | None = None) -> Scale:
+    """The run size for the hardware: GPU memory in GB (None: no GPU, measured if omitted).
+
+    * no GPU: the tiny local model on single-digit sums (CI, Binder, laptops);
+    * a small GPU (< 40 GB, e.g. Colab's T4): Qwen2.5-0.5B-Instruct with LoRA on GSM8K;
+    * a large GPU: Qwen3-1.7B with LoRA rank 32 and KL 1e-3 on GSM8K, the paper's setting.
+    """
+    if gpu_memory_gb is None and torch.cuda.is_available():
+        gpu_memory_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+    if not gpu_memory_gb:
+        if tiny_model is None:
+            raise ValueError("no GPU: pass tiny_model, a folder from build_tiny_sums_model")
+        return Scale(
+            "cpu",
+            "no GPU found: a tiny local model learns single-digit sums on the CPU",
+            dict(model=str(tiny_model), task="sums", k=8, prompts_per_step=16, steps=60,
+                 lr=3e-3, max_new_tokens=2, chat_template=False, device="cpu"),
+        )  # fmt: skip
+    if gpu_memory_gb < 40:
+        return Scale(
+            "small-gpu",
+            f"a {gpu_memory_gb:.0f} GB GPU: a 0.5B instruct model with LoRA fits",
+            dict(model="Qwen/Qwen2.5-0.5B-Instruct", task="gsm8k", k=8, prompts_per_step=8,
+                 steps=100, lr=1e-5, max_new_tokens=256, lora_rank=32, beta=1e-3,
+                 micro_batch_groups=1, gradient_checkpointing=True),
+        )  # fmt: skip
+    return Scale(
+        "large-gpu",
+        f"a {gpu_memory_gb:.0f} GB GPU: the paper's 1.7B model, K = 16, 16 prompts per step",
+        dict(model="Qwen/Qwen3-1.7B", task="gsm8k", k=16, prompts_per_step=16, steps=200,
+             lr=1e-5, max_new_tokens=512, lora_rank=32, beta=1e-3, micro_batch_groups=2,
+             gradient_checkpointing=True),
+    )  # fmt: skip
