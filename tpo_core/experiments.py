@@ -153,15 +153,15 @@ def is_complete(path: Path, config: TrainConfig) -> bool:
     return data.get("config") == asdict(config) and len(data.get("error", ())) == config.episodes
 
 
-def _run_one(config: TrainConfig, path: Path, argv: list[str], threads: int | None) -> Path:
+def _run_one(config: TrainConfig, path: Path, stamp: dict, threads: int | None) -> Path:
     if threads is not None:
         torch.set_num_threads(threads)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
     result = train(config, progress=False)
-    payload = result.to_dict() | {
-        "provenance": provenance(argv) | {"wall_seconds": round(time.perf_counter() - start, 1)}
-    }
-    write_json_atomic(path, payload)
+    wall = round(time.perf_counter() - start, 1)
+    stamp = stamp | dict(date=started, hardware=_hardware(), wall_seconds=wall)
+    write_json_atomic(path, result.to_dict() | {"provenance": stamp})
     return path
 
 
@@ -195,7 +195,7 @@ def run_grid(
     With ``workers > 1`` runs go to separate processes with one thread each.
     """
     out = Path(out)
-    argv = argv or []
+    stamp = provenance(argv or [])  # the code as it was when the grid started
     paths = [out / run_name(c) for c in configs]
     todo = [(c, p) for c, p in zip(configs, paths, strict=True) if not is_complete(p, c)]
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="grid",
@@ -203,11 +203,11 @@ def run_grid(
     if workers <= 1:
         for config, path in todo:
             bar.set_postfix_str(path.stem)
-            _run_one(config, path, argv, None)
+            _run_one(config, path, stamp, None)
             bar.update()
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            jobs = [pool.submit(_run_one, c, p, argv, 1) for c, p in todo]
+            jobs = [pool.submit(_run_one, c, p, stamp, 1) for c, p in todo]
             for job in jobs:
                 job.result()
                 bar.update()
