@@ -423,17 +423,15 @@ def snapshot_log_probs(model, rollout: Rollout, config: RLVRConfig) -> Rollout:
 SUM_CHARACTERS = list("0123456789+=")
 
 
-def build_tiny_sums_model(
-    path: str | Path, seed: int = 0, warmup_steps: int = 150, knows: float = 0.3
-) -> Path:
+def build_tiny_sums_model(path: str | Path, seed: int = 0, warmup_steps: int = 50) -> Path:
     """Write a tiny causal LM and its tokenizer to ``path``, loadable with ``from_pretrained``.
 
     A 2-layer Llama-architecture model over the characters of ``a+b=c``,
-    character-level tokenizer, pretrained for ``warmup_steps`` on text in
-    which the digit after ``=`` is the right sum with probability ``knows``
-    and a random digit otherwise, then ``<eos>``. Like a small base model it
-    knows the format and leans towards the right answer without being sure:
-    its reward starts near ``knows + (1 - knows) / 10``, and RL sharpens it.
+    character-level tokenizer, pretrained for only ``warmup_steps`` steps of
+    64 examples on ``a+b=c<eos>``. Like a small base model it knows the
+    format and leans towards the right sums without being sure of them: at
+    the default 50 steps it puts about 0.3 on the right digit, and RL
+    sharpens it.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -460,9 +458,7 @@ def build_tiny_sums_model(
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(warmup_steps):
         pairs = [rng.choice(SUM_PAIRS) for _ in range(64)]
-        texts = [
-            f"{a}+{b}={a + b if rng.random() < knows else rng.randrange(10)}" for a, b in pairs
-        ]
+        texts = [f"{a}+{b}={a + b}" for a, b in pairs]
         ids = torch.tensor([tokenizer(t)["input_ids"] + [1] for t in texts])
         labels = ids.clone()
         labels[:, :4] = -100  # learn only what follows "a+b="
@@ -499,8 +495,8 @@ def choose_scale(gpu_memory_gb: float | None = None, tiny_model: str | None = No
         return Scale(
             "cpu",
             "no GPU found: a tiny local model learns single-digit sums on the CPU",
-            dict(model=str(tiny_model), task="sums", k=8, prompts_per_step=16, steps=60,
-                 lr=3e-3, max_new_tokens=2, chat_template=False, device="cpu"),
+            dict(model=str(tiny_model), task="sums", k=8, prompts_per_step=16, steps=80,
+                 lr=1e-3, max_new_tokens=2, chat_template=False, device="cpu"),
         )  # fmt: skip
     if gpu_memory_gb < 40:
         return Scale(
