@@ -295,3 +295,30 @@ def test_trl_two_training_steps(tiny_model, tmp_path):
         for a, b in zip(before, trainer.model.parameters(), strict=True)
     )
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+
+# ---------------------------------------------------------------- notebook 06 panels
+
+
+def test_live_rlvr_and_group_inspector(tiny_model):
+    from tpo_core.widgets import GroupInspector, LiveRLVR
+
+    live = LiveRLVR(["tpo", "grpo"])
+    cfg = tiny_config(tiny_model, steps=3)
+    result = llm.rlvr_train(cfg, callback=live.callback("grpo"), progress=False)
+    panels = len(live.figure.data) // 2
+    for panel, metric in enumerate(["reward", "pass_at_k", "zero_variance", "grad_norm", "kl"]):
+        assert list(live.figure.data[2 * panel + 1].y) == pytest.approx(result.history[metric])
+        assert list(live.figure.data[2 * panel].y) == []  # the TPO run has not started
+    assert panels == 5
+
+    rollout = llm.snapshot_log_probs(result.model, result.last_rollout, cfg)
+    inspector = GroupInspector(rollout)
+    inspector.group_slider.value = 2
+    table = llm.group_table(rollout, 2)
+    by_name = {t.name: list(t.y) for t in inspector.figure.data}
+    assert by_name["q"] == pytest.approx(table["q"]) and by_name["p_old"] == pytest.approx(
+        table["p_old"]
+    )
+    assert by_name["GRPO advantage"] == pytest.approx(table["advantages"])
+    assert table["prompt"] in inspector.table.value

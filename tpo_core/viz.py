@@ -272,10 +272,13 @@ def binned_figure(centres, means, counts, title: str, xaxis: str, yaxis: str) ->
     return fig
 
 
-def state_figure(candidates, rewards, p_old, q, advantages, title: str = "") -> go.Figure:
-    """One prefix state's K candidates: ``p_old`` and TPO's ``q`` (top), reward and GRPO's
-    advantage (bottom). Trace names: ``p_old``, ``q``, ``reward``, ``GRPO advantage``."""
-    x = [f"#{i} → {int(c)}" for i, c in enumerate(candidates)]
+def state_figure(
+    labels, rewards, p_old, q, advantages, title: str = "", xaxis: str = "candidate → next token"
+) -> go.Figure:
+    """One group's K candidates (named by ``labels``): ``p_old`` and TPO's ``q`` (top), reward
+    and GRPO's advantage (bottom). Trace names: ``p_old``, ``q``, ``reward``, ``GRPO advantage``.
+    """
+    x = list(labels)
     titles = ("group policy p_old and TPO target q", "reward and GRPO advantage")
     fig = make_subplots(
         rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=titles
@@ -287,7 +290,7 @@ def state_figure(candidates, rewards, p_old, q, advantages, title: str = "") -> 
         x=x, y=list(advantages), name="GRPO advantage", marker_color=COLORS["grpo"], row=2, col=1
     )
     fig.update_layout(barmode="group", height=460, title=title, **LAYOUT)
-    fig.update_xaxes(title_text="candidate → next token", row=2, col=1)
+    fig.update_xaxes(title_text=xaxis, row=2, col=1)
     return fig
 
 
@@ -395,4 +398,37 @@ def table3_figure(rows: list[dict], title: str = "") -> go.Figure:
                     marker=dict(symbol="diamond", size=12, color="#222222"))  # fmt: skip
     fig.update_layout(title=title, yaxis_title="final exact-match error (%)", height=360,
                       **LAYOUT)  # fmt: skip
+    return fig
+
+
+# ---------------------------------------------------------------- LLM RLVR (notebook 06)
+
+RLVR_PANELS = {
+    "reward": "mean reward",
+    "pass_at_k": "pass@K (groups with a success)",
+    "zero_variance": "share of zero-variance groups",
+    "grad_norm": "gradient norm",
+    "kl": "KL to the start (k3, per token)",
+}
+
+
+def rlvr_figure(names, histories: dict | None = None, title: str = "") -> go.Figure:
+    """RLVR curves per step, one line per run ``name`` in each of the :data:`RLVR_PANELS`.
+
+    Traces are ordered panel by panel, runs within a panel; ``histories``
+    (``{name: RLVRResult.history}``) fills them, or leaves them empty to be
+    filled live.
+    """
+    fig = make_subplots(rows=1, cols=len(RLVR_PANELS), subplot_titles=list(RLVR_PANELS.values()),
+                        horizontal_spacing=0.05)  # fmt: skip
+    for col, metric in enumerate(RLVR_PANELS, start=1):
+        for name in names:
+            method = name.split(" ")[0]
+            h = (histories or {}).get(name, {}).get(metric, [])
+            fig.add_scatter(x=list(range(1, len(h) + 1)), y=list(h), mode="lines",
+                            name=METHOD_LABELS.get(method, name), legendgroup=name,
+                            showlegend=col == 1, line=dict(color=COLORS.get(method)),
+                            row=1, col=col)  # fmt: skip
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(title=title, height=330, **LAYOUT)
     return fig
