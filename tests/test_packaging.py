@@ -37,18 +37,19 @@ def requirement(spec):
 
 
 def conda_dependencies(path):
+    """Conda packages plus the pip section's requirements (those not on conda-forge)."""
     deps = yaml.safe_load(path.read_text())["dependencies"]
-    return {
-        requirement(d) for d in deps if isinstance(d, str) and not d.startswith(("python", "pip"))
-    }
+    pip = next((d["pip"] for d in deps if isinstance(d, dict)), [])
+    names = [d for d in deps if isinstance(d, str) and not d.startswith(("python", "pip"))]
+    names += [p for p in pip if not p.startswith("-")]
+    return {requirement(d) for d in names}
 
 
 def test_conda_environments_match_pyproject():
     project = pyproject()
     extras = project["optional-dependencies"]
-    wanted = {
-        requirement(s) for s in project["dependencies"] + extras["notebooks"] + extras["test"]
-    }
+    needed = project["dependencies"] + extras["notebooks"] + extras["test"] + extras["llm"]
+    wanted = {requirement(s) for s in needed}
     for path in (ROOT / "environment.yml", ROOT / "binder" / "environment.yml"):
         assert conda_dependencies(path) == wanted, f"{path.name} drifted from pyproject.toml"
 
@@ -59,7 +60,32 @@ def test_torch_is_not_pinned_exactly():
 
 
 def test_environments_install_this_package():
-    root_pip = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"][-1]["pip"]
+    deps = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+    root_pip = next(d["pip"] for d in deps if isinstance(d, dict))
     assert any(line.endswith("-e .") for line in root_pip)
     post_build = (ROOT / "binder" / "postBuild").read_text()
     assert "pip install --no-deps -e ." in post_build
+
+
+# A notebook's import -> the package that provides it in the Binder environment.
+PROVIDED_BY = {"torch": "pytorch-cpu", "IPython": "ipykernel", "tpo_core": None}
+
+
+def notebook_imports():
+    import nbformat
+
+    roots = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                roots |= set(re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", cell.source, re.M))
+    return roots - set(__import__("sys").stdlib_module_names)
+
+
+def test_binder_environment_provides_every_notebook_import():
+    names = {name for name, _ in conda_dependencies(ROOT / "binder" / "environment.yml")}
+    imports = notebook_imports()
+    assert {"torch", "tpo_core", "IPython"} <= imports  # the scan finds real imports
+    for module in imports - {"google"}:  # google.colab exists only on Colab
+        package = PROVIDED_BY.get(module, module.replace("_", "-"))
+        assert package is None or package in names, f"notebooks import {module}; Binder lacks it"

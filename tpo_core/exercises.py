@@ -352,3 +352,36 @@ def _grade_masked_step(answer):
     if abs(float(answer) - 10) <= 0.01:
         return True, "100 / 10 = 10: a tenfold larger step on the few groups that have a success."
     return False, "the loss is a mean over groups: over how many groups after masking?"
+
+
+# ---------------------------------------------------------------- notebook 06
+
+
+@exercise(
+    "06-extract",
+    "A completion reads 'Each box holds 12, so 3 boxes hold 36 pens. #### 36 pens (I think 37 is "
+    "wrong)'. Which number does the verifier read as the answer?",
+    "The number after the last '####' wins over later numbers: 36. Without '####' or "
+    "\\boxed{} it would take the last number in the text, 37.",
+)
+def _grade_extract(answer):
+    from tpo_core.verifiers import extract_answer
+
+    text = "Each box holds 12, so 3 boxes hold 36 pens. #### 36 pens (I think 37 is wrong)"
+    if str(answer).strip() == extract_answer(text):
+        return True, "'####' marks the final answer, as in GSM8K's own solutions."
+    return False, "look for the GSM8K marker before falling back to the last number."
+
+
+@exercise(
+    "06-all-right",
+    "All K = 8 completions of a prompt are right (reward 1 each). What is TPO's target q for "
+    "this group: 'p_old', 'uniform' or 'one-hot'?",
+    "Equal rewards: u = 0 and q = p_old, so the group asks for no change. GRPO's advantages "
+    "are 0 as well; in a batch of easy prompts both spend their step on the mixed groups.",
+)
+def _grade_all_right(answer):
+    a = _choice(answer, ("p_old", "uniform", "one-hot"))
+    if a == "p_old":
+        return True, "u = 0 for every completion, so q = p_old: a neutral group."
+    return False, "z-score eight equal rewards: what is u, and what does q ∝ p_old e^u give?"
