@@ -322,3 +322,22 @@ def test_live_rlvr_and_group_inspector(tiny_model):
     )
     assert by_name["GRPO advantage"] == pytest.approx(table["advantages"])
     assert table["prompt"] in inspector.table.value
+
+
+def test_gpu_benchmark_script_runs_on_a_toy_shape():
+    """benchmarks/llm_step.py is a GPU check; its --tiny mode keeps it from rotting on CPU."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "llm_step.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--tiny", "--steps", "2", "--max-new-tokens", "4"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    for loss in ("tpo", "grpo"):
+        assert report[loss]["seconds_per_step"] > 0 and report[loss]["loss_seconds"] > 0
+        assert report[loss]["generation_tokens_per_second"] > 0
+    assert "tpo_loss_overhead_share_of_step" in report

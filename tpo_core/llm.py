@@ -314,7 +314,8 @@ class RLVRResult:
         return dict(config=asdict(self.config), history=self.history)
 
 
-METRICS = ("reward", "pass_at_k", "zero_variance", "grad_norm", "kl", "seconds")
+METRICS = ("reward", "pass_at_k", "zero_variance", "grad_norm", "kl", "seconds",
+           "generate_seconds", "completion_tokens")  # fmt: skip
 
 
 def rollout_metrics(rollout: Rollout) -> dict[str, float]:
@@ -354,6 +355,7 @@ def rlvr_train(
         rollout = sample_rollout(
             model, tokenizer, problems, config, seed=config.seed * 100_003 + step
         )
+        generated = time.perf_counter()
         if config.epochs > 1:  # later passes need the snapshot; one pass reuses its own forward
             rollout.old_log_probs = _snapshot_log_probs(model, rollout, config)
         if ref is not None:
@@ -381,6 +383,8 @@ def rlvr_train(
             grad_norm=grad_norm,
             kl=kl_values[0] if kl_values else math.nan,
             seconds=time.perf_counter() - start,
+            generate_seconds=generated - start,
+            completion_tokens=int(rollout.completion_mask.sum()),
         )
         for name, value in metrics.items():
             result.history[name].append(value)

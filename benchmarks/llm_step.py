@@ -1,0 +1,126 @@
+"""RLVR step cost on a real-sized model, TPO against GRPO (a GPU check; never part of CI).
+
+    python benchmarks/llm_step.py              # Qwen2.5-0.5B's published shape, on the GPU
+    python benchmarks/llm_step.py --tiny       # a toy shape, to check the script on a CPU
+
+Builds a randomly initialised model with Qwen2.5-0.5B's dimensions locally
+(no download), saves it and loads it back through ``from_pretrained``, then
+runs a few RLVR steps with each loss through :func:`tpo_core.llm.rlvr_train`.
+Rewards are random coin flips (a random model never answers right), so groups
+are informative and both losses do their full work. Prints JSON: seconds per
+step, generation tokens/s, peak GPU memory, and the time of the loss
+computation itself (from per-token log-probs to the scalar, forward and
+backward) for TPO and GRPO, with TPO's extra cost as a share of a step
+(goal: at most 2%).
+"""
+
+import argparse
+import json
+import random
+import statistics
+import string
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tpo_core import llm
+
+QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                  num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                  max_position_embeddings=32768, rope_theta=1e6,
+                  tie_word_embeddings=True)  # fmt: skip
+TOY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+           num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
+           tie_word_embeddings=True)  # fmt: skip
+
+
+def build_model(folder: Path, shape: dict) -> Path:
+    """A random Qwen2 model of ``shape`` and a character tokenizer padded to its vocabulary."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    chars = list(dict.fromkeys(string.printable))
+    tokens = ["<pad>", "<eos>", "<unk>"] + chars
+    tokens += [f"<t{i}>" for i in range(shape["vocab_size"] - len(tokens))]
+    core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>",
+                                        eos_token="<eos>", unk_token="<unk>")  # fmt: skip
+    torch.manual_seed(0)
+    config = Qwen2Config(**shape, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def coin_flip_rewards(p: float, seed: int):
+    rng = random.Random(seed)
+    return lambda completion, problem: float(rng.random() < p)
+
+
+def loss_seconds(config: llm.RLVRConfig, rollout: llm.Rollout, repeats: int = 5) -> float:
+    """Time of ``rlvr_loss`` forward + backward on one step's log-probs (the model excluded)."""
+    device = rollout.input_ids.device
+    g, k = rollout.rewards.shape
+    old = -torch.rand(g * k, rollout.completion_mask.shape[1], device=device)
+    rewards = rollout.rewards.to(device)
+    mask = rollout.completion_mask
+    times = []
+    for _ in range(repeats + 1):
+        new = (old + 0.01).requires_grad_()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        llm.rlvr_loss(config, new, old, rewards, mask).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])  # the first call pays one-off costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="toy shape (checks the script on CPU)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    folder = build_model(Path(tempfile.mkdtemp()) / "model", TOY if args.tiny else QWEN25_05B)
+    llm.reward = coin_flip_rewards(0.3, seed=0)  # a random model never answers right
+    report = dict(model="toy" if args.tiny else "Qwen2.5-0.5B shape, random weights",
+                  device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                  k=args.k, prompts_per_step=args.prompts,
+                  max_new_tokens=args.max_new_tokens)  # fmt: skip
+    for loss in ("tpo", "grpo"):
+        config = llm.RLVRConfig(model=str(folder), task="arithmetic", loss=loss, k=args.k,
+                                prompts_per_step=args.prompts, steps=args.steps, lr=1e-6,
+                                max_new_tokens=args.max_new_tokens, chat_template=False,
+                                track_kl=False, micro_batch_groups=2,
+                                gradient_checkpointing=not args.tiny, device=device)  # fmt: skip
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        result = llm.rlvr_train(config, progress=False)
+        h = result.history
+        steady = slice(1, None) if args.steps > 1 else slice(None)  # step 0 warms up kernels
+        report[loss] = dict(
+            seconds_per_step=statistics.mean(h["seconds"][steady]),
+            generation_tokens_per_second=sum(h["completion_tokens"][steady])
+            / sum(h["generate_seconds"][steady]),
+            loss_seconds=loss_seconds(config, result.last_rollout),
+            peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / 2**30
+            if device == "cuda"
+            else None,
+        )
+        del result
+    extra = report["tpo"]["loss_seconds"] - report["grpo"]["loss_seconds"]
+    report["tpo_loss_overhead_share_of_step"] = extra / report["grpo"]["seconds_per_step"]
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
