@@ -29,6 +29,7 @@ from tpo_core.experiments import (
     load_runs,
     provenance,
     run_grid,
+    run_name,
     table3_rows,
     write_json_atomic,
 )
@@ -99,8 +100,10 @@ def _grid(args, argv, parser) -> int:
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     run_grid(configs, args.out, argv, workers=args.workers, progress=not args.quiet)
+    names = {run_name(c) for c in configs}
+    runs = [r for r in load_runs(args.out) if run_name(r.config) in names]  # this grid's runs only
     for match in dict.fromkeys(settings["matches"]):
-        for row in table3_rows(load_runs(args.out), match):
+        for row in table3_rows(runs, match):
             ours = f"{row['ours']:5.1f} ± {row['se']:.1f}%"
             print(f"{match:>12} {row['method']:>12} H={row['H']}: {ours} "
                   f"over {row['seeds']} seeds (paper {row['paper']})")  # fmt: skip
