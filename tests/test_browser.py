@@ -57,10 +57,15 @@ def lab(tmp_path_factory):
     for nb in (ROOT / "notebooks").glob("*.ipynb"):
         shutil.copy(nb, root)
     port, token = free_port(), secrets.token_hex(16)
+    # Render every cell (no windowing), so widgets far up a long notebook stay in the DOM.
+    settings = root / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
         "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+        f"--LabApp.user_settings_dir={root / 'settings'}",
     ]  # fmt: skip
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -116,7 +121,12 @@ def open_and_run_all(browser, lab, name):
     # A fresh workspace per page, so tabs and kernels of earlier tests are not restored.
     workspace = secrets.token_hex(4)
     page.goto(f"{base}/lab/workspaces/{workspace}/tree/{name}?token={token}")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+    try:
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-not-opened.png"))
+        raise
     # The status bar reads "Python 3 (ipykernel) | Idle" once the kernel is connected; if
     # JupyterLab asks which kernel to start instead, accept its proposal.
     idle = page.get_by_text(re.compile(r"\| Idle$"))
@@ -212,11 +222,25 @@ def test_group_explorer_eta_slider_changes_q_bars(browser, lab):
     page.close()
 
 
+# A rendered widget: an ipywidgets box, or a plotly FigureWidget (a Lumino widget view;
+# static plotly outputs render as a bare plot container).
+WIDGET_VIEW = ".jp-OutputArea .widget-box, .jp-OutputArea-output .lm-Widget.js-plotly-plot"
+
+
 @pytest.mark.parametrize("name", notebooks_with_widgets())
 def test_notebook_runs_in_jupyterlab_with_widgets(browser, lab, name):
     page, errors = open_and_run_all(browser, lab, name)
-    page.wait_for_selector(".jp-OutputArea .widget-box", timeout=60_000)
-    page.locator(".jp-OutputArea .widget-box").first.scroll_into_view_if_needed()
+    try:
+        page.wait_for_selector(WIDGET_VIEW, timeout=60_000)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-no-widget.png"), full_page=True)
+        mimes = page.evaluate(
+            "[...document.querySelectorAll('.jp-OutputArea-output')]"
+            ".map(o => o.dataset.mimeType || o.innerHTML.slice(0, 80))"
+        )
+        pytest.fail(f"no widget rendered; output types: {mimes}; console: {errors}")
+    page.locator(WIDGET_VIEW).first.scroll_into_view_if_needed()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-widgets.png"))
     assert cell_errors(page) == []
