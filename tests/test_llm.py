@@ -162,8 +162,8 @@ def test_loop_loads_from_disk_and_is_reproducible(tiny_model):
 def test_micro_batches_of_whole_groups_give_the_same_step(tiny_model):
     one = llm.rlvr_train(tiny_config(tiny_model, micro_batch_groups=1), progress=False)
     all_ = llm.rlvr_train(tiny_config(tiny_model, micro_batch_groups=4), progress=False)
-    for name in ("reward", "grad_norm"):
-        assert one.history[name] == pytest.approx(all_.history[name], rel=1e-4)
+    for name in ("reward", "grad_norm", "kl"):  # the KL covers every micro-batch's tokens
+        assert one.history[name] == pytest.approx(all_.history[name], rel=1e-4, abs=1e-7)
 
 
 def test_multi_epoch_and_lora_and_kl_run(tiny_model):

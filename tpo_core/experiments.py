@@ -249,30 +249,57 @@ def final_errors(
     return table
 
 
+def _setting(run: TrainResult, name: str):
+    """A run's setting; ``epochs`` is the number actually used (the method's default if unset)."""
+    return run.config.resolved()["epochs"] if name == "epochs" else getattr(run.config, name)
+
+
+def select_runs(runs: list[TrainResult], **where) -> list[TrainResult]:
+    """The runs whose settings equal ``where`` (e.g. ``k=8, eta=1.0, epochs=4``).
+
+    ``epochs=None`` selects the runs left at their method's own default.
+    """
+
+    def matches(run: TrainResult, name: str, value) -> bool:
+        if name == "epochs" and value is None:
+            return run.config.epochs is None
+        return _setting(run, name) == value
+
+    return [r for r in runs if all(matches(r, name, v) for name, v in where.items())]
+
+
 def final_error_by(
     runs: list[TrainResult], setting: str, last: int = 20, **where
 ) -> dict[str, tuple[list, list, list]]:
     """Per method, final error against one ``setting`` (``"k"``, ``"eta"``, ``"epochs"``, ...).
 
-    Only runs whose other settings equal ``where`` count; ``epochs`` means the
-    epochs actually used. Returns ``{algo: (values, mean, s.e.)}`` sorted by value.
+    Only runs whose other settings equal ``where`` count (:func:`select_runs`).
+    Returns ``{algo: (values, mean, s.e.)}`` sorted by value.
     """
-
-    def value(run: TrainResult, name: str):
-        return run.config.resolved()["epochs"] if name == "epochs" else getattr(run.config, name)
-
     groups: dict[str, dict] = {}
-    for run in runs:
-        if all(value(run, name) == v for name, v in where.items()):
-            groups.setdefault(run.config.algo, {}).setdefault(value(run, setting), []).append(
-                run.final_error(last)
-            )
+    for run in select_runs(runs, **where):
+        by_value = groups.setdefault(run.config.algo, {})
+        by_value.setdefault(_setting(run, setting), []).append(run.final_error(last))
     sweeps = {}
     for algo, by_value in groups.items():
         xs = sorted(by_value)
         stats = [mean_and_se(by_value[x]) for x in xs]
         sweeps[algo] = (xs, [m for m, _ in stats], [se for _, se in stats])
     return sweeps
+
+
+def after_solving(
+    run: TrainResult, solved: float = 0.05, late: int = 500, settled: int = 300
+) -> dict:
+    """How a run behaves once it has learned: first episode at or below ``solved`` error,
+    median first-epoch gradient norm after episode ``late``, and the number of episodes
+    after ``settled`` whose error is above 10% (collapses)."""
+    grads = sorted(run.grad_norm[late:])
+    return dict(
+        steps_to_solved=run.steps_to(solved),
+        late_grad_median=grads[len(grads) // 2] if grads else math.nan,
+        collapses=sum(e > 0.1 for e in run.error[settled:]),
+    )
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:
@@ -320,6 +347,7 @@ def table3_markdown(rows: list[dict]) -> str:
 __all__ = [
     "PAPER_TABLE3",
     "PRESETS",
+    "after_solving",
     "final_error_by",
     "final_errors",
     "grid_configs",
@@ -329,6 +357,7 @@ __all__ = [
     "provenance",
     "run_grid",
     "run_name",
+    "select_runs",
     "shipped_runs",
     "table3_markdown",
     "table3_rows",

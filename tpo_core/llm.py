@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tpo_core.objectives import (
+    _masked_mean,
     grpo_advantages,
     grpo_loss,
     kl_k3,
@@ -267,10 +268,6 @@ def _snapshot_log_probs(model, rollout: Rollout, config: RLVRConfig) -> torch.Te
 # ---------------------------------------------------------------- losses
 
 
-def _masked_token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return x.masked_fill(~mask, 0.0).sum() / mask.sum().clamp(min=1)
-
-
 def rlvr_loss(
     config: RLVRConfig,
     new: torch.Tensor,
@@ -295,7 +292,7 @@ def rlvr_loss(
         advantages = grpo_advantages(rewards).view(g * k, 1)
         loss = grpo_loss(new, old, advantages, beta=0.0, clip_eps=config.clip_eps, mask=mask)
     if config.beta > 0:
-        loss = loss + config.beta * _masked_token_mean(kl_k3(new, ref), mask)
+        loss = loss + config.beta * _masked_mean(kl_k3(new, ref), mask)
     return loss
 
 
@@ -362,8 +359,8 @@ def rlvr_train(
             with _ref_context(ref, config):
                 rollout.ref_log_probs = _snapshot_log_probs(ref, rollout, config)
         model.train()
-        kl_values = []
-        for _ in range(config.epochs):
+        kl_sum, kl_tokens = 0.0, 0
+        for epoch in range(config.epochs):
             optimizer.zero_grad(set_to_none=True)
             for part in group_slices(len(problems), config.micro_batch_groups):
                 rows = rollout.rows(part)
@@ -375,13 +372,14 @@ def rlvr_train(
                     config, new, old, rollout.rewards[part].to(new.device), mask, ref_rows
                 )
                 (loss * (part.stop - part.start) / len(problems)).backward()
-                if ref_rows is not None and not kl_values:
-                    kl_values.append(_masked_token_mean(kl_k3(new.detach(), ref_rows), mask).item())
+                if ref_rows is not None and epoch == 0:  # KL of the rollout, over every token
+                    kl_sum += kl_k3(new.detach(), ref_rows)[mask].sum().item()
+                    kl_tokens += int(mask.sum())
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
             optimizer.step()
         metrics = rollout_metrics(rollout) | dict(
             grad_norm=grad_norm,
-            kl=kl_values[0] if kl_values else math.nan,
+            kl=kl_sum / kl_tokens if kl_tokens else math.nan,
             seconds=time.perf_counter() - start,
             generate_seconds=generated - start,
             completion_tokens=int(rollout.completion_mask.sum()),

@@ -33,6 +33,7 @@ from trl import GRPOTrainer
 
 from tpo_core.objectives import (
     _check_eta,
+    _masked_mean,
     kl_k3,
     sequence_log_probs,
     tpo_loss,
@@ -152,9 +153,7 @@ class TPOTrainer(GRPOTrainer):
         loss = tpo_trl_loss(per_token_logps, old, inputs["advantages"], mask, k, self.eta)
         mode = "train" if self.model.training else "eval"
         if self.beta != 0.0:
-            m = mask.bool()
-            kl = kl_k3(per_token_logps, inputs["ref_per_token_logps"]).masked_fill(~m, 0.0)
-            kl = kl.sum() / m.sum().clamp(min=1)
+            kl = _masked_mean(kl_k3(per_token_logps, inputs["ref_per_token_logps"]), mask.bool())
             loss = loss + self.beta * kl
             self._metrics[mode]["kl"].append(self.accelerator.gather(kl.detach()).mean().item())
         if mode == "train":
