@@ -10,7 +10,7 @@ import torch
 
 import tpo_core as tc
 from tpo_core import experiments
-from tpo_core.algorithms import grpo, grpo_masked, informative_groups, tpo
+from tpo_core.algorithms import grpo, grpo_masked, grpo_per_token, informative_groups, tpo
 from tpo_core.rollouts import SequenceBatch
 from tpo_core.train import TrainConfig, TrainResult, group_diagnostics, train
 
@@ -67,6 +67,33 @@ def test_all_fail_group_contributes_exactly_zero_tpo_gradient_on_the_first_epoch
     assert grad[0].abs().max() > 1e-3
 
 
+# ---------------------------------------------------------------- GRPO on whole answers
+
+
+def test_grpo_first_epoch_gradient_is_minus_the_advantage_on_every_token():
+    # On the snapshot rho = 1 and the KL has zero gradient: d loss / d l_t = -A_i / (B K)
+    # for every token of answer i (per token: -A_i / (B K H), the same direction).
+    success = [[1, 0, 0, 1], [0, 1, 0, 0]]
+    batch, leaf = hand_batch(success, [[0.4, 0.3, 0.2, 0.1]] * 2, h=3)
+    a = tc.grpo_advantages(torch.tensor(success, dtype=torch.float32))[..., None].expand(2, 4, 3)
+    (whole,) = torch.autograd.grad(grpo(leaf, batch), leaf)
+    torch.testing.assert_close(whole, -a / 8)
+    (per_token,) = torch.autograd.grad(grpo_per_token(leaf, batch), leaf)
+    torch.testing.assert_close(per_token, -a / 24)
+
+
+def test_grpo_clips_the_answer_ratio_where_per_token_grpo_clips_each_token():
+    # Every token 10% more likely than in the snapshot: each token's ratio 1.1 lies
+    # inside [0.8, 1.2], the answer's 1.1^3 = 1.33 does not.
+    batch, _ = hand_batch([[1, 0]], [[0.5, 0.5]], h=3)
+    leaf = (batch.old_log_probs + math.log(1.1)).requires_grad_()
+    (whole,) = torch.autograd.grad(grpo(leaf, batch), leaf)
+    (per_token,) = torch.autograd.grad(grpo_per_token(leaf, batch), leaf)
+    kl_only = 0.04 * (1 - 1.1**-3) / 2  # d k3 / d l at the answer's ratio, mean over 2 answers
+    torch.testing.assert_close(whole[0, 0], torch.full((3,), kl_only))  # surrogate clipped
+    assert (per_token[0, 0] < 0).all()  # still pushed up
+
+
 # ---------------------------------------------------------------- masked GRPO
 
 
@@ -83,7 +110,7 @@ def test_masked_grpo_zeros_exactly_the_zero_variance_groups():
     assert torch.equal(masked[1:], torch.zeros_like(masked[1:]))
     # The informative group gets GRPO's gradient as if it were the whole batch.
     alone = tc.grpo_loss(
-        leaf[:1], batch.old_log_probs[:1], tc.grpo_advantages(batch.scores[:1])[..., None]
+        leaf[:1].sum(-1), batch.old_log_probs[:1].sum(-1), tc.grpo_advantages(batch.scores[:1])
     )
     (expected,) = torch.autograd.grad(alone, leaf)
     torch.testing.assert_close(masked, expected)

@@ -9,8 +9,12 @@ except DG's single epoch).
 Single-sample methods (``reinforce``, ``dg``, ``ppo``) use one answer per
 prompt and per-token advantages ``A_t = r_t - mean_b r_t`` (the batch mean
 reward at the same answer position). Sequence-level grouped methods use K
-answers per prompt scored by their mean token reward; token-level ones use K
-candidates per prefix state scored by their token reward.
+answers per prompt scored by their mean token reward, and treat each answer
+as one candidate with log-probability ``l = log pi(y|x)``, the sum of its
+token log-probabilities: TPO's group logits and GRPO's ratio and KL are all
+formed from it, so the two see exactly the same ``l`` and differ only in the
+loss. Token-level methods use K candidates per prefix state scored by their
+token reward.
 """
 
 from __future__ import annotations
@@ -58,18 +62,33 @@ def ppo(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
 
 
 def _grpo(model: TinyTransformer, batch: SequenceBatch, beta: float) -> torch.Tensor:
-    advantages = grpo_advantages(batch.scores)[..., None]  # one per answer, over its tokens
-    return grpo_loss(batch.new_log_probs(model), batch.old_log_probs, advantages, beta=beta)
+    advantages = grpo_advantages(batch.scores)
+    return grpo_loss(
+        batch.new_log_probs(model).sum(-1), batch.old_log_probs.sum(-1), advantages, beta=beta
+    )
 
 
 def grpo(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
-    """GRPO: group z-scored advantages, clipped surrogate, k3 KL to the snapshot (beta 0.04)."""
+    """GRPO on whole answers: z-scored advantages, clipped surrogate and k3 KL to the snapshot
+    (beta 0.04), with the answer's ratio ``rho = pi(y|x) / pi_old(y|x)``."""
     return _grpo(model, batch, GRPO_BETA)
 
 
 def grpo_no_kl(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
     """GRPO without its KL penalty (beta = 0)."""
     return _grpo(model, batch, 0.0)
+
+
+def grpo_per_token(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """Variant: GRPO with a ratio, clip and KL per token, as LLM trainers form them.
+
+    Each answer's advantage is repeated over its tokens and the loss is the
+    mean over tokens. The clip then limits every token's ratio to
+    ``[0.8, 1.2]`` instead of the answer's, so an answer's probability can
+    move by up to ``1.2^H`` per batch rather than ``1.2``.
+    """
+    advantages = grpo_advantages(batch.scores)[..., None]
+    return grpo_loss(batch.new_log_probs(model), batch.old_log_probs, advantages, beta=GRPO_BETA)
 
 
 def informative_groups(scores: torch.Tensor) -> torch.Tensor:
@@ -87,8 +106,10 @@ def grpo_masked(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
     new = batch.new_log_probs(model)
     if not keep.any():
         return new.sum() * 0.0  # nothing to learn from: a zero loss that still has a graph
-    advantages = grpo_advantages(batch.scores[keep])[..., None]
-    return grpo_loss(new[keep], batch.old_log_probs[keep], advantages, beta=GRPO_BETA)
+    advantages = grpo_advantages(batch.scores[keep])
+    return grpo_loss(
+        new[keep].sum(-1), batch.old_log_probs[keep].sum(-1), advantages, beta=GRPO_BETA
+    )
 
 
 def tpo(model: TinyTransformer, batch: SequenceBatch, eta: float = 1.0) -> torch.Tensor:
@@ -142,6 +163,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("grpo", grpo, "sequence", 4),
         Algorithm("grpo_no_kl", grpo_no_kl, "sequence", 4),
         Algorithm("grpo_masked", grpo_masked, "sequence", 4),
+        Algorithm("grpo_per_token", grpo_per_token, "sequence", 4),
         Algorithm("tpo", tpo, "sequence", 4, tempered=True),
         Algorithm("tpo_no_anchor", tpo_no_anchor, "sequence", 4, tempered=True),
         Algorithm("group_pg", group_pg, "sequence", 4),

@@ -324,7 +324,7 @@ def dg_loss(
 
 
 def _clipped_surrogate(l, l_old, a, clip_eps):
-    ratio = torch.exp(l - l_old)
+    ratio = torch.exp((l - l_old).clamp(-20.0, 20.0))  # a whole answer's log-ratio can be large
     return torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
 
 
