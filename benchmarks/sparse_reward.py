@@ -1,13 +1,14 @@
 """Sparse (exact-match) reward at H = 7, prompt-matched: TPO's and GRPO's final error (SPEC §3.5).
 
-    python benchmarks/sparse_reward.py          # the shipped runs: 3 seeds, 1,000 episodes
+    python benchmarks/sparse_reward.py          # the shipped runs: 4 seeds, 1,000 episodes
     python benchmarks/sparse_reward.py --out runs/h7 --episodes 2000 --seeds 0 1 2 3 4
 
 With ``--out`` it runs (or resumes) the grid there first, with the project's
 own runner. It prints each seed's final exact-match error (mean of the last
 20 episodes), the mean ± s.e., the paper's figure (20 seeds, 2,000
 episodes: TPO 6.9%, GRPO 14.5%), and whether TPO came out lower, as the
-paper reports; it exits with status 1 if it did not.
+paper reports; it exits with status 1 if it did not. GRPO with per-token
+ratios (``grpo_per_token``, not in the paper's table) is printed too.
 """
 
 import argparse
@@ -21,12 +22,13 @@ def main() -> int:
     parser.add_argument(
         "--out", help="run or resume the grid in this folder (default: shipped runs)"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     if args.out:
-        configs = experiments.grid_configs(["tpo", "grpo"], [7], args.seeds, episodes=args.episodes)
+        algos = ["tpo", "grpo", "grpo_per_token"]
+        configs = experiments.grid_configs(algos, [7], args.seeds, episodes=args.episodes)
         argv = sys.argv[1:]
         experiments.run_grid(configs, args.out, argv, workers=args.workers)
         runs = experiments.load_runs(args.out)
@@ -34,13 +36,15 @@ def main() -> int:
         runs = experiments.shipped_runs("sparse_h7")
     finals = experiments.final_errors([r for r in runs if r.config.length == 7])
     means = {}
-    for algo in ("tpo", "grpo"):
-        values = finals[(algo, "prompts", 7)]
+    for algo in ("tpo", "grpo", "grpo_per_token"):
+        values = finals.get((algo, "prompts", 7))
+        if not values:
+            continue
         mean, se = experiments.mean_and_se(values)
         means[algo] = mean
         per_seed = " ".join(f"{100 * v:.1f}" for v in values)
-        paper = experiments.PAPER_TABLE3[(algo, "prompts", 7)]
-        print(f"{algo:>5}: final exact-match error {100 * mean:5.1f} ± {100 * se:.1f}% "
+        paper = experiments.PAPER_TABLE3.get((algo, "prompts", 7), "n/a")
+        print(f"{algo:>14}: final exact-match error {100 * mean:5.1f} ± {100 * se:.1f}% "
               f"over {len(values)} seeds (per seed: {per_seed}); paper {paper}%")  # fmt: skip
     lower = means["tpo"] < means["grpo"]
     print(f"TPO lower than GRPO, as in the paper: {'yes' if lower else 'NO'}")

@@ -327,3 +327,19 @@ def test_sparse_figures_plot_the_runs_they_are_given():
 def test_shipped_runs_name_is_checked():
     with pytest.raises(ValueError, match="no shipped results named"):
         experiments.shipped_runs("nope")
+
+
+@pytest.mark.parametrize("per_token", [False, True])
+def test_grpo_kl_pull_benchmark_trains_exactly_like_grpo(per_token):
+    args = ["--length", "3", "--episodes", "3", "--every", "1"] + (
+        ["--per-token"] if per_token else []
+    )
+    out = subprocess.run(
+        [sys.executable, "benchmarks/grpo_kl_pull.py", *args],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    printed = [float(line.split("error")[1].split()[0]) for line in out.splitlines()[1:]]
+    algo = "grpo_per_token" if per_token else "grpo"
+    expected = train(TrainConfig(algo=algo, length=3, episodes=3), progress=False).error
+    assert printed == pytest.approx(expected, abs=5e-4)
+    assert "|" in out.splitlines()[1]  # per-epoch gradient figures follow
