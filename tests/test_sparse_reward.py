@@ -236,15 +236,28 @@ def test_final_error_by_sweeps_one_setting_with_the_others_fixed():
 
 def test_select_runs_and_after_solving():
     short = TrainResult(
-        TrainConfig(k=8), error=[0.9, 0.04, 0.2, 0.0], grad_norm=[1.0, 0.5, 0.1, 0.3]
+        TrainConfig(k=8),
+        error=[0.9, 0.04, 0.2, 0.0],
+        grad_norm=[1.0, 0.5, 0.1, 0.3],
+        all_fail=[0.8, 0.0, 0.1, 0.0],
     )
     other = TrainResult(TrainConfig(k=4, epochs=1), error=[0.5])
     assert experiments.select_runs([short, other], k=8, epochs=4) == [short]  # tpo's default: 4
     assert experiments.select_runs([short, other], epochs=1) == [other]
     assert experiments.select_runs([short, other], epochs=None) == [short]  # method default
-    summary = experiments.after_solving(short, solved=0.05, late=1, settled=1)
-    # first error <= 5% at episode 2; median of grads [0.5, 0.1, 0.3]; one of [0.04, 0.2, 0.0] > 10%
-    assert summary == dict(steps_to_solved=2, late_grad_median=0.3, collapses=1)
+    summary = experiments.after_solving(short, solved=0.05, late=1, settled=1, last=2)
+    # first error <= 5% at episode 2; median of grads [0.5, 0.1, 0.3];
+    # one of [0.04, 0.2, 0.0] above 10%;
+    # last two episodes: error (0.2 + 0) / 2, all-fail (0.1 + 0) / 2
+    assert summary == pytest.approx(
+        dict(
+            steps_to_solved=2,
+            late_grad_median=0.3,
+            collapses=1,
+            final_error=0.1,
+            final_all_fail=0.05,
+        )
+    )
 
 
 def test_loaded_runs_are_train_results(tmp_path):

@@ -289,16 +289,25 @@ def final_error_by(
 
 
 def after_solving(
-    run: TrainResult, solved: float = 0.05, late: int = 500, settled: int = 300
+    run: TrainResult, solved: float = 0.05, late: int = 500, settled: int = 300, last: int = 20
 ) -> dict:
     """How a run behaves once it has learned: first episode at or below ``solved`` error,
-    median first-epoch gradient norm after episode ``late``, and the number of episodes
-    after ``settled`` whose error is above 10% (collapses)."""
+    median first-epoch gradient norm after episode ``late``, the number of episodes
+    after ``settled`` whose error is above 10% (collapses), and the final error next to
+    the final all-fail share (means of the last ``last`` episodes).
+
+    Under exact-match reward, an all-fail share as large as the error means every
+    mistake sits on a prompt where all K answers fail: the policy is sure of a wrong
+    answer there, the group has no signal, and neither TPO nor GRPO can fix it.
+    """
     grads = sorted(run.grad_norm[late:])
+    tail = run.all_fail[-last:]
     return dict(
         steps_to_solved=run.steps_to(solved),
         late_grad_median=grads[len(grads) // 2] if grads else math.nan,
         collapses=sum(e > 0.1 for e in run.error[settled:]),
+        final_error=run.final_error(last),
+        final_all_fail=sum(tail) / len(tail) if tail else math.nan,
     )
 
 
