@@ -61,11 +61,13 @@ def ppo(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
     return ppo_loss(batch.new_log_probs(model), batch.old_log_probs, position_advantages(batch))
 
 
+def _grpo_on_answers(new, old, scores, beta: float) -> torch.Tensor:
+    """GRPO's loss with each answer as one candidate, ``l = log pi(y|x)`` summed over tokens."""
+    return grpo_loss(new.sum(-1), old.sum(-1), grpo_advantages(scores), beta=beta)
+
+
 def _grpo(model: TinyTransformer, batch: SequenceBatch, beta: float) -> torch.Tensor:
-    advantages = grpo_advantages(batch.scores)
-    return grpo_loss(
-        batch.new_log_probs(model).sum(-1), batch.old_log_probs.sum(-1), advantages, beta=beta
-    )
+    return _grpo_on_answers(batch.new_log_probs(model), batch.old_log_probs, batch.scores, beta)
 
 
 def grpo(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
@@ -106,10 +108,7 @@ def grpo_masked(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
     new = batch.new_log_probs(model)
     if not keep.any():
         return new.sum() * 0.0  # nothing to learn from: a zero loss that still has a graph
-    advantages = grpo_advantages(batch.scores[keep])
-    return grpo_loss(
-        new[keep].sum(-1), batch.old_log_probs[keep].sum(-1), advantages, beta=GRPO_BETA
-    )
+    return _grpo_on_answers(new[keep], batch.old_log_probs[keep], batch.scores[keep], GRPO_BETA)
 
 
 def tpo(model: TinyTransformer, batch: SequenceBatch, eta: float = 1.0) -> torch.Tensor:
