@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from tpo_core.widgets import GroupExplorer, OvershootExplorer
+from tpo_core.teaching.widgets import GroupExplorer, OvershootExplorer
 
 
 def median_ms(slider, values):

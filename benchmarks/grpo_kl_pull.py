@@ -3,7 +3,7 @@
     python benchmarks/grpo_kl_pull.py                  # H = 6 exact match, seed 0, 60 episodes
     python benchmarks/grpo_kl_pull.py --per-token      # the same with per-token ratios
 
-Trains sequence-level GRPO (SPEC §3.5 settings) and prints, every few
+Trains sequence-level GRPO (the settings of the paper's Table 3) and prints, every few
 episodes, the error and, for each of the 4 epochs on the batch, the gradient
 norm of the clipped surrogate, of the KL term ``beta * k3`` and the share of
 informative answers whose ratio the clip has cut. On the snapshot (epoch 1)
@@ -18,10 +18,10 @@ import math
 
 import torch
 
-from tpo_core.algorithms import GRPO_BETA
-from tpo_core.model import ModelConfig, TinyTransformer, make_optimizers
 from tpo_core.objectives import grpo_advantages, kl_k3, ppo_loss
-from tpo_core.rollouts import sequence_rollouts
+from tpo_core.tokens.algorithms import GRPO_BETA
+from tpo_core.tokens.model import ModelConfig, TinyTransformer, make_optimizers
+from tpo_core.tokens.rollouts import sequence_rollouts
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:

@@ -96,7 +96,7 @@ def main() -> None:
                   device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
                   k=args.k, prompts_per_step=args.prompts,
                   max_new_tokens=args.max_new_tokens)  # fmt: skip
-    for loss in ("tpo", "grpo"):
+    for loss in ("tpo", "grpo_per_token"):
         config = llm.RLVRConfig(model=str(folder), task="arithmetic", loss=loss, k=args.k,
                                 prompts_per_step=args.prompts, steps=args.steps, lr=1e-6,
                                 max_new_tokens=args.max_new_tokens, chat_template=False,
@@ -117,8 +117,8 @@ def main() -> None:
             else None,
         )
         del result
-    extra = report["tpo"]["loss_seconds"] - report["grpo"]["loss_seconds"]
-    report["tpo_loss_overhead_share_of_step"] = extra / report["grpo"]["seconds_per_step"]
+    extra = report["tpo"]["loss_seconds"] - report["grpo_per_token"]["loss_seconds"]
+    report["tpo_loss_overhead_share_of_step"] = extra / report["grpo_per_token"]["seconds_per_step"]
     print(json.dumps(report, indent=1))
 
 

@@ -1,4 +1,5 @@
-"""Sparse (exact-match) reward at H = 7, prompt-matched: TPO's and GRPO's final error (SPEC §3.5).
+"""Sparse (exact-match) reward at H = 7, prompt-matched: TPO's and GRPO's final error
+(the paper's Table 3; notebook 05).
 
     python benchmarks/sparse_reward.py          # the shipped runs: 4 seeds, 1,000 episodes
     python benchmarks/sparse_reward.py --out runs/h7 --episodes 2000 --seeds 0 1 2 3 4
@@ -14,7 +15,8 @@ ratios (``grpo_per_token``, not in the paper's table) is printed too.
 import argparse
 import sys
 
-from tpo_core import experiments
+from tpo_core.stats import mean_and_se
+from tpo_core.tokens import experiments
 
 
 def main() -> int:
@@ -40,7 +42,7 @@ def main() -> int:
         values = finals.get((algo, "prompts", 7))
         if not values:
             continue
-        mean, se = experiments.mean_and_se(values)
+        mean, se = (float(x) for x in mean_and_se(values))
         means[algo] = mean
         per_seed = " ".join(f"{100 * v:.1f}" for v in values)
         paper = experiments.PAPER_TABLE3.get((algo, "prompts", 7))

@@ -1,4 +1,5 @@
-"""Faithfulness and speed of the token-task engine (SPEC §3.4-3.4.1).
+"""Faithfulness and speed of the token-task engine
+(the paper's token-reversal experiments; notebooks 04-05).
 
     python benchmarks/token_tasks.py speed      # s/episode, terminal reward, H=6 V=2 B=100 K=8
     python benchmarks/token_tasks.py terminal   # TPO, H=6 terminal, seeds 0-2, 200 episodes
@@ -13,7 +14,7 @@ import statistics
 
 import torch
 
-from tpo_core.train import TrainConfig, train
+from tpo_core.tokens.train import TrainConfig, train
 
 TERMINAL = dict(task="reverse_copy", reward="terminal", length=6, vocab=2, batch=100, k=8)
 DENSE = dict(task="reverse_copy", reward="bag", length=10, vocab=2, batch=100, k=8)

@@ -63,7 +63,7 @@ def test_sampled_updates_average_to_the_exact_update_for_pg():
         "pg", logits.repeat(4000, 1), correct.repeat(4000), 50, torch.Generator().manual_seed(0)
     )
     exact = bandits.exact_update("pg", logits, correct)[0]
-    # reinforce_loss averages over the 4000 x 50 samples: undo that scale.
+    # pg_loss averages over the 4000 x 50 samples: undo that scale.
     torch.testing.assert_close(g.sum(0), exact, atol=0.01, rtol=0)
 
 
@@ -104,7 +104,8 @@ def test_runs_are_reproducible():
 
 
 def test_single_context_paper_ordering():
-    """SPEC §3.1 at the paper's settings: TPO and DG end below PG and GRPO; TPO best aligned."""
+    """The paper's single-context bandit at its settings: TPO and DG end below PG and GRPO;
+    TPO best aligned."""
     curves = bandits.run_single_context()
     final = {m: c.error[:, -1].mean().item() for m, c in curves.items()}
     assert max(final["tpo"], final["dg"]) < min(final["pg"], final["grpo"])
@@ -114,8 +115,8 @@ def test_single_context_paper_ordering():
 
 
 def test_multi_context_paper_ordering():
-    """SPEC §3.2 at 100 seeds: CE fastest; TPO lowest final error of the RL updates and
-    closest to the CE direction; DG and GRPO ahead of TPO early on."""
+    """The paper's multi-context bandit at 100 seeds: CE fastest; TPO lowest final error of
+    the RL updates and closest to the CE direction; DG and GRPO ahead of TPO early on."""
     curves = bandits.run_multi_context(methods=("ce", "dg", "grpo", "tpo"))
     final = {m: c.error[:, -1].mean().item() for m, c in curves.items()}
     assert final["ce"] == min(final.values())

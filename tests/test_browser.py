@@ -39,7 +39,7 @@ def notebooks_with_widgets():
     found = []
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         sources = [c["source"] for c in json.loads(path.read_text())["cells"]]
-        if any("from tpo_core.widgets import" in "".join(s) for s in sources):
+        if any("from tpo_core.teaching.widgets import" in "".join(s) for s in sources):
             found.append(path.name)
     return found
 

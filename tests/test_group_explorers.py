@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import tpo_core as tc
-from tpo_core import exercises, viz
 from tpo_core.group import descend_group, group_view, random_group
-from tpo_core.widgets import GroupExplorer, OvershootExplorer
+from tpo_core.teaching import exercises, viz
+from tpo_core.teaching.widgets import GroupExplorer, OvershootExplorer
 
 DOUBLE = torch.float64
 
@@ -252,7 +252,7 @@ def test_group_gradient_closed_forms_equal_autograd_of_library_losses(seed):
     g = torch.Generator().manual_seed(seed)
     logits = log_p_old + 0.4 * torch.randn(6, generator=g, dtype=DOUBLE)
     losses = {
-        "pg": lambda z: tc.reinforce_loss(torch.log_softmax(z, -1), a),
+        "pg": lambda z: tc.pg_loss(torch.log_softmax(z, -1), a),
         "clipped": lambda z: tc.grpo_loss(torch.log_softmax(z, -1), log_p_old, a, beta=0.0),
         "tpo": lambda z: tc.tpo_loss(z, q),
     }
@@ -314,7 +314,7 @@ def test_beta_and_budget_figures_follow_the_closed_forms():
 
 def test_beta_explorer_updates_in_place():
     from tpo_core.bandits import beta_coefficient, step_budget
-    from tpo_core.widgets import BetaExplorer
+    from tpo_core.teaching.widgets import BetaExplorer
 
     ex = BetaExplorer(k=10)
     ex.k_slider.value = 40

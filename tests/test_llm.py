@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import tpo_core as tc
-from tpo_core import llm, verifiers
-from tpo_core.llm import RLVRConfig
+from tpo_core import llm
+from tpo_core.llm import RLVRConfig, verifiers
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_rlvr_loss_tpo_equals_tpo_loss_and_grpo_equals_grpo_loss():
     seq = lambda x: tc.sequence_log_probs(x, mask).view(g, k)  # noqa: E731
     expected = tc.tpo_loss(seq(new), tc.tpo_target(seq(old), rewards))
     torch.testing.assert_close(llm.rlvr_loss(cfg, new, old, rewards, mask), expected)
-    grpo = RLVRConfig(model="m", k=k, loss="grpo")
+    grpo = RLVRConfig(model="m", k=k, loss="grpo_per_token")
     adv = tc.grpo_advantages(rewards).view(g * k, 1)
     torch.testing.assert_close(
         llm.rlvr_loss(grpo, new, old, rewards, mask), tc.grpo_loss(new, old, adv, 0.0, mask=mask)
@@ -167,8 +167,8 @@ def test_micro_batches_of_whole_groups_give_the_same_step(tiny_model):
 
 
 def test_multi_epoch_and_lora_and_kl_run(tiny_model):
-    r = llm.rlvr_train(tiny_config(tiny_model, epochs=2, lora_rank=4, beta=0.01, loss="grpo"),
-                       progress=False)  # fmt: skip
+    config = tiny_config(tiny_model, epochs=2, lora_rank=4, beta=0.01, loss="grpo_per_token")
+    r = llm.rlvr_train(config, progress=False)
     trainable = [n for n, p in r.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n for n in trainable)
     assert all(math.isfinite(v) for v in r.history["kl"])
@@ -208,7 +208,7 @@ def trl_trainer(tiny_model, tmp_path, **changes):
     import trl
     from datasets import Dataset
 
-    from tpo_core.integrations.trl import TPOTrainer
+    from tpo_core.llm.trl import TPOTrainer
 
     problems = verifiers.make_problems("sums", 32, seed=0)
     data = Dataset.from_dict(
@@ -263,7 +263,7 @@ def test_trl_rejects_micro_batches_that_split_groups(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="multiple of num_generations"):
         trl_trainer(tiny_model, tmp_path, per_device_train_batch_size=6, num_generations=4,
                     generation_batch_size=12)  # fmt: skip
-    from tpo_core.integrations.trl import check_whole_groups
+    from tpo_core.llm.trl import check_whole_groups
 
     ids = torch.tensor([[1, 2], [1, 2], [3, 4], [1, 2]])
     with pytest.raises(ValueError, match="mixes prompts"):
@@ -271,7 +271,7 @@ def test_trl_rejects_micro_batches_that_split_groups(tiny_model, tmp_path):
 
 
 def test_shuffle_groups_keeps_groups_whole():
-    from tpo_core.integrations.trl import shuffle_groups
+    from tpo_core.llm.trl import shuffle_groups
 
     batch = {
         "x": torch.arange(12),
@@ -301,11 +301,11 @@ def test_trl_two_training_steps(tiny_model, tmp_path):
 
 
 def test_live_rlvr_and_group_inspector(tiny_model):
-    from tpo_core.widgets import GroupInspector, LiveRLVR
+    from tpo_core.teaching.widgets import GroupInspector, LiveRLVR
 
-    live = LiveRLVR(["tpo", "grpo"])
+    live = LiveRLVR(["tpo", "grpo_per_token"])
     cfg = tiny_config(tiny_model, steps=3)
-    result = llm.rlvr_train(cfg, callback=live.callback("grpo"), progress=False)
+    result = llm.rlvr_train(cfg, callback=live.callback("grpo_per_token"), progress=False)
     panels = len(live.figure.data) // 2
     for panel, metric in enumerate(["reward", "pass_at_k", "zero_variance", "grad_norm", "kl"]):
         assert list(live.figure.data[2 * panel + 1].y) == pytest.approx(result.history[metric])
@@ -337,7 +337,7 @@ def test_gpu_benchmark_script_runs_on_a_toy_shape():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
-    for loss in ("tpo", "grpo"):
+    for loss in ("tpo", "grpo_per_token"):
         assert report[loss]["seconds_per_step"] > 0 and report[loss]["loss_seconds"] > 0
         assert report[loss]["generation_tokens_per_second"] > 0
     assert "tpo_loss_overhead_share_of_step" in report

@@ -8,7 +8,7 @@ import torch
 
 import tpo_core as tc
 from tpo_core import bandits
-from tpo_core.neural_bandit import (
+from tpo_core.bandits.neural import (
     NEURAL_BANDIT_METHODS,
     bandit_scores,
     binned_means,

@@ -20,7 +20,7 @@ def random_group(shape, seed=0):
 
 
 def kl_objective(r, u, p_old, eta):
-    """The KL-regularised improvement TPO's target maximises (SPEC §1)."""
+    """The KL-regularised improvement TPO's target maximises (notebook 01)."""
     return (r * u).sum(-1) - eta * (r * (r.log() - p_old.log())).sum(-1)
 
 
@@ -204,10 +204,10 @@ def test_group_pg_loss_value_and_gradient():
 # ------------------------------------------------------------------ per-sample baselines
 
 
-def test_reinforce_loss_hand_case():
+def test_pg_loss_hand_case():
     l = torch.tensor([math.log(0.5), math.log(0.25)], dtype=DOUBLE, requires_grad=True)
     a = torch.tensor([1.0, -2.0], dtype=DOUBLE)
-    loss = tc.reinforce_loss(l, a)
+    loss = tc.pg_loss(l, a)
     torch.testing.assert_close(
         loss, -(math.log(0.5) - 2 * math.log(0.25)) / 2 * torch.ones((), dtype=DOUBLE)
     )
@@ -215,12 +215,12 @@ def test_reinforce_loss_hand_case():
     torch.testing.assert_close(l.grad, -a / 2)
 
 
-def test_reinforce_loss_masked_mean():
+def test_pg_loss_masked_mean():
     l = torch.tensor([[-1.0, -2.0], [-3.0, -4.0]], dtype=DOUBLE)
     a = torch.tensor([[1.0], [2.0]], dtype=DOUBLE)
     mask = torch.tensor([[True, False], [True, True]])
     expected = -(1 * -1.0 + 2 * -3.0 + 2 * -4.0) / 3
-    torch.testing.assert_close(tc.reinforce_loss(l, a, mask), torch.tensor(expected, dtype=DOUBLE))
+    torch.testing.assert_close(tc.pg_loss(l, a, mask), torch.tensor(expected, dtype=DOUBLE))
 
 
 def test_dg_loss_gate():
@@ -386,17 +386,15 @@ SCORES = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])
         (lambda: tc.standardize_scores(torch.tensor([1.0, math.nan])), ValueError, "NaN"),
         (lambda: tc.tpo_target_no_anchor(SCORES, eta=0), ValueError, "eta"),
         (lambda: tc.group_pg_loss(GOOD, torch.zeros(3)), ValueError, "shape"),
-        (lambda: tc.reinforce_loss(torch.zeros(3), torch.zeros(4)), ValueError, "broadcast"),
+        (lambda: tc.pg_loss(torch.zeros(3), torch.zeros(4)), ValueError, "broadcast"),
         (
-            lambda: tc.reinforce_loss(torch.zeros(3), torch.tensor([0.0, math.nan, 0.0])),
+            lambda: tc.pg_loss(torch.zeros(3), torch.tensor([0.0, math.nan, 0.0])),
             ValueError,
             "advantages",
         ),
-        (lambda: tc.reinforce_loss(torch.zeros(0), torch.zeros(0)), ValueError, "empty"),
+        (lambda: tc.pg_loss(torch.zeros(0), torch.zeros(0)), ValueError, "empty"),
         (
-            lambda: tc.reinforce_loss(
-                torch.zeros(2), torch.zeros(2), torch.zeros(2, dtype=torch.bool)
-            ),
+            lambda: tc.pg_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2, dtype=torch.bool)),
             ValueError,
             "no entry",
         ),

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import tpo_core as tc
-from tpo_core import experiments
-from tpo_core.algorithms import grpo, grpo_masked, grpo_per_token, informative_groups, tpo
-from tpo_core.rollouts import SequenceBatch
-from tpo_core.train import TrainConfig, TrainResult, group_diagnostics, train
+from tpo_core.tokens import experiments
+from tpo_core.tokens.algorithms import grpo, grpo_masked, grpo_per_token, informative_groups, tpo
+from tpo_core.tokens.rollouts import SequenceBatch
+from tpo_core.tokens.train import TrainConfig, TrainResult, group_diagnostics, train
 
 
 class FixedBatch(SequenceBatch):
@@ -294,7 +294,7 @@ def test_cli_grid_runs_and_summarises(tmp_path):
 
 
 def test_chance_of_a_success_matches_simulation():
-    from tpo_core.tasks import chance_of_a_success
+    from tpo_core.tokens.tasks import chance_of_a_success
 
     g = torch.Generator().manual_seed(0)
     h, v, k, n = 4, 2, 8, 20000
@@ -305,7 +305,7 @@ def test_chance_of_a_success_matches_simulation():
 
 
 def test_notebook_05_exercises():
-    from tpo_core.exercises import check
+    from tpo_core.teaching.exercises import check
 
     assert check("05-one-success-mass", 0.746).correct
     assert not check("05-one-success-mass", 1 / 8).correct
@@ -313,7 +313,7 @@ def test_notebook_05_exercises():
 
 
 def test_sparse_figures_plot_the_runs_they_are_given():
-    from tpo_core import viz
+    from tpo_core.teaching import viz
 
     cfg = TrainConfig(algo="tpo", length=3, batch=16, k=4, episodes=4)
     run = train(cfg, progress=False)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import tpo_core as tc
-from tpo_core.algorithms import ALGORITHMS, get_algorithm
-from tpo_core.model import ModelConfig, TinyTransformer, make_optimizers, muon_parameters
-from tpo_core.rollouts import sequence_rollouts, token_rollouts
-from tpo_core.tasks import correct_answers, token_rewards
-from tpo_core.train import TrainConfig, steps_to, train
+from tpo_core.tokens.algorithms import ALGORITHMS, get_algorithm
+from tpo_core.tokens.model import ModelConfig, TinyTransformer, make_optimizers, muon_parameters
+from tpo_core.tokens.rollouts import sequence_rollouts, token_rollouts
+from tpo_core.tokens.tasks import correct_answers, token_rewards
+from tpo_core.tokens.train import TrainConfig, steps_to, train
 
 
 def tiny_model(vocab=3, length=4, seed=0):
@@ -296,7 +296,7 @@ def test_shared_prompt_log_probs_equal_full_teacher_forcing():
 
 
 def test_live_curves_fill_in_during_training():
-    from tpo_core.widgets import LiveCurves
+    from tpo_core.teaching.widgets import LiveCurves
 
     live = LiveCurves(["tpo_token seed 0"], every=2)
     cfg = TrainConfig(
@@ -308,7 +308,7 @@ def test_live_curves_fill_in_during_training():
 
 
 def test_token_state_explorer_shows_the_state_group():
-    from tpo_core.widgets import TokenStateExplorer
+    from tpo_core.teaching.widgets import TokenStateExplorer
 
     model = tiny_model(vocab=2, length=4)
     batch = token_rollouts(model, "copy", "bag", 3, 5, torch.Generator().manual_seed(0))
@@ -326,14 +326,14 @@ def test_token_state_explorer_shows_the_state_group():
 
 
 def test_notebook_04_exercises():
-    from tpo_core.exercises import check
+    from tpo_core.teaching.exercises import check
 
     assert check("04-state-u", math.sqrt(3)).correct and not check("04-state-u", 1.0).correct
     assert check("04-dead-state", "p_old").correct and not check("04-dead-state", "uniform").correct
 
 
 def test_mean_error_curves_group_runs_by_method():
-    from tpo_core.train import TrainResult, mean_error_curves
+    from tpo_core.tokens.train import TrainResult, mean_error_curves
 
     runs = [
         TrainResult(TrainConfig(algo="tpo", seed=0), error=[0.5, 0.1]),

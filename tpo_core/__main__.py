@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
+from dataclasses import fields
 from pathlib import Path
 
-from tpo_core.algorithms import ALGORITHMS
-from tpo_core.experiments import (
+from tpo_core.tokens.experiments import (
     PRESETS,
     grid_configs,
     load_runs,
@@ -33,49 +34,49 @@ from tpo_core.experiments import (
     table3_rows,
     write_json_atomic,
 )
-from tpo_core.tasks import REWARDS, TASKS
-from tpo_core.train import TrainConfig, train
+from tpo_core.tokens.train import TrainConfig, train
+
+# The settings a grid takes lists of, and the plural names of their options.
+GRID_LISTS = {"algo": "algos", "length": "lengths", "seed": "seeds", "match": "matches"}
 
 
-def _add_settings(p: argparse.ArgumentParser, grid: bool) -> None:
-    """The run settings shared by ``train`` and ``grid`` (a grid takes lists of some)."""
-    many = dict(nargs="+") if grid else {}
-    p.add_argument("--task", choices=TASKS, default="reverse_copy")
-    p.add_argument("--reward", choices=REWARDS, default="terminal")
-    p.add_argument(f"--algo{'s' if grid else ''}", choices=list(ALGORITHMS),
-                   default=["tpo"] if grid else "tpo", **many)  # fmt: skip
-    p.add_argument(f"--length{'s' if grid else ''}", type=int, default=[6] if grid else 6,
-                   help="H: prompt and answer length", **many)  # fmt: skip
-    p.add_argument("--vocab", type=int, default=2, help="V: vocabulary size")
-    p.add_argument("--batch", type=int, default=100, help="B: prompts per episode")
-    p.add_argument("--k", type=int, default=8, help="K: candidates per group")
-    p.add_argument(
-        "--epochs", type=int, default=None, help="epochs per batch (default: the method's)"
-    )
-    p.add_argument("--episodes", type=int, default=200)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eta", type=float, default=1.0, help="TPO's temperature (TPO variants only)")
-    p.add_argument(f"--seed{'s' if grid else ''}", type=int, default=[0] if grid else 0, **many)
-    p.add_argument(f"--match{'es' if grid else ''}", choices=("prompts", "interactions"),
-                   default=["prompts"] if grid else "prompts", **many)  # fmt: skip
-    p.add_argument("--out", type=Path, required=True,
-                   help="grid folder" if grid else "where to write the JSON results")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+def add_config_options(parser: argparse.ArgumentParser, config, lists=()) -> None:
+    """One ``--option`` per field of the dataclass ``config``, with its default, help and
+    choices; the fields named in ``lists`` take one or more values (under the plural name
+    :data:`GRID_LISTS` gives them)."""
+    hints = typing.get_type_hints(config)
+    for f in fields(config):
+        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not None)
+        meta = dict(f.metadata)
+        help = meta.pop("help")
+        if "default" not in help:
+            help += f" (default: {f.default})"
+        options = dict(type=kind, help=help, **meta)
+        if f.name in lists:
+            options |= dict(nargs="+", default=[f.default])
+            parser.add_argument(f"--{GRID_LISTS[f.name]}", dest=GRID_LISTS[f.name], **options)
+        else:
+            parser.add_argument(f"--{f.name}", default=f.default, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tpo_core", description="TPO experiments")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_settings(sub.add_parser("train", help="train one run and write its curves as JSON"), False)
+    t = sub.add_parser("train", help="train one run and write its curves as JSON")
+    add_config_options(t, TrainConfig)
+    t.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
     g = sub.add_parser("grid", help="run a resumable grid of (method, H, match, seed) runs")
-    _add_settings(g, True)
+    add_config_options(g, TrainConfig, lists=GRID_LISTS)
+    g.add_argument("--out", type=Path, required=True, help="grid folder")
     g.add_argument("--preset", choices=list(PRESETS), help="the paper's settings for a whole table")
     g.add_argument("--workers", type=int, default=1, help="parallel runs, one thread each")
+    for p in (t, g):
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def _train(args, argv, parser) -> int:
-    config = TrainConfig(**{f: getattr(args, f) for f in TrainConfig.__dataclass_fields__})
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     try:
         config.validate()
     except ValueError as err:
@@ -89,10 +90,8 @@ def _train(args, argv, parser) -> int:
 
 
 def _grid(args, argv, parser) -> int:
-    settings = dict(algos=args.algos, lengths=args.lengths, seeds=args.seeds, matches=args.matches,
-                    task=args.task, reward=args.reward, vocab=args.vocab, batch=args.batch,
-                    k=args.k, epochs=args.epochs, episodes=args.episodes, lr=args.lr,
-                    eta=args.eta)  # fmt: skip
+    settings = {GRID_LISTS.get(f.name, f.name): getattr(args, GRID_LISTS.get(f.name, f.name))
+                for f in fields(TrainConfig)}  # fmt: skip
     if args.preset:
         settings |= PRESETS[args.preset]
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from tpo_core.objectives import (
-    _check_eta,
+    check_eta,
     entropy,
     grpo_advantages,
     kl_divergence,
@@ -85,7 +85,7 @@ def group_view(p_old, scores, eta: float = 1.0, standardize: bool = True) -> Gro
         q = tpo_target(p.log(), s, eta)
     else:
         u = s
-        q = torch.softmax(p.log() + s / _check_eta(eta), -1)
+        q = torch.softmax(p.log() + s / check_eta(eta), -1)
     return GroupView(p_old=p, u=u, q=q, gradient=p - q)
 
 
@@ -211,7 +211,7 @@ def maximise_kl_objective(p_old, u, eta: float = 1.0, steps: int = 500, step_siz
     """
     p = _old_probs(p_old)
     u = _as_probs("u", u)
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     step = step_size / max(1.0, eta)
     log_r = p.log()
     for _ in range(steps):

@@ -11,7 +11,7 @@ Conventions shared by every function here:
 * Softmaxes are computed in float32 (float64 stays float64), whatever the
   input precision.
 
-Per-sample losses (``reinforce_loss``, ``dg_loss``, ``ppo_loss``,
+Per-sample losses (``pg_loss``, ``dg_loss``, ``ppo_loss``,
 ``grpo_loss``) take one log-probability per sample, or one per token, and
 average over the unmasked entries.
 """
@@ -77,7 +77,8 @@ def _check_finite(name: str, x: torch.Tensor, mask: torch.Tensor | None) -> None
         raise ValueError(f"{name} contains {kind} values; scores and log-probs must be finite")
 
 
-def _check_eta(eta) -> float:
+def check_eta(eta) -> float:
+    """``eta`` as a float, or an error saying why it cannot be a temperature (> 0, finite)."""
     try:
         eta = float(eta)
     except (TypeError, ValueError):
@@ -92,7 +93,8 @@ def _float32_or_wider(x: torch.Tensor) -> torch.Tensor:
     return x.float() if torch.finfo(x.dtype).bits < 32 else x
 
 
-def _masked_mean(terms: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def masked_mean(terms: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``sum(terms * mask) / sum(mask)``: the mean over real entries (all of them if no mask)."""
     if mask is None:
         return terms.mean()
     return terms.masked_fill(~mask, 0.0).sum() / mask.sum()
@@ -187,7 +189,7 @@ def tpo_target(
     _check_group("old_log_probs", old_log_probs)
     _check_same_shape("scores", scores, "old_log_probs", old_log_probs)
     mask = _check_mask(mask, "old_log_probs", old_log_probs)
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     _check_old_log_probs(old_log_probs, mask)
     u = standardize_scores(scores, mask=mask)
     logits = _group_log_softmax(old_log_probs.detach(), mask) + u / eta
@@ -206,7 +208,7 @@ def tpo_target_no_anchor(
     _check_tensor("scores", scores)
     _check_group("scores", scores)
     mask = _check_mask(mask, "scores", scores)
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     u = standardize_scores(scores, mask=mask)
     if mask is not None:
         u = u.masked_fill(~mask, -math.inf)
@@ -293,7 +295,7 @@ def _check_per_sample(log_probs, advantages, mask, *others):
     return _float32_or_wider(log_probs), _float32_or_wider(advantages.detach())
 
 
-def reinforce_loss(
+def pg_loss(
     log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """REINFORCE / policy gradient: ``L = -A * log pi(a)``, ``A = r - b``.
@@ -302,7 +304,7 @@ def reinforce_loss(
     several epochs on one batch it overshoots, with a small one it crawls.
     """
     l, a = _check_per_sample(log_probs, advantages, mask)
-    return _masked_mean(-a * l, mask)
+    return masked_mean(-a * l, mask)
 
 
 def dg_loss(
@@ -318,9 +320,9 @@ def dg_loss(
     failures are damped. Run one epoch per batch: it diverges with more.
     """
     l, a = _check_per_sample(log_probs, advantages, mask)
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     gate = torch.sigmoid(a * (-l.detach()) / eta)
-    return _masked_mean(-(gate * a) * l, mask)
+    return masked_mean(-(gate * a) * l, mask)
 
 
 def _clipped_surrogate(l, l_old, a, clip_eps):
@@ -352,7 +354,7 @@ def ppo_loss(
     l, a = _check_per_sample(log_probs, advantages, mask, ("old_log_probs", old_log_probs))
     clip_eps = _check_clip(clip_eps)
     l_old = _float32_or_wider(old_log_probs.detach())
-    return _masked_mean(-_clipped_surrogate(l, l_old, a, clip_eps), mask)
+    return masked_mean(-_clipped_surrogate(l, l_old, a, clip_eps), mask)
 
 
 def kl_k3(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
@@ -416,7 +418,7 @@ def grpo_loss(
     if beta > 0:
         ref = l_old if ref_log_probs is None else _float32_or_wider(ref_log_probs)
         terms = terms + beta * kl_k3(l, ref)
-    return _masked_mean(terms, mask)
+    return masked_mean(terms, mask)
 
 
 # --------------------------------------------------------------------------
@@ -462,6 +464,7 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "ZERO_STD",
+    "check_eta",
     "dg_loss",
     "entropy",
     "group_pg_loss",
@@ -470,8 +473,9 @@ __all__ = [
     "grpo_loss",
     "kl_divergence",
     "kl_k3",
+    "masked_mean",
+    "pg_loss",
     "ppo_loss",
-    "reinforce_loss",
     "sequence_log_probs",
     "standardize_scores",
     "tpo_loss",

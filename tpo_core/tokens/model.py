@@ -1,4 +1,4 @@
-"""The tiny causal transformer of the token tasks (SPEC §3.4, §3.4.1).
+"""The tiny causal transformer of the token tasks (the paper's transformer; notebook 04).
 
 Decoder-only and pre-norm: token + learned positional embeddings, ``layers``
 blocks of (LayerNorm -> multi-head causal attention -> residual, LayerNorm ->

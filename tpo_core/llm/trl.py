@@ -32,9 +32,9 @@ import torch
 from trl import GRPOTrainer
 
 from tpo_core.objectives import (
-    _check_eta,
-    _masked_mean,
+    check_eta,
     kl_k3,
+    masked_mean,
     sequence_log_probs,
     tpo_loss,
     tpo_target,
@@ -121,7 +121,7 @@ class TPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with TPO's loss (see the module docstring); ``eta`` is TPO's temperature."""
 
     def __init__(self, *args, eta: float = 1.0, **kwargs):
-        self.eta = _check_eta(eta)
+        self.eta = check_eta(eta)
         super().__init__(*args, **kwargs)
         check_group_layout(self.args.per_device_train_batch_size, self.num_generations)
 
@@ -153,7 +153,7 @@ class TPOTrainer(GRPOTrainer):
         loss = tpo_trl_loss(per_token_logps, old, inputs["advantages"], mask, k, self.eta)
         mode = "train" if self.model.training else "eval"
         if self.beta != 0.0:
-            kl = _masked_mean(kl_k3(per_token_logps, inputs["ref_per_token_logps"]), mask.bool())
+            kl = masked_mean(kl_k3(per_token_logps, inputs["ref_per_token_logps"]), mask.bool())
             loss = loss + self.beta * kl
             self._metrics[mode]["kl"].append(self.accelerator.gather(kl.detach()).mean().item())
         if mode == "train":

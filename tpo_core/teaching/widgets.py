@@ -1,4 +1,4 @@
-"""Explorers: ipywidgets controls wired to the figures of :mod:`tpo_core.viz`.
+"""Explorers: ipywidgets controls wired to the figures of :mod:`tpo_core.teaching.viz`.
 
 Each explorer owns a plotly ``FigureWidget`` (attribute ``figure``) whose
 traces are updated in place on every control change, and displays itself as
@@ -16,9 +16,9 @@ import ipywidgets as w
 import plotly.graph_objects as go
 import torch
 
-from tpo_core import viz
 from tpo_core.group import DESCENT_METHODS, GroupView, descend_groups, group_view, random_group
 from tpo_core.objectives import grpo_advantages, tpo_target
+from tpo_core.teaching import viz
 
 ETA_RANGE = (0.05, 20.0)
 LR_RANGE = (0.01, 100.0)
@@ -270,7 +270,7 @@ class LiveCurves(_Explorer):
         self.widget = self.figure
 
     def callback(self, name: str):
-        """A ``callback(episode, result)`` for :func:`tpo_core.train.train` drawing run ``name``."""
+        """A ``callback(episode, result)`` for :func:`~tpo_core.tokens.train.train`."""
         trace = self.figure.data[self.names.index(name)]
 
         def update(episode, result):
@@ -328,7 +328,7 @@ class TokenStateExplorer(_Explorer):
 
 
 class LiveRLVR(_Explorer):
-    """RLVR curves (:func:`tpo_core.viz.rlvr_figure`) that training callbacks fill in."""
+    """RLVR curves (:func:`tpo_core.teaching.viz.rlvr_figure`) that training callbacks fill in."""
 
     def __init__(self, names: list[str], title: str = ""):
         self.names = list(names)
@@ -355,7 +355,7 @@ class GroupInspector(_Explorer):
     picture on real text). ``rollout`` needs its snapshot log-probs."""
 
     def __init__(self, rollout, eta: float = 1.0):
-        from tpo_core.llm import group_table
+        from tpo_core.llm.rlvr import group_table
 
         self.rollout, self.eta, self._table = rollout, eta, group_table
         rewards = rollout.rewards

@@ -15,9 +15,9 @@ from html import escape
 
 import torch
 
-from tpo_core.bandits import beta_coefficient, step_budget
+from tpo_core.bandits.neural import tpo_gain_over_one_vs_rest
+from tpo_core.bandits.tabular import beta_coefficient, step_budget
 from tpo_core.group import descend_group, group_view, random_group
-from tpo_core.neural_bandit import tpo_gain_over_one_vs_rest
 from tpo_core.objectives import standardize_scores, tpo_target
 
 
@@ -186,7 +186,8 @@ def _grade_pg_overshoot(answer):
     "Scores (0.001, 0, 0, 0). What is the first candidate's standardised score u_1?",
     "The mean is 0.00025 and the population std 0.000433, so u_1 = 0.00075 / 0.000433 "
     "= sqrt(3) ≈ 1.732, exactly what (1, 0, 0, 0) gives: z-scores ignore scale, so a "
-    "negligible difference becomes a full-strength preference (SPEC's difficulty bias).",
+    "negligible difference becomes a full-strength preference (the difficulty bias known "
+    "for GRPO).",
 )
 def _grade_tiny_variance(answer):
     u1 = float(group_view([0.25] * 4, [0.001, 0.0, 0.0, 0.0]).u[0])
@@ -365,7 +366,7 @@ def _grade_masked_step(answer):
     "\\boxed{} it would take the last number in the text, 37.",
 )
 def _grade_extract(answer):
-    from tpo_core.verifiers import extract_answer
+    from tpo_core.llm.verifiers import extract_answer
 
     text = "Each box holds 12, so 3 boxes hold 36 pens. #### 36 pens (I think 37 is wrong)"
     if str(answer).strip() == extract_answer(text):

@@ -1,7 +1,7 @@
 """Pure plotting functions: data in, plotly figure out (no widgets, no state).
 
 Every figure the notebooks show is built here, so it can be called from a
-test. The explorers in :mod:`tpo_core.widgets` wrap these figures in a
+test. The explorers in :mod:`tpo_core.teaching.widgets` wrap these figures in a
 ``FigureWidget`` and update their traces in place.
 """
 
@@ -12,7 +12,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tpo_core.bandits import beta_coefficient, step_budget
+from tpo_core.bandits.tabular import beta_coefficient, step_budget
 from tpo_core.group import GroupView, Trajectory
 
 COLORS = {
@@ -28,29 +28,29 @@ COLORS = {
     "dg": "#2ca02c",
     "grpo": "#7b4ea3",
     "group_pg": "#8c564b",
-    "reinforce": "#1f77b4",
     "ppo": "#17becf",
     "tpo_token": "#e8710a",
     "grpo_token": "#7b4ea3",
     "grpo_no_kl": "#c5b0d5",
     "tpo_no_anchor": "#ffbb78",
     "grpo_masked": "#3b2a57",
+    "grpo_per_token": "#9467bd",
 }
 METHOD_LABELS = {
-    "pg": "PG",
+    "pg": "PG (REINFORCE)",
     "clipped": "PPO/GRPO clipped",
     "tpo": "TPO",
     "ce": "CE (oracle)",
     "dg": "DG",
     "grpo": "GRPO",
     "group_pg": "group-PG",
-    "reinforce": "REINFORCE",
     "ppo": "PPO",
     "tpo_token": "TPO (token)",
     "grpo_token": "GRPO (token)",
     "grpo_no_kl": "GRPO (no KL)",
     "tpo_no_anchor": "TPO (no anchor)",
     "grpo_masked": "GRPO (flat groups masked)",
+    "grpo_per_token": "GRPO (per-token ratio)",
 }
 KL_FLOOR = 1e-12
 """KL values are floored here so the log axis can show a policy sitting on its target."""
@@ -384,7 +384,7 @@ def sweep_figure(sweeps: dict, xaxis: str, title: str = "", log_x: bool = False)
 def table3_figure(rows: list[dict], title: str = "") -> go.Figure:
     """Our final error (bars, ± s.e.) next to the paper's (diamonds), per method and H.
 
-    ``rows`` come from :func:`tpo_core.experiments.table3_rows`; cells the paper
+    ``rows`` come from :func:`tpo_core.tokens.experiments.table3_rows`; cells the paper
     reports as "> 95" are drawn at 95.
     """
     x = [f"{METHOD_LABELS.get(r['method'], r['method'])}, H={r['H']}" for r in rows]

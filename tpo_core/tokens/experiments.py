@@ -32,10 +32,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tpo_core.algorithms import get_algorithm
-from tpo_core.train import TrainConfig, TrainResult, train
+from tpo_core.stats import mean_and_se
+from tpo_core.tokens.algorithms import get_algorithm
+from tpo_core.tokens.train import TrainConfig, TrainResult, train
 
-# SPEC §3.5, Table 3 of the paper: final exact-match error (%) after 2,000
+# Table 3 of the paper: final exact-match error (%) after 2,000
 # episodes, reverse copy, V = 2, B = 100, K = 8. None: above 95%.
 PAPER_TABLE3: dict[tuple[str, str, int], float | None] = {
     (algo, match, length): value
@@ -283,8 +284,8 @@ def final_error_by(
     sweeps = {}
     for algo, by_value in groups.items():
         xs = sorted(by_value)
-        stats = [mean_and_se(by_value[x]) for x in xs]
-        sweeps[algo] = (xs, [m for m, _ in stats], [se for _, se in stats])
+        mean, se = zip(*(mean_and_se(by_value[x]) for x in xs), strict=True)
+        sweeps[algo] = (xs, [float(m) for m in mean], [float(s) for s in se])
     return sweeps
 
 
@@ -311,22 +312,13 @@ def after_solving(
     )
 
 
-def mean_and_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error (0 for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var / len(values))
-
-
 def table3_rows(runs: list[TrainResult], match: str = "prompts", last: int = 20) -> list[dict]:
     """Our final errors (%) next to the paper's Table 3, one row per (method, H) we ran."""
     rows = []
     for (algo, m, length), finals in sorted(final_errors(runs, last).items()):
         if m != match:
             continue
-        mean, se = mean_and_se(finals)
+        mean, se = (float(x) for x in mean_and_se(finals))
         episodes = {
             r.config.episodes for r in runs if (r.config.algo, r.config.length) == (algo, length)
         }
@@ -362,7 +354,6 @@ __all__ = [
     "grid_configs",
     "is_complete",
     "load_runs",
-    "mean_and_se",
     "provenance",
     "run_grid",
     "run_name",

@@ -1,4 +1,5 @@
-"""Token tasks (SPEC §3.4): read H prompt tokens, write H answer tokens.
+"""Token tasks: read H prompt tokens, write H answer tokens (the paper's token-reversal
+experiments; notebook 04).
 
 A prompt is H tokens drawn uniformly from a vocabulary of V symbols. The
 model writes H answer tokens after it; the correct answer is a fixed

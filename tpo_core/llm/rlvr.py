@@ -1,6 +1,6 @@
-"""RLVR on a Hugging Face causal LM: TPO or GRPO, and nothing else differs.
+"""RLVR on a Hugging Face causal LM: TPO or per-token GRPO, and nothing else differs.
 
-One step (SPEC §3.7):
+One step (the paper's LLM RLVR experiments, notebook 06):
 
 1. draw ``prompts_per_step`` problems and sample K completions for each
    (``generate``, temperature sampling, batched);
@@ -14,7 +14,8 @@ One step (SPEC §3.7):
    * TPO: ``q = softmax(log_softmax(L_old) + u / eta)`` over the group's
      sequence log-probs ``L = sum_t l_t``, with ``u`` the z-scored rewards,
      and cross-entropy ``-sum_i q_i log softmax(L)_i``; or
-   * GRPO: the clipped token-level surrogate with z-scored advantages,
+   * ``grpo_per_token``: GRPO's clipped surrogate with a ratio per token and
+     the group's z-scored advantages, as LLM trainers (TRL, verl) run it,
 
    plus, for both, ``beta`` times the k3 KL to the initial policy;
 5. clip the gradient norm and take one AdamW step per pass.
@@ -40,19 +41,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from tpo_core.llm.verifiers import LLM_TASKS, Problem, problem_stream, reward
 from tpo_core.objectives import (
-    _masked_mean,
     grpo_advantages,
     grpo_loss,
     kl_k3,
+    masked_mean,
     sequence_log_probs,
     standardize_scores,
     tpo_loss,
     tpo_target,
 )
-from tpo_core.verifiers import LLM_TASKS, Problem, problem_stream, reward
 
-LOSSES = ("tpo", "grpo")
+LOSSES = ("tpo", "grpo_per_token")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class RLVRConfig:
 
     model: str  # hub name or local folder
     task: str = "sums"
-    loss: str = "tpo"  # "tpo" or "grpo"
+    loss: str = "tpo"  # one of LOSSES: "tpo" or "grpo_per_token"
     k: int = 8  # completions per prompt
     prompts_per_step: int = 8
     steps: int = 50
@@ -84,7 +85,7 @@ class RLVRConfig:
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose 'tpo' or 'grpo'")
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.task not in LLM_TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(LLM_TASKS)}")
         if self.k < 2:
@@ -280,7 +281,7 @@ def rlvr_loss(
 
     ``new``, ``old``, ``ref``: per-token log-probs (G*K, T); ``rewards`` (G, K);
     ``mask`` (G*K, T) marks completion tokens. TPO fits the group target over
-    sequence log-probs; GRPO applies its clipped token-level surrogate to the
+    sequence log-probs; ``grpo_per_token`` applies the clipped surrogate per token to the
     group z-scored advantages. Both add ``beta * k3 KL`` to ``ref``.
     """
     g, k = rewards.shape
@@ -292,7 +293,7 @@ def rlvr_loss(
         advantages = grpo_advantages(rewards).view(g * k, 1)
         loss = grpo_loss(new, old, advantages, beta=0.0, clip_eps=config.clip_eps, mask=mask)
     if config.beta > 0:
-        loss = loss + config.beta * _masked_mean(kl_k3(new, ref), mask)
+        loss = loss + config.beta * masked_mean(kl_k3(new, ref), mask)
     return loss
 
 
@@ -438,7 +439,7 @@ def build_tiny_sums_model(path: str | Path, seed: int = 0, warmup_steps: int = 5
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from tpo_core.verifiers import SUM_PAIRS
+    from tpo_core.llm.verifiers import SUM_PAIRS
 
     path = Path(path)
     specials = ["<pad>", "<eos>", "<unk>"]

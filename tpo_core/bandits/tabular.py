@@ -1,4 +1,5 @@
-"""Tabular bandits with exact logit tables (SPEC §3.1-3.2), vectorised over seeds.
+"""Tabular bandits with exact logit tables, vectorised over seeds (the paper's single- and
+multi-context bandits; notebook 02).
 
 Every run keeps one logit table per seed and takes *normalised* steps,
 ``logits += alpha * g / ||g||``, so methods differ only in the direction
@@ -24,10 +25,11 @@ from tpo_core.objectives import (
     dg_loss,
     grpo_advantages,
     grpo_loss,
-    reinforce_loss,
+    pg_loss,
     tpo_loss,
     tpo_target,
 )
+from tpo_core.stats import mean_and_se
 
 SINGLE_CONTEXT_METHODS = ("pg", "dg", "grpo", "tpo")
 MULTI_CONTEXT_METHODS = ("ce", "pg", "dg", "grpo", "tpo")
@@ -132,7 +134,7 @@ def sampled_update(
 ) -> torch.Tensor:
     """One sampled ascent direction per row of ``logits`` (S, K), from B sampled actions.
 
-    Baseline 0.5 for PG and DG (SPEC §2); GRPO z-scores the B rewards of a
+    Baseline 0.5 for PG and DG (as the paper ran them); GRPO z-scores the B rewards of a
     row; TPO averages the one-hot score vectors ``(r_b - 0.5) e_{a_b}`` over
     the batch into one score per action, builds ``q`` and steps along ``q - pi``.
     Directions are minus the autograd gradients of the library's losses.
@@ -144,7 +146,7 @@ def sampled_update(
     reward = (actions == correct[:, None]).to(logits.dtype)
     log_pi_a = log_pi.gather(-1, actions)
     if method == "pg":
-        loss = reinforce_loss(log_pi_a, reward - 0.5)
+        loss = pg_loss(log_pi_a, reward - 0.5)
     elif method == "dg":
         loss = dg_loss(log_pi_a, reward - 0.5)
     elif method == "grpo":
@@ -172,11 +174,10 @@ class BanditCurves:
 
     def mean_and_se(self, name: str = "error") -> tuple[torch.Tensor, torch.Tensor]:
         """Mean over seeds and its standard error."""
-        x = getattr(self, name)
-        return x.mean(0), x.std(0) / math.sqrt(x.shape[0])
+        return mean_and_se(getattr(self, name))
 
     def series(self, name: str = "error") -> tuple[list, list, list]:
-        """``(steps, mean, se)`` as lists, the input of :func:`tpo_core.viz.curves_figure`."""
+        """``(steps, mean, se)`` as lists, for :func:`~tpo_core.teaching.viz.curves_figure`."""
         mean, se = self.mean_and_se(name)
         return list(range(len(mean))), mean.tolist(), se.tolist()
 
@@ -200,7 +201,8 @@ def run_single_context(
     seeds: int = 100,
     seed: int = 0,
 ) -> dict[str, BanditCurves]:
-    """SPEC §3.1: one context, K actions, sampled batches, normalised steps, all seeds at once.
+    """The paper's single-context bandit: one context, K actions, sampled batches, normalised
+    steps, all seeds at once.
 
     Error is ``1 - pi(y*)``; misalignment is ``1 - cos(g, g*)`` against the
     oracle ``g* = pi(y*) (e_{y*} - pi)``.
@@ -236,7 +238,8 @@ def run_multi_context(
     seeds: int = 100,
     seed: int = 0,
 ) -> dict[str, BanditCurves]:
-    """SPEC §3.2: N contexts with logits ~ N(0, 1), exact updates, one normalised step over all.
+    """The paper's multi-context bandit: N contexts with logits ~ N(0, 1), exact updates, one
+    normalised step over all.
 
     Error is the mean over contexts of ``1 - pi_n(y_n)``; misalignment is
     ``1 - cos(g, g_CE)`` over the whole N x K update.

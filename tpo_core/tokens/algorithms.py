@@ -3,10 +3,10 @@
 Every loss takes the model and a rollout batch (frozen snapshot) and returns
 the scalar to minimise for one epoch (TPO's variants also take their
 temperature ``eta``); :data:`ALGORITHMS` says which rollout
-each method needs and how many epochs it reuses a batch for (SPEC §3.4: 4,
-except DG's single epoch).
+each method needs and how many epochs it reuses a batch for (4 in the paper's transformer
+experiments, except DG's single epoch).
 
-Single-sample methods (``reinforce``, ``dg``, ``ppo``) use one answer per
+Single-sample methods (``pg``, ``dg``, ``ppo``) use one answer per
 prompt and per-token advantages ``A_t = r_t - mean_b r_t`` (the batch mean
 reward at the same answer position). Sequence-level grouped methods use K
 answers per prompt scored by their mean token reward, and treat each answer
@@ -24,19 +24,19 @@ from dataclasses import dataclass
 
 import torch
 
-from tpo_core.model import TinyTransformer
 from tpo_core.objectives import (
     dg_loss,
     group_pg_loss,
     grpo_advantages,
     grpo_loss,
+    pg_loss,
     ppo_loss,
-    reinforce_loss,
     tpo_loss,
     tpo_target,
     tpo_target_no_anchor,
 )
-from tpo_core.rollouts import SequenceBatch, TokenBatch
+from tpo_core.tokens.model import TinyTransformer
+from tpo_core.tokens.rollouts import SequenceBatch, TokenBatch
 
 GRPO_BETA = 0.04
 
@@ -46,9 +46,9 @@ def position_advantages(batch: SequenceBatch) -> torch.Tensor:
     return batch.rewards - batch.rewards.mean((0, 1), keepdim=True)
 
 
-def reinforce(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
-    """REINFORCE: ``-A_t log pi(y_t)`` per token."""
-    return reinforce_loss(batch.new_log_probs(model), position_advantages(batch))
+def pg(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
+    """PG (REINFORCE with a per-position baseline): ``-A_t log pi(y_t)`` per token."""
+    return pg_loss(batch.new_log_probs(model), position_advantages(batch))
 
 
 def dg(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
@@ -156,7 +156,7 @@ class Algorithm:
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in [
-        Algorithm("reinforce", reinforce, "single", 4),
+        Algorithm("pg", pg, "single", 4),
         Algorithm("dg", dg, "single", 1),
         Algorithm("ppo", ppo, "single", 4),
         Algorithm("grpo", grpo, "sequence", 4),

@@ -21,30 +21,44 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from tpo_core.algorithms import get_algorithm, informative_groups
-from tpo_core.model import ModelConfig, TinyTransformer, make_optimizers
 from tpo_core.objectives import group_policy, grpo_advantages, tpo_target
-from tpo_core.rollouts import SequenceBatch, sequence_rollouts, token_rollouts
-from tpo_core.tasks import check_task
+from tpo_core.stats import mean_and_se
+from tpo_core.tokens.algorithms import ALGORITHMS, get_algorithm, informative_groups
+from tpo_core.tokens.model import ModelConfig, TinyTransformer, make_optimizers
+from tpo_core.tokens.rollouts import SequenceBatch, sequence_rollouts, token_rollouts
+from tpo_core.tokens.tasks import REWARDS, TASKS, check_task
+
+
+def setting(default, help: str, **cli):
+    """A config field whose ``help`` (and argparse ``choices``) the command line reads."""
+    return field(default=default, metadata=dict(help=help, **cli))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a run (SPEC §3.4-3.5 defaults)."""
+    """Everything that defines a run (defaults: the paper's transformer settings).
 
-    task: str = "reverse_copy"
-    reward: str = "terminal"
-    algo: str = "tpo"
-    length: int = 6
-    vocab: int = 2
-    batch: int = 100
-    k: int = 8
-    epochs: int | None = None  # None: the method's own default (4; DG 1)
-    episodes: int = 200
-    lr: float = 1e-3
-    seed: int = 0
-    match: str = "prompts"  # or "interactions": single-sample methods get B*K prompts, lr*sqrt(K)
-    eta: float = 1.0  # TPO's temperature (TPO variants only)
+    ``python -m tpo_core train`` and ``grid`` build their options from these
+    fields, so a field's default and help live here only.
+    """
+
+    task: str = setting("reverse_copy", "the token task", choices=TASKS)
+    reward: str = setting("terminal", "per-token reward", choices=REWARDS)
+    algo: str = setting("tpo", "the method (docs/GLOSSARY.md)", choices=tuple(ALGORITHMS))
+    length: int = setting(6, "H: prompt and answer length")
+    vocab: int = setting(2, "V: vocabulary size")
+    batch: int = setting(100, "B: prompts per episode")
+    k: int = setting(8, "K: candidates per group")
+    epochs: int | None = setting(None, "epochs per batch (default: the method's own, 4; DG 1)")
+    episodes: int = setting(200, "rollout batches to train on")
+    lr: float = setting(1e-3, "learning rate of Muon and Adam")
+    seed: int = setting(0, "seed of the model, the rollouts and the prompts")
+    match: str = setting(
+        "prompts",
+        "interactions: single-sample methods get B*K prompts and lr*sqrt(K)",
+        choices=("prompts", "interactions"),
+    )
+    eta: float = setting(1.0, "TPO's temperature (TPO variants only)")
 
     def validate(self) -> None:
         check_task(self.task, self.reward)
@@ -213,14 +227,13 @@ def train(
 def mean_error_curves(results: list[TrainResult]) -> dict[str, tuple[list, list, list]]:
     """Per method, ``(episodes, mean error, standard error)`` over its runs (seeds).
 
-    The input of :func:`tpo_core.viz.curves_figure`.
+    The input of :func:`tpo_core.teaching.viz.curves_figure`.
     """
     by_method: dict[str, list[list[float]]] = {}
     for r in results:
         by_method.setdefault(r.config.algo, []).append(r.error)
     curves = {}
     for method, errors in by_method.items():
-        e = torch.tensor(errors, dtype=torch.float64)
-        se = e.std(0) / math.sqrt(len(e)) if len(e) > 1 else torch.zeros(e.shape[1])
-        curves[method] = (list(range(1, e.shape[1] + 1)), e.mean(0).tolist(), se.tolist())
+        mean, se = mean_and_se(errors)
+        curves[method] = (list(range(1, len(mean) + 1)), mean.tolist(), se.tolist())
     return curves

@@ -1,4 +1,5 @@
-"""A neural contextual bandit (SPEC §3.3): classification learned from bandit feedback.
+"""A neural contextual bandit: classification learned from bandit feedback (the paper's MNIST
+bandit; notebook 03).
 
 The classifier sees an input, samples ONE class from its softmax, and is told
 only whether that class was right (reward ``1{a = label}``); the label itself
@@ -31,15 +32,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tpo_core.bandits import exact_update
+from tpo_core.bandits.tabular import exact_update
 from tpo_core.objectives import (
     dg_loss,
     group_pg_loss,
     grpo_advantages,
-    reinforce_loss,
+    pg_loss,
     tpo_loss,
     tpo_target,
 )
+from tpo_core.stats import mean_and_se
 
 NEURAL_BANDIT_METHODS = ("pg", "dg", "grpo", "group_pg", "tpo")
 
@@ -174,11 +176,9 @@ def neural_bandit_loss(method: str, logits: torch.Tensor, actions, reward) -> to
     log_pi_a = log_pi.gather(-1, actions[:, None])[:, 0]
     if method in ("pg", "dg"):
         advantage = reward - (probs**2).sum(-1)
-        return (
-            reinforce_loss(log_pi_a, advantage) if method == "pg" else dg_loss(log_pi_a, advantage)
-        )
+        return pg_loss(log_pi_a, advantage) if method == "pg" else dg_loss(log_pi_a, advantage)
     if method == "grpo":
-        return reinforce_loss(log_pi_a, grpo_advantages(reward))
+        return pg_loss(log_pi_a, grpo_advantages(reward))
     scores = bandit_scores(probs, actions, reward)
     if method == "group_pg":
         return group_pg_loss(log_pi, scores)
@@ -207,9 +207,8 @@ class NeuralBanditRun:
 
 def mean_curve(runs: list[NeuralBanditRun]) -> tuple[list, list, list]:
     """``(steps, mean, se)`` of test error over runs (seeds) of one method."""
-    errors = torch.tensor([r.test_error for r in runs], dtype=torch.float64)
-    se = errors.std(0) / math.sqrt(len(runs)) if len(runs) > 1 else torch.zeros(errors.shape[1])
-    return runs[0].steps, errors.mean(0).tolist(), se.tolist()
+    mean, se = mean_and_se([r.test_error for r in runs])
+    return runs[0].steps, mean.tolist(), se.tolist()
 
 
 @torch.no_grad()

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tpo_core.model import TinyTransformer
-from tpo_core.tasks import correct_answers, sample_prompts, token_rewards
+from tpo_core.tokens.model import TinyTransformer
+from tpo_core.tokens.tasks import correct_answers, sample_prompts, token_rewards
 
 
 @dataclass(frozen=True)

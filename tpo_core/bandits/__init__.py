@@ -1,0 +1,38 @@
+"""Bandits (notebooks 02-03): exact and sampled tabular updates, and a neural contextual bandit.
+
+:mod:`~tpo_core.bandits.tabular` holds the single- and multi-context bandits
+with exact logit tables and every method's ``beta(p)``;
+:mod:`~tpo_core.bandits.neural` the classifier trained from right/wrong feedback.
+"""
+
+from tpo_core.bandits import neural
+from tpo_core.bandits.tabular import (
+    MULTI_CONTEXT_METHODS,
+    SINGLE_CONTEXT_METHODS,
+    BanditCurves,
+    beta_coefficient,
+    context_error,
+    exact_update,
+    expected_update,
+    run_multi_context,
+    run_single_context,
+    sampled_update,
+    step_budget,
+    tpo_lambda,
+)
+
+__all__ = [
+    "MULTI_CONTEXT_METHODS",
+    "SINGLE_CONTEXT_METHODS",
+    "BanditCurves",
+    "beta_coefficient",
+    "context_error",
+    "exact_update",
+    "expected_update",
+    "neural",
+    "run_multi_context",
+    "run_single_context",
+    "sampled_update",
+    "step_budget",
+    "tpo_lambda",
+]

@@ -1,1 +1,0 @@
-"""Bridges to other training libraries (optional dependencies, imported on demand)."""

@@ -1,0 +1,13 @@
+"""Token tasks (notebooks 04-05): a tiny transformer writes H answer tokens after H prompt tokens.
+
+Data flows one way through the modules::
+
+    tasks (prompts, rewards) -> model (TinyTransformer, Muon + Adam) -> rollouts
+      -> algorithms (one loss per method, by name) -> train (the loop, curves)
+      -> experiments (resumable grids with provenance, Table 3 summaries)
+"""
+
+from tpo_core.tokens.algorithms import ALGORITHMS, get_algorithm
+from tpo_core.tokens.train import TrainConfig, TrainResult, train
+
+__all__ = ["ALGORITHMS", "TrainConfig", "TrainResult", "get_algorithm", "train"]
