@@ -130,3 +130,25 @@ def test_no_citations_of_documents_outside_the_repository():
         if not name.endswith(".json") and word in (root / name).read_text(errors="ignore")
     ]
     assert not hits
+
+
+def test_glossary_defines_every_method_name_and_is_linked():
+    from tpo_core.bandits import MULTI_CONTEXT_METHODS, SINGLE_CONTEXT_METHODS
+    from tpo_core.bandits.neural import NEURAL_BANDIT_METHODS
+    from tpo_core.group import DESCENT_METHODS
+    from tpo_core.llm import LOSSES
+    from tpo_core.tokens import ALGORITHMS
+
+    root = PACKAGE.parent
+    glossary = (root / "docs" / "GLOSSARY.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`") for line in glossary.splitlines()
+            if line.startswith("| `")}  # fmt: skip
+    names = {*ALGORITHMS, *SINGLE_CONTEXT_METHODS, *MULTI_CONTEXT_METHODS,
+             *NEURAL_BANDIT_METHODS, *DESCENT_METHODS, *LOSSES}  # fmt: skip
+    assert names <= rows, f"glossary lacks {sorted(names - rows)}"
+    assert rows <= names, f"glossary names methods nothing runs: {sorted(rows - names)}"
+    for term in ("snapshot", "group policy", "all-fail group", "prompt-matched",
+                 "interaction-matched", "misalignment", "k3 KL", "Muon"):  # fmt: skip
+        assert f"**{term}**" in glossary, term
+    linked = [root / "README.md", *sorted((root / "notebooks").glob("*.ipynb"))]
+    assert [p.name for p in linked if "GLOSSARY.md" not in p.read_text()] == []

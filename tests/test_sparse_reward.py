@@ -202,13 +202,16 @@ def test_final_errors_and_table3_rows():
         return TrainResult(c, error=errors)
 
     runs = [run("tpo", 0, [0.9, 0.1]), run("tpo", 1, [0.9, 0.3]), run("dg", 0, [0.5, 0.5])]
-    finals = experiments.final_errors(runs, last=1)
+    finals = experiments.final_errors(runs)  # the paper's metric: the last episode
     assert finals[("tpo", "prompts", 7)] == [0.1, 0.3]
     assert finals[("tpo", "interactions", 7)] == [0.1, 0.3]  # grouped: both matchings
     assert ("dg", "interactions", 7) not in finals
-    rows = {r["method"]: r for r in experiments.table3_rows(runs, last=1)}
-    assert rows["tpo"]["ours"] == pytest.approx(20.0)
-    assert rows["tpo"]["se"] == pytest.approx(100 * 0.1)  # std 0.1414 / sqrt(2)
+    assert experiments.final_errors(runs, last=2)[("tpo", "prompts", 7)] == [0.5, 0.6]
+    rows = {r["method"]: r for r in experiments.table3_rows(runs)}
+    assert rows["tpo"]["ours"] == pytest.approx(20.0)  # (0.1 + 0.3) / 2
+    assert rows["tpo"]["ci"] == pytest.approx((10.0, 30.0))  # resamples of two seeds
+    assert rows["tpo"]["last20"] == pytest.approx(55.0)  # means 0.5 and 0.6
+    assert rows["tpo"]["last20_se"] == pytest.approx(100 * 0.05)  # std 0.0707 / sqrt(2)
     assert rows["tpo"]["paper"] == 6.9 and rows["dg"]["paper"] == 33.8
     assert experiments.PAPER_TABLE3[("grpo", "interactions", 10)] == 48.7
     assert experiments.PAPER_TABLE3[("dg", "prompts", 9)] is None
@@ -327,14 +330,18 @@ def test_sparse_figures_plot_the_runs_they_are_given():
     assert viz.moving_average([1.0, math.nan, 3.0, 5.0], 2) == [1.0, 1.0, 3.0, 4.0]
     sweep = viz.sweep_figure({"tpo": ([4, 8], [0.2, 0.1], [0.01, 0.02])}, "K", log_x=True)
     assert list(sweep.data[0].y) == [0.2, 0.1]
-    common = dict(seeds=3, episodes=[1000])
+    common = dict(seeds=3, episodes=[1000], last20=6.0, last20_se=1.0, stuck=1 / 3)
     rows = [
-        dict(method="tpo", H=7, ours=5.0, se=1.0, paper=6.9, **common),
-        dict(method="dg", H=9, ours=99.0, se=0.1, paper="> 95", **common),
+        dict(method="tpo", H=7, ours=5.0, ci=(2.0, 9.0), paper=6.9, **common),
+        dict(method="dg", H=9, ours=99.0, ci=(98.5, 99.5), paper="> 95", **common),
     ]
     table = viz.table3_figure(rows)
     assert list(table.data[0].y) == [5.0, 99.0] and list(table.data[1].y) == [6.9, 95.0]
-    assert "| tpo | 7 | 3 | 1000 | 5.0 ± 1.0 | 6.9 |" in experiments.table3_markdown(rows)
+    assert list(table.data[0].error_y.array) == [4.0, 0.5]  # up to the interval's top
+    assert list(table.data[0].error_y.arrayminus) == [3.0, 0.5]
+    line = "| tpo | 7 | 3 | 1000 | 5.0 [2.0, 9.0] | 6.0 ± 1.0 | 1 of 3 | 6.9 |"
+    assert line in experiments.table3_markdown(rows)
+    assert "paper 6.9" in experiments.table3_line(rows[0], "prompts")
 
 
 def test_shipped_runs_name_is_checked():

@@ -12,8 +12,16 @@ full configuration and its provenance. A grid of runs, resumable::
     python -m tpo_core grid --algos tpo grpo --lengths 7 --seeds 0 1 2 --out results/sparse
     python -m tpo_core grid --preset table3 --seeds 0 1 2 --workers 8 --out results/table3
 
-writes one such file per run into ``--out`` and skips runs already there.
-Bad names or impossible settings exit with status 2 and a one-line reason.
+writes one such file per run into ``--out`` and skips runs already there. The
+final errors of finished runs, next to the paper's Table 3 with 95% bootstrap
+intervals over seeds and the share of stuck seeds::
+
+    python -m tpo_core summary --preset table3                  # the shipped runs
+    python -m tpo_core summary --runs results/table3
+
+Every option of ``train`` and ``grid`` comes from a field of
+:class:`~tpo_core.tokens.train.TrainConfig`. Bad names or impossible settings
+exit with status 2 and a one-line reason.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from tpo_core.tokens.experiments import (
     provenance,
     run_grid,
     run_name,
+    shipped_runs,
+    table3_line,
     table3_rows,
     write_json_atomic,
 )
@@ -72,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=1, help="parallel runs, one thread each")
     for p in (t, g):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+    s = sub.add_parser("summary", help="final errors of finished runs next to the paper's Table 3")
+    s.add_argument("--runs", type=Path, help="a grid folder (default: the shipped runs)")
+    s.add_argument("--shipped", default="sparse_h7", help="which shipped grid, without --runs")
+    s.add_argument("--preset", choices=list(PRESETS), help="only the methods and H of a preset")
     return parser
 
 
@@ -101,11 +115,30 @@ def _grid(args, argv, parser) -> int:
     run_grid(configs, args.out, argv, workers=args.workers, progress=not args.quiet)
     names = {run_name(c) for c in configs}
     runs = [r for r in load_runs(args.out) if run_name(r.config) in names]  # this grid's runs only
-    for match in dict.fromkeys(settings["matches"]):
+    _print_table3(runs, settings["matches"])
+    return 0
+
+
+def _print_table3(runs, matches) -> None:
+    for match in dict.fromkeys(matches):
         for row in table3_rows(runs, match):
-            ours = f"{row['ours']:5.1f} ± {row['se']:.1f}%"
-            print(f"{match:>12} {row['method']:>12} H={row['H']}: {ours} "
-                  f"over {row['seeds']} seeds (paper {row['paper']})")  # fmt: skip
+            print(table3_line(row, match))
+
+
+def _summary(args, argv, parser) -> int:
+    try:
+        runs = load_runs(args.runs) if args.runs else shipped_runs(args.shipped)
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
+    matches = ("prompts", "interactions")
+    if args.preset:
+        preset = PRESETS[args.preset]
+        matches = preset["matches"]
+        runs = [r for r in runs if r.config.algo in preset["algos"]
+                and r.config.length in preset["lengths"]]  # fmt: skip
+    if not runs:
+        parser.exit(2, "error: no finished runs to summarise\n")
+    _print_table3(runs, matches)
     return 0
 
 
@@ -113,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    return (_train if args.command == "train" else _grid)(args, argv, parser)
+    commands = dict(train=_train, grid=_grid, summary=_summary)
+    return commands[args.command](args, argv, parser)
 
 
 if __name__ == "__main__":

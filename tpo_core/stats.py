@@ -1,8 +1,11 @@
-"""Summaries every course stage shares: a mean over seeds and its standard error.
+"""Summaries every course stage shares: a mean over seeds, its standard error, and a bootstrap
+interval.
 
 Seeds are independent runs, so the standard error of their mean is
 ``s / sqrt(n)`` with ``s`` the sample standard deviation (Bessel-corrected);
-a single seed has no spread to measure and gets 0.
+a single seed has no spread to measure and gets 0. When seeds are bimodal
+(a run either solves a task or sticks), a percentile bootstrap interval
+says more honestly how far the mean could move.
 """
 
 from __future__ import annotations
@@ -27,4 +30,25 @@ def mean_and_se(values, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, se
 
 
-__all__ = ["mean_and_se"]
+def bootstrap_interval(
+    values, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (one per seed).
+
+    Draw ``resamples`` sets of n seeds with replacement, take each set's mean,
+    and return the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
+    those means. Seeded, so a summary printed twice is the same.
+    """
+    x = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if x.numel() == 0:
+        raise ValueError("bootstrap_interval needs at least one value")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    g = torch.Generator().manual_seed(seed)
+    means = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1)  # (resamples,)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(means, q).tolist()
+    return lo, hi
+
+
+__all__ = ["bootstrap_interval", "mean_and_se"]

@@ -227,14 +227,15 @@ def sample_rollout(model, tokenizer, problems: list[Problem], config: RLVRConfig
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         )  # fmt: skip
     prompt_len = enc["input_ids"].shape[1]
-    completion_ids = out[:, prompt_len:]
-    mask = completion_mask(completion_ids, tokenizer.eos_token_id)
+    completion_ids = out[:, prompt_len:]  # (G*K, T), grouped by problem
+    mask = completion_mask(completion_ids, tokenizer.eos_token_id)  # (G*K, T)
     texts = tokenizer.batch_decode(completion_ids.masked_fill(~mask, tokenizer.pad_token_id),
                                    skip_special_tokens=True)  # fmt: skip
     rewards = torch.tensor(
         [reward(text, problems[i // config.k]) for i, text in enumerate(texts)]
-    ).view(len(problems), config.k)
+    ).view(len(problems), config.k)  # (G, K)
     attention = torch.cat([enc["attention_mask"].repeat_interleave(config.k, 0), mask.long()], 1)
+    # attention: (G*K, prompt + T)
     return Rollout(problems, prompts, texts, rewards, out, attention, mask)
 
 
@@ -245,7 +246,8 @@ def token_log_probs(model, rollout: Rollout, rows: slice, temperature: float) ->
     p = rollout.prompt_length
     with _autocast(ids.device):
         logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits
-    logits = logits[:, p - 1 : -1].float() / temperature
+        # logits: (rows, prompt + T, vocab)
+    logits = logits[:, p - 1 : -1].float() / temperature  # (rows, T, vocab): predicts y_t
     targets = ids[:, p:]
     return torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
 
@@ -286,11 +288,11 @@ def rlvr_loss(
     """
     g, k = rewards.shape
     if config.loss == "tpo":
-        seq_new = sequence_log_probs(new, mask).view(g, k)
+        seq_new = sequence_log_probs(new, mask).view(g, k)  # (G, K): log pi(y|x) per completion
         seq_old = sequence_log_probs(old, mask).view(g, k)
         loss = tpo_loss(seq_new, tpo_target(seq_old, rewards, config.eta))
     else:
-        advantages = grpo_advantages(rewards).view(g * k, 1)
+        advantages = grpo_advantages(rewards).view(g * k, 1)  # (G*K, 1), on every token
         loss = grpo_loss(new, old, advantages, beta=0.0, clip_eps=config.clip_eps, mask=mask)
     if config.beta > 0:
         loss = loss + config.beta * masked_mean(kl_k3(new, ref), mask)

@@ -382,7 +382,8 @@ def sweep_figure(sweeps: dict, xaxis: str, title: str = "", log_x: bool = False)
 
 
 def table3_figure(rows: list[dict], title: str = "") -> go.Figure:
-    """Our final error (bars, ± s.e.) next to the paper's (diamonds), per method and H.
+    """Our final error (bars: the last episode's mean over seeds, with its 95% bootstrap
+    interval) next to the paper's (diamonds), per method and H.
 
     ``rows`` come from :func:`tpo_core.tokens.experiments.table3_rows`; cells the paper
     reports as "> 95" are drawn at 95.
@@ -391,7 +392,9 @@ def table3_figure(rows: list[dict], title: str = "") -> go.Figure:
     paper = [95.0 if r["paper"] == "> 95" else r["paper"] for r in rows]
     fig = go.Figure()
     fig.add_bar(x=x, y=[r["ours"] for r in rows], name="ours",
-                error_y=dict(type="data", array=[r["se"] for r in rows]),
+                error_y=dict(type="data", symmetric=False,
+                             array=[r["ci"][1] - r["ours"] for r in rows],
+                             arrayminus=[r["ours"] - r["ci"][0] for r in rows]),
                 marker_color=[COLORS.get(r["method"], "#333333") for r in rows],
                 text=[f"{r['seeds']} seeds" for r in rows])  # fmt: skip
     fig.add_scatter(x=x, y=paper, mode="markers", name="paper (20 seeds, 2,000 episodes)",

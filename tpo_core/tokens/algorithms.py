@@ -43,7 +43,7 @@ GRPO_BETA = 0.04
 
 def position_advantages(batch: SequenceBatch) -> torch.Tensor:
     """``A_t = r_t - mean over the batch of r_t`` at each answer position."""
-    return batch.rewards - batch.rewards.mean((0, 1), keepdim=True)
+    return batch.rewards - batch.rewards.mean((0, 1), keepdim=True)  # (B, K = 1, H)
 
 
 def pg(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
@@ -89,7 +89,7 @@ def grpo_per_token(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor
     ``[0.8, 1.2]`` instead of the answer's, so an answer's probability can
     move by up to ``1.2^H`` per batch rather than ``1.2``.
     """
-    advantages = grpo_advantages(batch.scores)[..., None]
+    advantages = grpo_advantages(batch.scores)[..., None]  # (B, K, 1): one per answer
     return grpo_loss(batch.new_log_probs(model), batch.old_log_probs, advantages, beta=GRPO_BETA)
 
 
@@ -113,7 +113,7 @@ def grpo_masked(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
 
 def tpo(model: TinyTransformer, batch: SequenceBatch, eta: float = 1.0) -> torch.Tensor:
     """TPO: ``q = softmax(log_softmax(l_old) + u / eta)`` over the K answers; cross-entropy."""
-    q = tpo_target(batch.old_log_probs.sum(-1), batch.scores, eta)
+    q = tpo_target(batch.old_log_probs.sum(-1), batch.scores, eta)  # (B, K) over whole answers
     return tpo_loss(batch.new_log_probs(model).sum(-1), q)
 
 
@@ -130,7 +130,7 @@ def group_pg(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
 
 def tpo_token(model: TinyTransformer, batch: TokenBatch, eta: float = 1.0) -> torch.Tensor:
     """TPO per prefix state: a target over the K next-token candidates of each state."""
-    q = tpo_target(batch.old_log_probs, batch.rewards, eta)
+    q = tpo_target(batch.old_log_probs, batch.rewards, eta)  # (B, H, K): a target per state
     return tpo_loss(batch.new_log_probs(model), q)
 
 

@@ -24,7 +24,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import replace
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tpo_core.stats import mean_and_se
+from tpo_core.stats import bootstrap_interval, mean_and_se
 from tpo_core.tokens.algorithms import get_algorithm
 from tpo_core.tokens.train import TrainConfig, TrainResult, train
 
@@ -146,12 +146,17 @@ def run_name(config: TrainConfig) -> str:
 
 
 def is_complete(path: Path, config: TrainConfig) -> bool:
-    """True if ``path`` holds a finished run of ``config`` (a full error curve)."""
+    """True if ``path`` holds a finished run of ``config`` (a full error curve).
+
+    The device does not make a different run: a grid started on a GPU resumes on a CPU.
+    """
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        stored = TrainConfig(**data["config"])
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    return data.get("config") == asdict(config) and len(data.get("error", ())) == config.episodes
+    same = replace(stored, device=None) == replace(config, device=None)
+    return same and len(data.get("error", ())) == config.episodes
 
 
 def _run_one(config: TrainConfig, path: Path, stamp: dict, threads: int | None) -> Path:
@@ -225,7 +230,7 @@ def load_runs(folder: Path) -> list[TrainResult]:
 
 
 def shipped_runs(name: str) -> list[TrainResult]:
-    """The runs of a grid shipped with the package (``tpo_core/results/<name>``)."""
+    """The runs of a grid shipped with the package (``tpo_core/tokens/results/<name>``)."""
     folder = Path(__file__).parent / "results" / name
     if not folder.is_dir():
         known = sorted(p.name for p in folder.parent.glob("*") if p.is_dir())
@@ -233,21 +238,36 @@ def shipped_runs(name: str) -> list[TrainResult]:
     return load_runs(folder)
 
 
-def final_errors(
-    runs: list[TrainResult], last: int = 20
-) -> dict[tuple[str, str, int], list[float]]:
-    """Final error (mean of the last ``last`` episodes) of each run, keyed by (algo, match, H).
+def runs_by_cell(runs: list[TrainResult]) -> dict[tuple[str, str, int], list[TrainResult]]:
+    """The runs of each Table 3 cell, keyed by (algo, match, H).
 
     A grouped method's run counts for both matchings, as in Table 3.
     """
-    table: dict[tuple[str, str, int], list[float]] = {}
+    table: dict[tuple[str, str, int], list[TrainResult]] = {}
     for run in runs:
         c = run.config
-        final = run.final_error(last)
         single = get_algorithm(c.algo).rollout == "single"
         for match in (c.match,) if single else ("prompts", "interactions"):
-            table.setdefault((c.algo, match, c.length), []).append(final)
+            table.setdefault((c.algo, match, c.length), []).append(run)
     return table
+
+
+def final_errors(runs: list[TrainResult], last: int = 1) -> dict[tuple[str, str, int], list[float]]:
+    """Final error of each run, keyed by (algo, match, H): the error of the last episode (the
+    paper's metric) or, with ``last > 1``, the mean of the last ``last`` episodes."""
+    return {cell: [r.final_error(last) for r in rs] for cell, rs in runs_by_cell(runs).items()}
+
+
+def is_stuck(run: TrainResult, last: int = 20, floor: float = 0.01) -> bool:
+    """A run stuck on prompts it cannot learn from: its final error (mean of the last ``last``
+    episodes) is at least ``floor`` and at least 90% of it sits in all-fail groups.
+
+    Under exact-match reward an all-fail share equal to the error means every
+    mistake is on a prompt where all K answers fail: no group method gets a
+    signal there. GRPO's stall at H = 6 and 7 is of this kind.
+    """
+    error, tail = run.final_error(last), run.all_fail[-last:]
+    return bool(tail) and error >= floor and sum(tail) / len(tail) >= 0.9 * error
 
 
 def _setting(run: TrainResult, name: str):
@@ -312,35 +332,57 @@ def after_solving(
     )
 
 
-def table3_rows(runs: list[TrainResult], match: str = "prompts", last: int = 20) -> list[dict]:
-    """Our final errors (%) next to the paper's Table 3, one row per (method, H) we ran."""
+def table3_rows(runs: list[TrainResult], match: str = "prompts") -> list[dict]:
+    """Our final errors (%) next to the paper's Table 3, one row per (method, H) we ran.
+
+    ``ours`` is the paper's metric, the last episode's error averaged over seeds,
+    with ``ci`` its 95% bootstrap interval over seeds; ``last20`` and
+    ``last20_se`` are the mean of the last 20 episodes and its standard error;
+    ``stuck`` is the share of seeds that :func:`is_stuck`.
+    """
     rows = []
-    for (algo, m, length), finals in sorted(final_errors(runs, last).items()):
+    for (algo, m, length), cell in sorted(runs_by_cell(runs).items()):
         if m != match:
             continue
-        mean, se = (float(x) for x in mean_and_se(finals))
-        episodes = {
-            r.config.episodes for r in runs if (r.config.algo, r.config.length) == (algo, length)
-        }
+        last = [r.final_error(1) for r in cell]
+        last20, last20_se = (float(x) for x in mean_and_se([r.final_error(20) for r in cell]))
         paper = PAPER_TABLE3.get((algo, match, length), "n/a")
         rows.append(
-            dict(method=algo, H=length, seeds=len(finals), episodes=sorted(episodes),
-                 ours=100 * mean, se=100 * se, paper="> 95" if paper is None else paper)
+            dict(method=algo, H=length, seeds=len(cell),
+                 episodes=sorted({r.config.episodes for r in cell}),
+                 ours=100 * sum(last) / len(last),
+                 ci=tuple(100 * x for x in bootstrap_interval(last)),
+                 last20=100 * last20, last20_se=100 * last20_se,
+                 stuck=sum(is_stuck(r) for r in cell) / len(cell),
+                 paper="> 95" if paper is None else paper)
         )  # fmt: skip
     return rows
+
+
+def table3_line(row: dict, match: str) -> str:
+    """One :func:`table3_rows` row as a line of text, ours next to the paper's."""
+    lo, hi = row["ci"]
+    episodes = "/".join(str(e) for e in row["episodes"])
+    return (f"{match:>12} {row['method']:>14} H={row['H']}: {row['ours']:5.1f}% "
+            f"[95% CI {lo:.1f}, {hi:.1f}] last episode, {row['last20']:5.1f} ± "
+            f"{row['last20_se']:.1f}% last 20; {round(row['stuck'] * row['seeds'])} of "
+            f"{row['seeds']} seeds stuck; {episodes} episodes; paper {row['paper']}")  # fmt: skip
 
 
 def table3_markdown(rows: list[dict]) -> str:
     """:func:`table3_rows` as a Markdown table."""
     lines = [
-        "| method | H | seeds | episodes | ours (%) | paper (%) |",
-        "|---|---|---|---|---|---|",
+        "| method | H | seeds | episodes | ours (%), last episode [95% CI] | ours (%), last 20 "
+        "| stuck seeds | paper (%) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         episodes = ", ".join(str(e) for e in r["episodes"])
+        lo, hi = r["ci"]
         lines.append(
             f"| {r['method']} | {r['H']} | {r['seeds']} | {episodes} "
-            f"| {r['ours']:.1f} ± {r['se']:.1f} | {r['paper']} |"
+            f"| {r['ours']:.1f} [{lo:.1f}, {hi:.1f}] | {r['last20']:.1f} ± {r['last20_se']:.1f} "
+            f"| {round(r['stuck'] * r['seeds'])} of {r['seeds']} | {r['paper']} |"
         )
     return "\n".join(lines)
 
@@ -353,12 +395,15 @@ __all__ = [
     "final_errors",
     "grid_configs",
     "is_complete",
+    "is_stuck",
     "load_runs",
     "provenance",
     "run_grid",
     "run_name",
+    "runs_by_cell",
     "select_runs",
     "shipped_runs",
+    "table3_line",
     "table3_markdown",
     "table3_rows",
     "write_json_atomic",

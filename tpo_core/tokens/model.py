@@ -61,23 +61,30 @@ class Block(nn.Module):
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         n, t, d = x.shape
-        return x.view(n, t, self.heads, d // self.heads).transpose(1, 2)
+        return x.view(n, t, self.heads, d // self.heads).transpose(1, 2)  # (N, heads, T, d/heads)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        h = self.ln1(x)
+        h = self.ln1(x)  # (N, T, d)
         q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
         mask, causal = None, True
         if cache is not None:
             if "k" in cache:  # continuing: new tokens see every cached position, then causal
                 past = cache["k"].shape[2]
-                k = torch.cat([cache["k"], k], 2)
+                k = torch.cat([cache["k"], k], 2)  # (N, heads, past + T, d/heads)
                 v = torch.cat([cache["v"], v], 2)
                 new = q.shape[2]
-                mask = torch.ones(new, past + new, dtype=torch.bool).tril(past) if new > 1 else None
+                mask = (
+                    torch.ones(new, past + new, dtype=torch.bool, device=x.device).tril(past)
+                    if new > 1
+                    else None
+                )
+                # (T, past + T): row t sees the cache and new tokens 0..t
                 causal = False
             cache["k"], cache["v"] = k, v
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-        x = x + self.o(att.transpose(1, 2).reshape(x.shape))
+        att = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal
+        )  # (N, heads, T, d/h)
+        x = x + self.o(att.transpose(1, 2).reshape(x.shape))  # (N, T, d)
         return x + self.down(F.gelu(self.up(self.ln2(x))))
 
 
@@ -98,40 +105,54 @@ class TinyTransformer(nn.Module):
         """Logits (N, T, V) for tokens (N, T); with ``caches`` (one dict per block), continue a
         sequence whose earlier positions were fed before."""
         start = 0 if caches is None or "k" not in caches[0] else caches[0]["k"].shape[2]
-        positions = torch.arange(start, start + tokens.shape[1])
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         x = F.embedding(tokens, self.token_table.T) + F.embedding(positions, self.position_table.T)
+        # x: (N, T, d); the tables are stored (d, rows), see make_optimizers
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])
         return self.head(self.ln_f(x))
 
-    def _prefill(self, prompts: torch.Tensor, copies: int) -> tuple[torch.Tensor, list[dict]]:
-        """Run the prompts once and share the result between ``copies`` answers per prompt.
+    def _prefill(
+        self, prompts: torch.Tensor, copies: int = 1, prompt_index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[dict]]:
+        """Run the prompts once and share the result between the answers that continue them.
 
-        Returns the logits that predict answer token 0, (N * copies, V), and the
-        per-block key/value caches repeated to N * copies rows. Prompt positions
+        Answer row ``j`` continues prompt ``prompt_index[j]`` (default: ``copies``
+        answers per prompt, rows ``i*copies .. i*copies + copies-1`` for prompt i).
+        Returns the logits that predict answer token 0, (N_answers, V), and the
+        per-block key/value caches with one row per answer. Prompt positions
         only attend to the prompt, so every answer of one prompt sees the same
         prompt states; computing them once halves the work of K answers per prompt.
         """
         caches = [{} for _ in self.blocks]
-        first = self(prompts, caches)[:, -1]
-        if copies > 1:
+        first = self(prompts, caches)[:, -1]  # (N, V)
+        if prompt_index is not None:
+            for cache in caches:
+                cache["k"], cache["v"] = cache["k"][prompt_index], cache["v"][prompt_index]
+            first = first[prompt_index]
+        elif copies > 1:
             for cache in caches:
                 cache["k"] = cache["k"].repeat_interleave(copies, 0)
                 cache["v"] = cache["v"].repeat_interleave(copies, 0)
             first = first.repeat_interleave(copies, 0)
         return first, caches
 
-    def answer_log_probs(self, prompts: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
-        """``log pi(. | prompt, answer_<t)`` at each answer position: (N * K, H, V), with gradients.
+    def answer_log_probs(
+        self, prompts: torch.Tensor, answers: torch.Tensor, prompt_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``log pi(. | prompt, answer_<t)`` at each answer position: (N_answers, H, V), with
+        gradients.
 
-        ``answers`` holds K answers per prompt, grouped by prompt (rows ``i*K .. i*K + K-1``
-        answer prompt i). Teacher-forced: one pass over the prompts, one over ``answer[:-1]``.
+        By default ``answers`` holds K answers per prompt, grouped by prompt (rows
+        ``i*K .. i*K + K-1`` answer prompt i); ``prompt_index`` (N_answers,) says instead
+        which prompt each answer row continues. Teacher-forced: one pass over the
+        prompts, one over ``answer[:-1]``.
         """
         copies = answers.shape[0] // prompts.shape[0]
-        first, caches = self._prefill(prompts, copies)
-        logits = first[:, None]
+        first, caches = self._prefill(prompts, copies, prompt_index)
+        logits = first[:, None]  # (N_answers, 1, V)
         if answers.shape[1] > 1:
-            logits = torch.cat([logits, self(answers[:, :-1], caches)], 1)
+            logits = torch.cat([logits, self(answers[:, :-1], caches)], 1)  # (N_answers, H, V)
         return torch.log_softmax(logits.float(), -1)
 
     @torch.no_grad()
@@ -147,8 +168,8 @@ class TinyTransformer(nn.Module):
         logits, caches = self._prefill(prompts, copies)
         answers, log_probs = [], []
         for t in range(prompts.shape[1]):
-            log_p = torch.log_softmax(logits.float(), -1)
-            token = torch.multinomial(log_p.exp(), 1, generator=generator)
+            log_p = torch.log_softmax(logits.float(), -1)  # (N*copies, V)
+            token = torch.multinomial(log_p.exp(), 1, generator=generator)  # (N*copies, 1)
             answers.append(token[:, 0])
             log_probs.append(log_p)
             if t + 1 < prompts.shape[1]:

@@ -16,6 +16,7 @@ while a batch is reused for several epochs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -36,12 +37,35 @@ class SequenceBatch:
         """One score per answer: its mean token reward (exact match under terminal reward)."""
         return self.rewards.mean(-1)
 
-    def new_log_probs(self, model: TinyTransformer) -> torch.Tensor:
-        """log pi_theta of each sampled token under the current model, (B, K, H), with gradients."""
+    @functools.cached_property
+    def distinct(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct (prompt, answer) pairs of the batch: ``rows`` (U,), the first of the
+        B*K flattened answers that holds each pair, and ``inverse`` (B*K,), which pair each
+        answer is. Late in training most of a prompt's K answers are the same one."""
         b, k, h = self.answers.shape
-        answers = self.answers.reshape(b * k, h)
-        log_p = model.answer_log_probs(self.prompts, answers).gather(-1, answers[..., None])[..., 0]
-        return log_p.view(b, k, h)
+        pairs = torch.cat([self.prompts.repeat_interleave(k, 0), self.answers.reshape(b * k, h)], 1)
+        _, inverse = torch.unique(pairs, dim=0, return_inverse=True)  # (B*K,)
+        order = torch.arange(b * k, device=inverse.device)
+        rows = torch.full((int(inverse.max()) + 1,), b * k, device=inverse.device)
+        return rows.scatter_reduce(0, inverse, order, "amin"), inverse
+
+    def new_log_probs(self, model: TinyTransformer, distinct: bool = True) -> torch.Tensor:
+        """log pi_theta of each sampled token under the current model, (B, K, H), with gradients.
+
+        With ``distinct`` the model runs once per distinct (prompt, answer) pair and
+        the copies share its result (and, through the gather, its gradient): the
+        same values as one pass per answer, at a fraction of the cost late in
+        training.
+        """
+        b, k, h = self.answers.shape
+        answers = self.answers.reshape(b * k, h)  # (B*K, H), grouped by prompt
+        if not distinct:
+            log_p = model.answer_log_probs(self.prompts, answers)  # (B*K, H, V)
+            return log_p.gather(-1, answers[..., None]).view(b, k, h)
+        rows, inverse = self.distinct
+        answers = answers[rows]  # (U, H)
+        log_p = model.answer_log_probs(self.prompts, answers, prompt_index=rows // k)  # (U, H, V)
+        return log_p.gather(-1, answers[..., None])[..., 0][inverse].view(b, k, h)
 
     @property
     def error(self) -> float:
@@ -59,6 +83,7 @@ class TokenBatch:
 
     def new_log_probs(self, model: TinyTransformer) -> torch.Tensor:
         """log pi_theta of every candidate at its prefix state, (B, H, K), with gradients."""
+        # (B, H, V) next-token log-probs along the behaviour answer, picked at the K candidates
         return model.answer_log_probs(self.prompts, self.answers).gather(-1, self.candidates)
 
     @property
@@ -77,9 +102,9 @@ def sequence_rollouts(
     """B fresh prompts, K sampled answers each, scored per token."""
     cfg = model.cfg
     prompts = sample_prompts(batch, cfg.length, cfg.vocab, generator)
-    answers, log_p = model.sample(prompts, generator, copies=k)
-    old = log_p.gather(-1, answers[..., None])[..., 0]
-    targets = correct_answers(task, prompts, cfg.vocab).repeat_interleave(k, 0)
+    answers, log_p = model.sample(prompts, generator, copies=k)  # (B*K, H), (B*K, H, V)
+    old = log_p.gather(-1, answers[..., None])[..., 0]  # (B*K, H)
+    targets = correct_answers(task, prompts, cfg.vocab).repeat_interleave(k, 0)  # (B*K, H)
     rewards = token_rewards(reward, answers, targets)
     shape = (batch, k, cfg.length)
     return SequenceBatch(prompts, answers.view(shape), old.view(shape), rewards.view(shape))
@@ -100,16 +125,20 @@ def token_rollouts(
         )
     cfg = model.cfg
     prompts = sample_prompts(batch, cfg.length, cfg.vocab, generator)
-    answers, log_p = model.sample(prompts, generator)
+    answers, log_p = model.sample(prompts, generator)  # (B, H), (B, H, V)
     others = torch.multinomial(
         log_p.exp().view(-1, cfg.vocab), k - 1, replacement=True, generator=generator
-    )
-    candidates = torch.cat([answers[..., None], others.view(batch, cfg.length, k - 1)], -1)
+    )  # (B*H, K-1)
+    candidates = torch.cat(
+        [answers[..., None], others.view(batch, cfg.length, k - 1)], -1
+    )  # (B, H, K)
     targets = correct_answers(task, prompts, cfg.vocab)
     behaviour_rewards = token_rewards(reward, answers, targets)
-    rewards = (candidates == targets[..., None]).float()
+    rewards = (candidates == targets[..., None]).float()  # (B, H, K)
     if reward == "sequential":  # a candidate only counts if every earlier behaviour token was right
-        alive = torch.cat([torch.ones(batch, 1), behaviour_rewards[:, :-1]], 1)
+        alive = torch.cat(
+            [torch.ones_like(behaviour_rewards[:, :1]), behaviour_rewards[:, :-1]], 1
+        )  # (B, H)
         rewards = rewards * alive[..., None]
     return TokenBatch(
         prompts, answers, candidates, log_p.gather(-1, candidates), rewards, behaviour_rewards

@@ -36,7 +36,7 @@ def sample_prompts(batch: int, length: int, vocab: int, generator: torch.Generat
         raise ValueError(
             f"need vocab >= 2, length >= 1, batch >= 1; got {vocab}, {length}, {batch}"
         )
-    return torch.randint(vocab, (batch, length), generator=generator)
+    return torch.randint(vocab, (batch, length), generator=generator, device=generator.device)
 
 
 def correct_answers(task: str, prompts: torch.Tensor, vocab: int) -> torch.Tensor:

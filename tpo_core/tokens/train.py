@@ -59,6 +59,9 @@ class TrainConfig:
         choices=("prompts", "interactions"),
     )
     eta: float = setting(1.0, "TPO's temperature (TPO variants only)")
+    device: str | None = setting(
+        None, "where tensors live (default: cuda when available)", choices=("cpu", "cuda")
+    )
 
     def validate(self) -> None:
         check_task(self.task, self.reward)
@@ -84,11 +87,16 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not (self.eta > 0 and math.isfinite(self.eta)):
             raise ValueError(f"eta must be a positive finite number, got {self.eta}")
+        if self.device not in (None, "cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here")
         if self.eta != 1.0 and not algo.tempered:
             raise ValueError(f"{self.algo} has no temperature; eta applies to TPO variants only")
 
     def resolved(self) -> dict:
-        """Batch size, K, learning rate and epochs as actually used (after interaction matching)."""
+        """Batch size, K, learning rate, epochs and device as actually used (after interaction
+        matching; ``device=None`` becomes cuda when available)."""
         algo = get_algorithm(self.algo)
         single = algo.rollout == "single"
         scale = single and self.match == "interactions"
@@ -97,6 +105,7 @@ class TrainConfig:
             k=1 if single else self.k,
             lr=self.lr * math.sqrt(self.k) if scale else self.lr,
             epochs=self.epochs or algo.epochs,
+            device=self.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         )
 
 
@@ -191,9 +200,10 @@ def train(
     run = config.resolved()
     torch.manual_seed(config.seed)
     model = TinyTransformer(ModelConfig(vocab=config.vocab, length=config.length))
+    model.to(run["device"])  # initialised on the CPU, so every device starts from one model
     optimizers = make_optimizers(model, run["lr"])
     loss = functools.partial(algo.loss, eta=config.eta) if algo.tempered else algo.loss
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(run["device"]).manual_seed(config.seed)
     rollouts = token_rollouts if algo.rollout == "token" else sequence_rollouts
     result = TrainResult(config, model=model)
     label = f"{config.algo} H={config.length} V={config.vocab} seed {config.seed}"
