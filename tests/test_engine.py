@@ -1,5 +1,7 @@
 """The token-task engine's shortcuts are exact: the same loss and gradient as doing all the work."""
 
+import math
+
 import pytest
 import torch
 
@@ -133,3 +135,64 @@ def test_a_grid_run_finished_on_one_device_is_complete_on_another(tmp_path):
     assert experiments.is_complete(path, replace(config, device=None))
     assert experiments.is_complete(path, replace(config, device="cuda"))
     assert not experiments.is_complete(path, replace(config, seed=1))
+
+
+# ---------------------------------------------------------------- Muon
+
+
+@pytest.mark.parametrize("shape", [(64, 256), (256, 64), (64, 2)])
+def test_muon_in_bfloat16_is_torch_muon_exactly(shape):
+    from tpo_core.tokens.model import Muon
+
+    torch.manual_seed(0)
+    ours, theirs = (torch.nn.Parameter(w) for w in torch.randn(shape).repeat(2, 1, 1))
+    a = Muon([ours], lr=1e-2, ns_dtype=torch.bfloat16)
+    b = torch.optim.Muon([theirs], lr=1e-2, weight_decay=0.0, momentum=0.95, nesterov=True)
+    for _ in range(4):
+        ours.grad = torch.randn(shape)
+        theirs.grad = ours.grad.clone()
+        a.step()
+        b.step()
+    assert torch.equal(ours, theirs)
+
+
+def test_muon_orthogonalises_and_scales_like_the_reference():
+    from tpo_core.tokens.model import Muon
+
+    g = torch.randn(64, 8, dtype=torch.float64)
+    x = Muon.orthogonalise(g, 5, (3.4445, -4.7750, 2.0315), 1e-7, torch.float64)
+    singular = torch.linalg.svdvals(x)
+    assert singular.min() > 0.5 and singular.max() < 1.5  # roughly U V^T (quintic NS)
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    assert torch.nn.functional.cosine_similarity(x.flatten(), (u @ vh).flatten(), 0) > 0.9
+    w = torch.nn.Parameter(torch.zeros(64, 8))
+    w.grad = g.float()
+    Muon([w], lr=1.0, momentum=0.0, nesterov=False).step()
+    expected = -math.sqrt(64 / 8) * Muon.orthogonalise(g.float(), 5, (3.4445, -4.7750, 2.0315),
+                                                        1e-7, torch.float32)  # fmt: skip
+    torch.testing.assert_close(w.detach(), expected)
+
+
+def test_muon_treats_a_stack_of_matrices_as_independent_matrices():
+    from tpo_core.tokens.model import Muon
+
+    torch.manual_seed(0)
+    g = torch.randn(3, 16, 40)
+    g[1] *= 100.0  # a replica with far larger gradients must not shrink the others' steps
+    stacked = Muon.orthogonalise(g, 5, (3.4445, -4.7750, 2.0315), 1e-7, torch.float32)
+    for r in range(3):
+        alone = Muon.orthogonalise(g[r], 5, (3.4445, -4.7750, 2.0315), 1e-7, torch.float32)
+        torch.testing.assert_close(stacked[r], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_runs_stored_before_a_setting_existed_load_with_the_value_they_ran_with():
+    from tpo_core.tokens import experiments
+    from tpo_core.tokens.train import TrainConfig
+
+    assert TrainConfig().newton_schulz == "float32"
+    assert TrainConfig.from_dict({"algo": "grpo"}).newton_schulz == "bfloat16"
+    for name in ("sparse_h6", "sparse_h7"):
+        folder = experiments.Path(experiments.__file__).parent / "results" / name
+        for run, path in zip(experiments.load_runs(folder), sorted(folder.glob("*.json")),
+                             strict=True):  # fmt: skip
+            assert experiments.run_name(run.config) == path.name

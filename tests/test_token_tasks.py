@@ -101,10 +101,8 @@ def test_muon_gets_the_2d_tables_and_seed_code_scaling():
         id(block.ln1.weight),
         id(block.up.bias),
     } <= adam_ids
-    assert (
-        muon.param_groups[0]["weight_decay"] == 0.0 and adam.param_groups[0]["weight_decay"] == 0.0
-    )
-    # torch's Muon scales by sqrt(max(1, shape[0] / shape[1])); the tables are stored (d, rows),
+    assert "weight_decay" not in muon.defaults and adam.param_groups[0]["weight_decay"] == 0.0
+    # Muon scales by sqrt(max(1, shape[0] / shape[1])); the tables are stored (d, rows),
     # so that is sqrt(d / V) = sqrt(32) for the V = 2 token table and sqrt(64 / 12) for positions.
     assert model.token_table.shape == (64, 2) and model.position_table.shape == (64, 12)
     assert block.up.weight.shape == (256, 64)  # sqrt(4) = 2, as the seed code's (64, 256) kernel

@@ -66,7 +66,8 @@ def add_config_options(parser: argparse.ArgumentParser, config, lists=()) -> Non
             options |= dict(nargs="+", default=[f.default])
             parser.add_argument(f"--{GRID_LISTS[f.name]}", dest=GRID_LISTS[f.name], **options)
         else:
-            parser.add_argument(f"--{f.name}", default=f.default, **options)
+            flag = "--" + f.name.replace("_", "-")
+            parser.add_argument(flag, dest=f.name, default=f.default, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:

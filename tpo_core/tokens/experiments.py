@@ -138,7 +138,7 @@ def run_name(config: TrainConfig) -> str:
     parts += [f"B{config.batch}", f"K{config.k}"]
     if get_algorithm(config.algo).rollout == "single":
         parts.append(config.match)
-    for name, tag in (("epochs", "ep"), ("lr", "lr"), ("eta", "eta")):
+    for name, tag in (("epochs", "ep"), ("lr", "lr"), ("eta", "eta"), ("newton_schulz", "ns-")):
         if getattr(config, name) != getattr(default, name):
             parts.append(f"{tag}{getattr(config, name)}")
     parts += [f"E{config.episodes}", f"seed{config.seed}"]
@@ -152,7 +152,7 @@ def is_complete(path: Path, config: TrainConfig) -> bool:
     """
     try:
         data = json.loads(path.read_text())
-        stored = TrainConfig(**data["config"])
+        stored = TrainConfig.from_dict(data["config"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
     same = replace(stored, device=None) == replace(config, device=None)

@@ -28,6 +28,10 @@ from tpo_core.tokens.model import ModelConfig, TinyTransformer, make_optimizers
 from tpo_core.tokens.rollouts import SequenceBatch, sequence_rollouts, token_rollouts
 from tpo_core.tokens.tasks import REWARDS, TASKS, check_task
 
+NEWTON_SCHULZ_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Settings that runs stored before they existed ran with (torch.optim.Muon's bfloat16).
+LEGACY_SETTINGS = {"newton_schulz": "bfloat16"}
+
 
 def setting(default, help: str, **cli):
     """A config field whose ``help`` (and argparse ``choices``) the command line reads."""
@@ -59,9 +63,21 @@ class TrainConfig:
         choices=("prompts", "interactions"),
     )
     eta: float = setting(1.0, "TPO's temperature (TPO variants only)")
+    newton_schulz: str = setting(
+        "float32",
+        "precision of Muon's Newton-Schulz iteration: float32 as in the paper's code, or "
+        "bfloat16 as in torch.optim.Muon (and in runs stored before this setting existed)",
+        choices=("float32", "bfloat16"),
+    )
     device: str | None = setting(
         None, "where tensors live (default: cuda when available)", choices=("cpu", "cuda")
     )
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> TrainConfig:
+        """A config as :func:`dataclasses.asdict` wrote it; settings added since then take the
+        value the code ran with at the time (:data:`LEGACY_SETTINGS`), not today's default."""
+        return cls(**(LEGACY_SETTINGS | stored))
 
     def validate(self) -> None:
         check_task(self.task, self.reward)
@@ -87,6 +103,10 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not (self.eta > 0 and math.isfinite(self.eta)):
             raise ValueError(f"eta must be a positive finite number, got {self.eta}")
+        if self.newton_schulz not in NEWTON_SCHULZ_DTYPES:
+            raise ValueError(
+                f"newton_schulz must be 'float32' or 'bfloat16', got {self.newton_schulz!r}"
+            )
         if self.device not in (None, "cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -124,7 +144,7 @@ class TrainResult:
     def from_dict(cls, data: dict) -> TrainResult:
         """A result written by :meth:`to_dict` (plus its provenance), without the model."""
         keys = ("error", "grad_norm", "all_fail", "groups", "seconds_per_episode", "provenance")
-        return cls(TrainConfig(**data["config"]), **{k: data[k] for k in keys if k in data})
+        return cls(TrainConfig.from_dict(data["config"]), **{k: data[k] for k in keys if k in data})
 
     def steps_to(self, threshold: float) -> int | None:
         """First episode (1-based) whose error is at or below ``threshold``; None if never."""
@@ -201,7 +221,7 @@ def train(
     torch.manual_seed(config.seed)
     model = TinyTransformer(ModelConfig(vocab=config.vocab, length=config.length))
     model.to(run["device"])  # initialised on the CPU, so every device starts from one model
-    optimizers = make_optimizers(model, run["lr"])
+    optimizers = make_optimizers(model, run["lr"], NEWTON_SCHULZ_DTYPES[config.newton_schulz])
     loss = functools.partial(algo.loss, eta=config.eta) if algo.tempered else algo.loss
     generator = torch.Generator(run["device"]).manual_seed(config.seed)
     rollouts = token_rollouts if algo.rollout == "token" else sequence_rollouts
