@@ -17,12 +17,18 @@ while a batch is reused for several epochs.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
 
 from tpo_core.tokens.model import TinyTransformer
 from tpo_core.tokens.tasks import correct_answers, sample_prompts, token_rewards
+
+# The distinct pairs are padded to a multiple of this many rows, so that a run meets few tensor
+# shapes: the allocator then reuses its blocks, and peak memory stays that of one pass per answer
+# (with every count from 1 to B*K it grew by a sixth over 200 episodes).
+ROW_BUCKET = 64
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,10 @@ class SequenceBatch:
             log_p = model.answer_log_probs(self.prompts, answers)  # (B*K, H, V)
             return log_p.gather(-1, answers[..., None]).view(b, k, h)
         rows, inverse = self.distinct
-        answers = answers[rows]  # (U, H)
-        log_p = model.answer_log_probs(self.prompts, answers, prompt_index=rows // k)  # (U, H, V)
+        size = min(ROW_BUCKET * math.ceil(len(rows) / ROW_BUCKET), b * k)
+        rows = torch.cat([rows, rows[:1].expand(size - len(rows))])  # (U', H), padded with row 0
+        answers = answers[rows]  # (U', H)
+        log_p = model.answer_log_probs(self.prompts, answers, prompt_index=rows // k)  # (U', H, V)
         return log_p.gather(-1, answers[..., None])[..., 0][inverse].view(b, k, h)
 
     @property
