@@ -3,6 +3,7 @@
 
     python benchmarks/token_tasks.py speed      # this tree against commit 7f1f327, side by side
     python benchmarks/token_tasks.py speed --baseline HEAD~3 --episodes 100 --rounds 1
+    python benchmarks/token_tasks.py replicas   # one seed vs 20 seeds together (for a GPU)
     python benchmarks/token_tasks.py terminal   # TPO, H=6 terminal, seeds 0-2, 200 episodes
     python benchmarks/token_tasks.py dense      # TPO_token, H=10 bag, steps to 1% over 3 seeds
     python benchmarks/token_tasks.py dense --algos tpo_token grpo_token dg ppo --seeds 3
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from tpo_core.tokens.replicas import train_replicas
 from tpo_core.tokens.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +99,22 @@ def speed(args):
             print(f"{name:>22}: {ours:.3f} vs {base:.3f} s/episode, ratio {ours / base:.2f}{goal}")
 
 
+def replicas(args):
+    """One seed alone against ``--replicas`` seeds trained together, on this machine's device."""
+    episodes = args.episodes or 30
+    config = TrainConfig(algo=(args.algos or ["tpo"])[0], episodes=episodes, length=7,
+                         **{k: v for k, v in TERMINAL.items() if k != "length"})  # fmt: skip
+    device = config.resolved()["device"]
+    alone = train(config, progress=False).seconds_per_episode
+    together = train_replicas(config, list(range(args.replicas)), progress=False)
+    per_episode = together[0].seconds_per_episode
+    print(
+        f"{config.algo} H=7 on {device}: one seed {alone:.3f} s/episode; {args.replicas} "
+        f"replicas {per_episode:.3f} s/episode, {per_episode / args.replicas:.3f} per seed "
+        f"({alone * args.replicas / per_episode:.1f}x the throughput of one seed at a time)"
+    )
+
+
 def terminal(args):
     for algo in args.algos or ["tpo"]:
         finals = []
@@ -135,14 +153,16 @@ def dense(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=("speed", "terminal", "dense"))
+    parser.add_argument("suite", choices=("speed", "replicas", "terminal", "dense"))
     parser.add_argument("--algos", nargs="*")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--episodes", type=int)
     parser.add_argument("--baseline", default="7f1f327", help="speed: the commit to compare with")
     parser.add_argument("--rounds", type=int, default=2, help="speed: alternating repeats")
+    parser.add_argument("--replicas", type=int, default=20, help="replicas: how many seeds")
     args = parser.parse_args()
-    {"speed": speed, "terminal": terminal, "dense": dense}[args.suite](args)
+    suites = dict(speed=speed, replicas=replicas, terminal=terminal, dense=dense)
+    suites[args.suite](args)
 
 
 if __name__ == "__main__":

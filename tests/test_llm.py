@@ -19,7 +19,7 @@ def tiny_model(tmp_path_factory):
 
 def tiny_config(path, **changes):
     settings = dict(model=str(path), task="sums", k=4, prompts_per_step=4, steps=2, lr=1e-3,
-                    max_new_tokens=2, chat_template=False, device="cpu")  # fmt: skip
+                    max_new_tokens=2, chat_template=False, device="cpu", track_kl=True)  # fmt: skip
     return RLVRConfig(**(settings | changes))
 
 

@@ -17,8 +17,16 @@ def first_code_cell(path):
     return "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
 
 
-def test_every_notebook_starts_with_the_same_bootstrap():
-    sources = {p.name: first_code_cell(p) for p in NOTEBOOKS}
+EXTRAS = {"06_llm_rlvr.ipynb": "[llm]"}  # what a notebook needs beyond the core package
+
+
+def test_every_notebook_starts_with_the_same_bootstrap_and_its_own_extras():
+    sources = {}
+    for p in NOTEBOOKS:
+        cell = first_code_cell(p)
+        extras = EXTRAS.get(p.name, "")
+        assert f'"tpo-core{extras} @' in cell, f"{p.name} must install tpo-core{extras}"
+        sources[p.name] = cell.replace(f"tpo-core{extras} @", "tpo-core @")
     assert len(set(sources.values())) == 1, "the first code cells differ between notebooks"
 
 

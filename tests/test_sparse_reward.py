@@ -293,6 +293,21 @@ def test_cli_grid_runs_and_summarises(tmp_path):
     assert bad.returncode == 2 and "no temperature" in bad.stderr
 
 
+def test_cli_summary_prints_the_shipped_runs_next_to_the_paper(tmp_path):
+    def summary(*args):
+        return subprocess.run([sys.executable, "-m", "tpo_core", "summary", *args],
+                              capture_output=True, text=True)  # fmt: skip
+
+    proc = summary("--preset", "table3")
+    assert proc.returncode == 0, proc.stderr
+    runs = [r for r in experiments.shipped_runs("sparse_h7") if r.config.algo == "tpo"]
+    row = experiments.table3_rows(runs)[0]
+    assert experiments.table3_line(row, "prompts") in proc.stdout.splitlines()
+    assert "paper 14.5" in proc.stdout and "grpo_per_token" not in proc.stdout  # not in Table 3
+    empty = summary("--runs", str(tmp_path))
+    assert empty.returncode == 2 and "no finished runs" in empty.stderr
+
+
 # ---------------------------------------------------------------- notebook 05 pieces
 
 

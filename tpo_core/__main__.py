@@ -58,10 +58,12 @@ def add_config_options(parser: argparse.ArgumentParser, config, lists=()) -> Non
     for f in fields(config):
         kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not None)
         meta = dict(f.metadata)
+        if kind is bool:  # --name / --no-name
+            meta |= dict(action=argparse.BooleanOptionalAction)
         help = meta.pop("help")
         if "default" not in help:
             help += f" (default: {f.default})"
-        options = dict(type=kind, help=help, **meta)
+        options = dict(help=help, **meta) | ({} if kind is bool else dict(type=kind))
         if f.name in lists:
             options |= dict(nargs="+", default=[f.default])
             parser.add_argument(f"--{GRID_LISTS[f.name]}", dest=GRID_LISTS[f.name], **options)
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, required=True, help="grid folder")
     g.add_argument("--preset", choices=list(PRESETS), help="the paper's settings for a whole table")
     g.add_argument("--workers", type=int, default=1, help="parallel runs, one thread each")
+    g.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="seeds of one setting trained together, in one process (a GPU's way)",
+    )
     for p in (t, g):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     s = sub.add_parser("summary", help="final errors of finished runs next to the paper's Table 3")
@@ -98,8 +106,8 @@ def _train(args, argv, parser) -> int:
         parser.exit(2, f"error: {err}\n")
     result = train(config, progress=not args.quiet)
     write_json_atomic(args.out, result.to_dict() | {"provenance": provenance(argv)})
-    final = result.final_error()
-    print(f"{config.algo}: final error (last 20 episodes) {final:.4f}, "
+    last, last20 = result.final_error(1), result.final_error(20)
+    print(f"{config.algo}: final error {last:.4f} (last episode), {last20:.4f} (last 20), "
           f"{result.seconds_per_episode:.3f} s/episode -> {args.out}")  # fmt: skip
     return 0
 
@@ -113,7 +121,10 @@ def _grid(args, argv, parser) -> int:
         configs = grid_configs(**settings)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
-    run_grid(configs, args.out, argv, workers=args.workers, progress=not args.quiet)
+    if args.replicas < 1:
+        parser.exit(2, f"error: --replicas must be at least 1, got {args.replicas}\n")
+    run_grid(configs, args.out, argv, workers=args.workers, progress=not args.quiet,
+             replicas=args.replicas)  # fmt: skip
     names = {run_name(c) for c in configs}
     runs = [r for r in load_runs(args.out) if run_name(r.config) in names]  # this grid's runs only
     _print_table3(runs, settings["matches"])

@@ -24,7 +24,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from tpo_core.stats import bootstrap_interval, mean_and_se
 from tpo_core.tokens.algorithms import get_algorithm
+from tpo_core.tokens.replicas import train_replicas
 from tpo_core.tokens.train import TrainConfig, TrainResult, train
 
 # Table 3 of the paper: final exact-match error (%) after 2,000
@@ -127,6 +128,13 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+# Settings that run_name spells out (or, the device, leaves out: it makes no other run); every
+# other setting appears only when it differs from its default, under these short tags.
+NAMED_APART = ("task", "reward", "algo", "length", "vocab", "batch", "k", "match", "episodes",
+               "seed", "device")  # fmt: skip
+TAGS = {"epochs": "ep", "lr": "lr", "eta": "eta", "newton_schulz": "ns-"}
+
+
 def run_name(config: TrainConfig) -> str:
     """A file name that says which run it holds; settings left at their defaults are omitted.
 
@@ -138,9 +146,14 @@ def run_name(config: TrainConfig) -> str:
     parts += [f"B{config.batch}", f"K{config.k}"]
     if get_algorithm(config.algo).rollout == "single":
         parts.append(config.match)
-    for name, tag in (("epochs", "ep"), ("lr", "lr"), ("eta", "eta"), ("newton_schulz", "ns-")):
-        if getattr(config, name) != getattr(default, name):
-            parts.append(f"{tag}{getattr(config, name)}")
+    for f in fields(TrainConfig):
+        value = getattr(config, f.name)
+        if f.name in NAMED_APART or value == getattr(default, f.name):
+            continue
+        if isinstance(value, bool):
+            parts.append(f.name.replace("_", "-") if value else "no-" + f.name.replace("_", "-"))
+        else:
+            parts.append(f"{TAGS.get(f.name, f.name.replace('_', '-') + '-')}{value}")
     parts += [f"E{config.episodes}", f"seed{config.seed}"]
     return "-".join(parts) + ".json"
 
@@ -159,16 +172,36 @@ def is_complete(path: Path, config: TrainConfig) -> bool:
     return same and len(data.get("error", ())) == config.episodes
 
 
-def _run_one(config: TrainConfig, path: Path, stamp: dict, threads: int | None) -> Path:
+def _run_job(job: list[tuple[TrainConfig, Path]], stamp: dict, threads: int | None) -> None:
+    """Train the runs of ``job`` (several seeds of one config run as replicas) and write each."""
     if threads is not None:
         torch.set_num_threads(threads)
+    configs = [c for c, _ in job]
     started = datetime.now(UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
-    result = train(config, progress=False)
+    if len(job) == 1:
+        results = [train(configs[0], progress=False)]
+    else:
+        results = train_replicas(configs[0], [c.seed for c in configs], progress=False)
     wall = round(time.perf_counter() - start, 1)
     stamp = stamp | dict(date=started, hardware=_hardware(), wall_seconds=wall)
-    write_json_atomic(path, result.to_dict() | {"provenance": stamp})
-    return path
+    if len(job) > 1:
+        stamp["replicas"] = len(job)  # trained together; wall_seconds is theirs together
+    for (_, path), result in zip(job, results, strict=True):
+        write_json_atomic(path, result.to_dict() | {"provenance": stamp})
+
+
+def _jobs(todo: list[tuple[TrainConfig, Path]], replicas: int) -> list[list]:
+    """``todo`` as jobs: up to ``replicas`` seeds of one config together (token-level methods,
+    which replicas do not run, one seed a job)."""
+    groups: dict[TrainConfig, list] = {}
+    for config, path in todo:
+        together = replicas > 1 and get_algorithm(config.algo).rollout != "token"
+        key = replace(config, seed=0) if together else config
+        groups.setdefault(key, []).append((config, path))
+    return [
+        runs[i : i + replicas] for runs in groups.values() for i in range(0, len(runs), replicas)
+    ]
 
 
 def grid_configs(
@@ -195,28 +228,35 @@ def run_grid(
     argv: list[str] | None = None,
     workers: int = 1,
     progress: bool = True,
+    replicas: int = 1,
 ) -> list[Path]:
     """Run every config whose result is not yet in ``out``; return the paths of all of them.
 
-    With ``workers > 1`` runs go to separate processes with one thread each.
+    With ``workers > 1`` runs go to separate processes with one thread each;
+    with ``replicas > 1`` up to that many seeds of one configuration train
+    together (:func:`~tpo_core.tokens.replicas.train_replicas`), still one
+    file per seed.
     """
+    if replicas < 1:
+        raise ValueError(f"replicas must be at least 1, got {replicas}")
     out = Path(out)
     stamp = provenance(argv or [])  # the code as it was when the grid started
     paths = [out / run_name(c) for c in configs]
     todo = [(c, p) for c, p in zip(configs, paths, strict=True) if not is_complete(p, c)]
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="grid",
                disable=not progress)  # fmt: skip
+    jobs = _jobs(todo, replicas)
     if workers <= 1:
-        for config, path in todo:
-            bar.set_postfix_str(path.stem)
-            _run_one(config, path, stamp, None)
-            bar.update()
+        for job in jobs:
+            bar.set_postfix_str(job[0][1].stem)
+            _run_job(job, stamp, None)
+            bar.update(len(job))
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            jobs = [pool.submit(_run_one, c, p, stamp, 1) for c, p in todo]
-            for job in jobs:
-                job.result()
-                bar.update()
+            futures = [(pool.submit(_run_job, job, stamp, 1), len(job)) for job in jobs]
+            for future, runs in futures:
+                future.result()
+                bar.update(runs)
     bar.close()
     return paths
 

@@ -35,29 +35,61 @@ class ModelConfig:
     layers: int = 2
     heads: int = 2
     ffn_mult: int = 4
+    # Where the paper's JAX code (flax defaults) differs: eps 1e-6, tanh GELU, truncated normal.
+    layernorm_eps: float = 1e-5
+    gelu: str = "exact"  # or "tanh"
+    init: str = "normal"  # or "truncated_normal", for the weight matrices
 
     def __post_init__(self):
         if self.d_model % self.heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+        if self.gelu not in ("exact", "tanh"):
+            raise ValueError(f"gelu must be 'exact' or 'tanh', got {self.gelu!r}")
+        if self.init not in ("normal", "truncated_normal"):
+            raise ValueError(f"init must be 'normal' or 'truncated_normal', got {self.init!r}")
 
 
-def _lecun_linear(fan_in: int, fan_out: int) -> nn.Linear:
+# flax's lecun_normal: a normal truncated at 2 standard deviations, widened so that the
+# variance stays 1 / fan_in (the std of a standard normal truncated to [-2, 2] is 0.8796).
+TRUNCATED_STD = 0.87962566103423978
+
+
+def _lecun_linear(fan_in: int, fan_out: int, init: str = "normal") -> nn.Linear:
     layer = nn.Linear(fan_in, fan_out)
-    nn.init.normal_(layer.weight, std=1 / math.sqrt(fan_in))
+    std = 1 / math.sqrt(fan_in)
+    if init == "normal":
+        nn.init.normal_(layer.weight, std=std)
+    else:
+        std /= TRUNCATED_STD
+        nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
     nn.init.zeros_(layer.bias)
     return layer
 
 
+def explicit_attention(q, k, v, mask, causal: bool) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d) + mask) v``: what ``scaled_dot_product_attention`` computes,
+    written out with operations that ``torch.func.vmap`` batches (replicas use it)."""
+    scores = q @ k.mT / math.sqrt(q.shape[-1])  # (N, heads, T, S)
+    if causal:
+        mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -math.inf)
+    return scores.softmax(-1) @ v
+
+
 class Block(nn.Module):
+    explicit_attention = False  # True: explicit_attention instead of the fused kernel
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d = cfg.d_model
         self.heads = cfg.heads
-        self.ln1 = nn.LayerNorm(d)
-        self.q, self.k, self.v, self.o = (_lecun_linear(d, d) for _ in range(4))
-        self.ln2 = nn.LayerNorm(d)
-        self.up = _lecun_linear(d, cfg.ffn_mult * d)
-        self.down = _lecun_linear(cfg.ffn_mult * d, d)
+        self.ln1 = nn.LayerNorm(d, eps=cfg.layernorm_eps)
+        self.q, self.k, self.v, self.o = (_lecun_linear(d, d, cfg.init) for _ in range(4))
+        self.ln2 = nn.LayerNorm(d, eps=cfg.layernorm_eps)
+        self.up = _lecun_linear(d, cfg.ffn_mult * d, cfg.init)
+        self.down = _lecun_linear(cfg.ffn_mult * d, d, cfg.init)
+        self.gelu = "none" if cfg.gelu == "exact" else "tanh"  # F.gelu's ``approximate``
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         n, t, d = x.shape
@@ -81,11 +113,12 @@ class Block(nn.Module):
                 # (T, past + T): row t sees the cache and new tokens 0..t
                 causal = False
             cache["k"], cache["v"] = k, v
-        att = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal
-        )  # (N, heads, T, d/h)
-        x = x + self.o(att.transpose(1, 2).reshape(x.shape))  # (N, T, d)
-        return x + self.down(F.gelu(self.up(self.ln2(x))))
+        if self.explicit_attention:
+            att = explicit_attention(q, k, v, mask, causal)
+        else:
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        x = x + self.o(att.transpose(1, 2).reshape(x.shape))  # (N, T, d), att (N, heads, T, d/h)
+        return x + self.down(F.gelu(self.up(self.ln2(x)), approximate=self.gelu))
 
 
 class TinyTransformer(nn.Module):
@@ -98,8 +131,8 @@ class TinyTransformer(nn.Module):
         self.token_table = nn.Parameter(torch.randn(d, cfg.vocab) / math.sqrt(d))
         self.position_table = nn.Parameter(torch.randn(d, 2 * cfg.length) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.ln_f = nn.LayerNorm(d)
-        self.head = _lecun_linear(d, cfg.vocab)
+        self.ln_f = nn.LayerNorm(d, eps=cfg.layernorm_eps)
+        self.head = _lecun_linear(d, cfg.vocab, cfg.init)
 
     def forward(self, tokens: torch.Tensor, caches: list[dict] | None = None) -> torch.Tensor:
         """Logits (N, T, V) for tokens (N, T); with ``caches`` (one dict per block), continue a
@@ -177,12 +210,21 @@ class TinyTransformer(nn.Module):
         return torch.stack(answers, 1), torch.stack(log_probs, 1)
 
 
-def muon_parameters(model: TinyTransformer) -> list[nn.Parameter]:
-    """The 2-D tensors Muon optimises: embedding tables, FFN matrices, output head."""
-    mats = [model.token_table, model.position_table, model.head.weight]
-    for block in model.blocks:
-        mats += [block.up.weight, block.down.weight]
-    return mats
+def muon_parameter_names(model: TinyTransformer, qkv_bias: bool = False) -> list[str]:
+    """The tensors Muon optimises: embedding tables, FFN matrices, output head, and with
+    ``qkv_bias`` the query, key and value biases (matrices of heads x head_dim in the
+    paper's code, where optax's Muon takes them)."""
+    names = ["token_table", "position_table", "head.weight"]
+    for i in range(len(model.blocks)):
+        names += [f"blocks.{i}.up.weight", f"blocks.{i}.down.weight"]
+        names += [f"blocks.{i}.{p}.bias" for p in "qkv"] if qkv_bias else []
+    return names
+
+
+def muon_parameters(model: TinyTransformer, qkv_bias: bool = False) -> list[nn.Parameter]:
+    """The parameters :func:`muon_parameter_names` names."""
+    params = dict(model.named_parameters())
+    return [params[n] for n in muon_parameter_names(model, qkv_bias)]
 
 
 class Muon(torch.optim.Optimizer):
@@ -201,20 +243,23 @@ class Muon(torch.optim.Optimizer):
     torch runs it in bfloat16; the paper's JAX code (optax) in float32, which
     on a CPU is also several times faster. Tensors with more than two
     dimensions are a batch of matrices (the last two), each orthogonalised on
-    its own.
+    its own. A parameter group with ``heads=h`` holds vectors of ``h`` heads
+    (attention biases, (..., h * d_h)): each is treated as the (d_h, h) matrix
+    whose scale is the paper's code's ``sqrt(max(1, d_h / h))``.
     """
 
     def __init__(self, params, lr=1e-3, momentum=0.95, nesterov=True, ns_steps=5,
                  ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7,
-                 ns_dtype=torch.float32):  # fmt: skip
+                 ns_dtype=torch.float32, heads=None):  # fmt: skip
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                        ns_coefficients=ns_coefficients, eps=eps, ns_dtype=ns_dtype)  # fmt: skip
+                        ns_coefficients=ns_coefficients, eps=eps, ns_dtype=ns_dtype,
+                        heads=heads)  # fmt: skip
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
-                if p.dim() < 2:
+                if p.dim() < 2 and not group["heads"]:
                     raise ValueError(f"Muon takes matrices, got a tensor of shape {tuple(p.shape)}")
 
     @staticmethod
@@ -246,22 +291,76 @@ class Muon(torch.optim.Optimizer):
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                if group["heads"]:  # (..., h * d_h) -> (..., d_h, h)
+                    update = update.unflatten(-1, (group["heads"], -1)).mT
                 ortho = self.orthogonalise(update, group["ns_steps"], group["ns_coefficients"],
                                            group["eps"], group["ns_dtype"])  # fmt: skip
-                scale = math.sqrt(max(1.0, p.shape[-2] / p.shape[-1]))
+                scale = math.sqrt(max(1.0, update.shape[-2] / update.shape[-1]))
+                if group["heads"]:
+                    ortho = ortho.mT.flatten(-2)
                 p.add_(ortho.to(p.dtype), alpha=-group["lr"] * scale)
         return loss
 
 
+class NesterovAdam(torch.optim.Optimizer):
+    """Adam with Nesterov momentum, as optax's ``adam(nesterov=True)`` (the paper's code).
+
+    With ``m``, ``v`` Adam's moments after step t and ``g`` the gradient::
+
+        m_hat = b1 * m / (1 - b1^(t+1)) + (1 - b1) * g / (1 - b1^t)
+        W <- W - lr * m_hat / (sqrt(v / (1 - b2^t)) + eps)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["t"] += 1
+                t, m, v, g = state["t"], state["m"], state["v"], p.grad
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                m_hat = b1 * m / (1 - b1 ** (t + 1)) + (1 - b1) * g / (1 - b1**t)
+                p.addcdiv_(m_hat, (v / (1 - b2**t)).sqrt_().add_(group["eps"]), value=-group["lr"])
+        return loss
+
+
 def make_optimizers(
-    model: TinyTransformer, lr: float = 1e-3, ns_dtype: torch.dtype = torch.float32
+    model: TinyTransformer,
+    lr: float = 1e-3,
+    ns_dtype: torch.dtype = torch.float32,
+    muon_qkv_bias: bool = False,
+    adam_nesterov: bool = False,
+    params: dict[str, torch.Tensor] | None = None,
 ) -> list[torch.optim.Optimizer]:
     """Muon (Nesterov momentum 0.95, 5 Newton-Schulz steps in ``ns_dtype``, no weight decay)
-    on :func:`muon_parameters`, Adam on the rest."""
-    muon = muon_parameters(model)
-    ids = {id(p) for p in muon}
-    rest = [p for p in model.parameters() if id(p) not in ids]
-    return [
-        Muon(muon, lr=lr, momentum=0.95, nesterov=True, ns_steps=5, ns_dtype=ns_dtype),
-        torch.optim.Adam(rest, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0),
-    ]
+    on :func:`muon_parameter_names`, Adam (or :class:`NesterovAdam`) on the rest.
+
+    ``params`` (name -> tensor) replaces the model's own parameters, e.g. by
+    replicas' stacked ones; by default the model's are optimised.
+    """
+    params = dict(model.named_parameters()) if params is None else params
+    matrices = muon_parameter_names(model)
+    biases = [n for n in muon_parameter_names(model, muon_qkv_bias) if n not in matrices]
+    groups = [dict(params=[params[n] for n in matrices])]
+    if biases:
+        groups.append(dict(params=[params[n] for n in biases], heads=model.cfg.heads))
+    rest = [p for n, p in params.items() if n not in matrices + biases]
+    adam = (
+        NesterovAdam(rest, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        if adam_nesterov
+        else torch.optim.Adam(rest, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    )
+    return [Muon(groups, lr=lr, momentum=0.95, nesterov=True, ns_steps=5, ns_dtype=ns_dtype), adam]

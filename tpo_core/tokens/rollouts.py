@@ -31,6 +31,17 @@ from tpo_core.tokens.tasks import correct_answers, sample_prompts, token_rewards
 ROW_BUCKET = 64
 
 
+def bucket_size(rows: int, most: int) -> int:
+    """``rows`` rounded up to a multiple of :data:`ROW_BUCKET`, at most ``most``."""
+    return min(ROW_BUCKET * math.ceil(rows / ROW_BUCKET), most)
+
+
+def padded_rows(rows: torch.Tensor, size: int) -> torch.Tensor:
+    """``rows`` (U,) followed by copies of its first entry up to ``size``: extra rows that no
+    answer reads back, so they cost a little compute and change nothing."""
+    return torch.cat([rows, rows[:1].expand(size - len(rows))])
+
+
 @dataclass(frozen=True)
 class SequenceBatch:
     prompts: torch.Tensor  # (B, H)
@@ -69,8 +80,7 @@ class SequenceBatch:
             log_p = model.answer_log_probs(self.prompts, answers)  # (B*K, H, V)
             return log_p.gather(-1, answers[..., None]).view(b, k, h)
         rows, inverse = self.distinct
-        size = min(ROW_BUCKET * math.ceil(len(rows) / ROW_BUCKET), b * k)
-        rows = torch.cat([rows, rows[:1].expand(size - len(rows))])  # (U', H), padded with row 0
+        rows = padded_rows(rows, bucket_size(len(rows), b * k))  # (U',)
         answers = answers[rows]  # (U', H)
         log_p = model.answer_log_probs(self.prompts, answers, prompt_index=rows // k)  # (U', H, V)
         return log_p.gather(-1, answers[..., None])[..., 0][inverse].view(b, k, h)
@@ -111,10 +121,17 @@ def sequence_rollouts(
     cfg = model.cfg
     prompts = sample_prompts(batch, cfg.length, cfg.vocab, generator)
     answers, log_p = model.sample(prompts, generator, copies=k)  # (B*K, H), (B*K, H, V)
+    return score_answers(task, reward, prompts, answers, log_p, cfg.vocab)
+
+
+def score_answers(task, reward, prompts, answers, log_p, vocab: int) -> SequenceBatch:
+    """The batch of ``prompts`` (B, H) and their sampled ``answers`` (B*K, H), grouped by
+    prompt, with the snapshot's per-position log-probs ``log_p`` (B*K, H, V)."""
+    (batch, length), k = prompts.shape, answers.shape[0] // prompts.shape[0]
     old = log_p.gather(-1, answers[..., None])[..., 0]  # (B*K, H)
-    targets = correct_answers(task, prompts, cfg.vocab).repeat_interleave(k, 0)  # (B*K, H)
+    targets = correct_answers(task, prompts, vocab).repeat_interleave(k, 0)  # (B*K, H)
     rewards = token_rewards(reward, answers, targets)
-    shape = (batch, k, cfg.length)
+    shape = (batch, k, length)
     return SequenceBatch(prompts, answers.view(shape), old.view(shape), rewards.view(shape))
 
 

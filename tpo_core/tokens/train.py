@@ -33,6 +33,11 @@ NEWTON_SCHULZ_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 LEGACY_SETTINGS = {"newton_schulz": "bfloat16"}
 
 
+def is_sequence_grpo(algo: str) -> bool:
+    """GRPO and its variants on whole answers (``grpo``, ``grpo_no_kl``, ...)."""
+    return algo.startswith("grpo") and get_algorithm(algo).rollout == "sequence"
+
+
 def setting(default, help: str, **cli):
     """A config field whose ``help`` (and argparse ``choices``) the command line reads."""
     return field(default=default, metadata=dict(help=help, **cli))
@@ -68,6 +73,22 @@ class TrainConfig:
         "precision of Muon's Newton-Schulz iteration: float32 as in the paper's code, or "
         "bfloat16 as in torch.optim.Muon (and in runs stored before this setting existed)",
         choices=("float32", "bfloat16"),
+    )
+    # Where the paper's JAX code differs from this engine's defaults (each an option; the
+    # defaults are what the evidence so far supports, docs/GLOSSARY.md and notebook 05).
+    muon_qkv_bias: bool = setting(
+        False, "Muon also on the query/key/value biases (heads x head_dim), as the paper's code"
+    )
+    adam_nesterov: bool = setting(False, "Adam with Nesterov momentum, as the paper's code")
+    grpo_sum_over_k: bool = setting(
+        False, "GRPO's loss summed over the K answers (not averaged), as the paper's code"
+    )
+    layernorm_eps: float = setting(1e-5, "LayerNorm's eps (the paper's code: 1e-6)")
+    gelu: str = setting("exact", "GELU's form (the paper's code: tanh)", choices=("exact", "tanh"))
+    init: str = setting(
+        "normal",
+        "weight matrices' initial distribution (the paper's code: truncated_normal)",
+        choices=("normal", "truncated_normal"),
     )
     device: str | None = setting(
         None, "where tensors live (default: cuda when available)", choices=("cpu", "cuda")
@@ -107,12 +128,19 @@ class TrainConfig:
             raise ValueError(
                 f"newton_schulz must be 'float32' or 'bfloat16', got {self.newton_schulz!r}"
             )
+        if self.grpo_sum_over_k and not is_sequence_grpo(self.algo):
+            raise ValueError(f"grpo_sum_over_k applies to sequence-level GRPO, not {self.algo}")
+        ModelConfig(vocab=self.vocab, length=self.length, **self.model_settings())  # checks them
         if self.device not in (None, "cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here")
         if self.eta != 1.0 and not algo.tempered:
             raise ValueError(f"{self.algo} has no temperature; eta applies to TPO variants only")
+
+    def model_settings(self) -> dict:
+        """The settings of :class:`ModelConfig` this config chooses."""
+        return dict(layernorm_eps=self.layernorm_eps, gelu=self.gelu, init=self.init)
 
     def resolved(self) -> dict:
         """Batch size, K, learning rate, epochs and device as actually used (after interaction
@@ -150,8 +178,9 @@ class TrainResult:
         """First episode (1-based) whose error is at or below ``threshold``; None if never."""
         return steps_to(self.error, threshold)
 
-    def final_error(self, last: int = 20) -> float:
-        """Mean error of the last ``last`` episodes."""
+    def final_error(self, last: int = 1) -> float:
+        """Mean error of the last ``last`` episodes; ``last=1``, the last episode's error, is
+        the paper's final error (which it then averages over seeds)."""
         tail = self.error[-last:]
         return sum(tail) / len(tail)
 
@@ -177,7 +206,7 @@ def _grad_norm(model: torch.nn.Module) -> float:
     return torch.stack(grads).norm().item() if grads else 0.0
 
 
-def _all_fail_fraction(batch) -> float:
+def all_fail_fraction(batch) -> float:
     """Share of groups (answers of one prompt, or candidates at one state) with no reward at all."""
     scores = batch.scores if hasattr(batch, "scores") else batch.rewards
     return (scores.amax(-1) == 0).float().mean().item()
@@ -209,6 +238,30 @@ def group_diagnostics(batch: SequenceBatch, eta: float = 1.0) -> dict[str, float
     )
 
 
+def initial_model(config: TrainConfig, seed: int | None = None) -> TinyTransformer:
+    """The model a run of ``config`` starts from (with ``seed`` in place of ``config.seed``)."""
+    torch.manual_seed(config.seed if seed is None else seed)
+    return TinyTransformer(ModelConfig(config.vocab, config.length, **config.model_settings()))
+
+
+def optimizers_for(config: TrainConfig, model: TinyTransformer, params=None) -> list:
+    """Muon and Adam as ``config`` sets them (``params``: see :func:`make_optimizers`)."""
+    return make_optimizers(model, config.resolved()["lr"],
+                           NEWTON_SCHULZ_DTYPES[config.newton_schulz], config.muon_qkv_bias,
+                           config.adam_nesterov, params)  # fmt: skip
+
+
+def loss_function(config: TrainConfig) -> Callable:
+    """``loss(model, batch)`` of the config's method, with its temperature, and summed over
+    the K answers instead of averaged when ``grpo_sum_over_k`` (the same as K times it)."""
+    algo = get_algorithm(config.algo)
+    loss = functools.partial(algo.loss, eta=config.eta) if algo.tempered else algo.loss
+    if not config.grpo_sum_over_k:
+        return loss
+    k = config.resolved()["k"]
+    return lambda model, batch: k * loss(model, batch)
+
+
 def train(
     config: TrainConfig,
     callback: Callable[[int, TrainResult], None] | None = None,
@@ -218,11 +271,9 @@ def train(
     config.validate()
     algo = get_algorithm(config.algo)
     run = config.resolved()
-    torch.manual_seed(config.seed)
-    model = TinyTransformer(ModelConfig(vocab=config.vocab, length=config.length))
-    model.to(run["device"])  # initialised on the CPU, so every device starts from one model
-    optimizers = make_optimizers(model, run["lr"], NEWTON_SCHULZ_DTYPES[config.newton_schulz])
-    loss = functools.partial(algo.loss, eta=config.eta) if algo.tempered else algo.loss
+    model = initial_model(config).to(run["device"])  # on the CPU first: one model everywhere
+    optimizers = optimizers_for(config, model)
+    loss = loss_function(config)
     generator = torch.Generator(run["device"]).manual_seed(config.seed)
     rollouts = token_rollouts if algo.rollout == "token" else sequence_rollouts
     result = TrainResult(config, model=model)
@@ -235,7 +286,7 @@ def train(
         batch = rollouts(model, config.task, config.reward, run["batch"], run["k"], generator)
         model.train()
         result.error.append(batch.error)
-        result.all_fail.append(_all_fail_fraction(batch))
+        result.all_fail.append(all_fail_fraction(batch))
         if algo.rollout == "sequence":
             for name, value in group_diagnostics(batch, config.eta).items():
                 result.groups.setdefault(name, []).append(value)

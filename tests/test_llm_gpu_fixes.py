@@ -1,0 +1,169 @@
+"""The LLM loop samples on-policy, weighs tokens over the whole step and picks the card's
+precision: each checked on the CPU with the tiny model."""
+
+import math
+import shutil
+
+import pytest
+import torch
+
+from tpo_core import llm
+from tpo_core.llm import RLVRConfig
+from tpo_core.llm.verifiers import sum_problem
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return llm.build_tiny_sums_model(tmp_path_factory.mktemp("tiny") / "sums", warmup_steps=30)
+
+
+@pytest.fixture(scope="module")
+def opinionated_model(tiny_model, tmp_path_factory):
+    """The tiny model with a generation_config like Qwen's: a repetition penalty and top-k."""
+    from transformers import GenerationConfig
+
+    path = tmp_path_factory.mktemp("opinionated") / "sums"
+    shutil.copytree(tiny_model, path)
+    GenerationConfig(do_sample=True, repetition_penalty=1.3, top_k=5, pad_token_id=0,
+                     eos_token_id=1).save_pretrained(path)  # fmt: skip
+    return path
+
+
+def config_for(path, **changes):
+    settings = dict(model=str(path), task="sums", k=4, prompts_per_step=3, steps=1, lr=1e-3,
+                    max_new_tokens=3, chat_template=False, device="cpu")  # fmt: skip
+    return RLVRConfig(**(settings | changes))
+
+
+def sampler_and_trainer_log_probs(path, explicit: bool):
+    """The sampler's own log-probs of the tokens it drew, and the training forward's."""
+    import random
+
+    config = config_for(path)
+    tokenizer, model = llm.load_policy(config)
+    problems = [sum_problem(random.Random(s)) for s in range(3)]
+    prompts = llm.format_prompts(tokenizer, problems, False)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(0)
+    if explicit:
+        gen = llm.sampling_config(model, tokenizer, config)
+        gen.output_scores, gen.return_dict_in_generate = True, True
+        out = model.generate(**enc, generation_config=gen)
+    else:  # the options one would pass by hand: the model's own config fills in the rest
+        out = model.generate(**enc, do_sample=True, top_p=1.0, max_new_tokens=3,
+                             num_return_sequences=4, output_scores=True,
+                             return_dict_in_generate=True)  # fmt: skip
+    p = enc["input_ids"].shape[1]
+    completion = out.sequences[:, p:]
+    sampler = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)
+    sampler = sampler.gather(-1, completion[..., None])[..., 0]  # (G*K, T)
+    mask = llm.completion_mask(completion, llm.end_token_ids(model, tokenizer))
+    attention = torch.cat([enc["attention_mask"].repeat_interleave(4, 0), mask.long()], 1)
+    rollout = llm.Rollout(problems, prompts, [""] * len(completion), torch.zeros(3, 4),
+                          out.sequences, attention, mask)  # fmt: skip
+    with torch.no_grad():
+        trainer = llm.token_log_probs(model, rollout, slice(0, len(completion)), 1.0)
+    return sampler[mask], trainer[mask]
+
+
+def test_rollouts_are_sampled_from_the_policy_the_loss_trains(opinionated_model):
+    sampler, trainer = sampler_and_trainer_log_probs(opinionated_model, explicit=True)
+    torch.testing.assert_close(sampler, trainer, atol=1e-4, rtol=0)
+
+
+def test_without_the_explicit_config_the_model_defaults_would_reshape_sampling(
+    opinionated_model,
+):
+    sampler, trainer = sampler_and_trainer_log_probs(opinionated_model, explicit=False)
+    assert (sampler - trainer).abs().max() > 1e-3  # what the explicit config prevents
+
+
+def test_every_end_token_ends_a_completion(tiny_model):
+    config = config_for(tiny_model)
+    tokenizer, model = llm.load_policy(config)
+    model.generation_config.eos_token_id = [1, 5]  # like Qwen's <|im_end|> and <|endoftext|>
+    assert llm.end_token_ids(model, tokenizer) == [1, 5]
+    ids = torch.tensor([[3, 5, 3, 1], [3, 3, 3, 3]])
+    assert llm.completion_mask(ids, [1, 5]).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+
+
+def test_thinking_is_a_setting_that_reaches_the_chat_template(tiny_model):
+    tokenizer, _ = llm.load_policy(config_for(tiny_model))
+    tokenizer.chat_template = (
+        "{% if enable_thinking %}<think>{% endif %}{{ messages[0]['content'] }}"
+    )
+    problems = [sum_problem(__import__("random").Random(0))]
+    off = llm.format_prompts(tokenizer, problems, True)
+    on = llm.format_prompts(tokenizer, problems, True, enable_thinking=True)
+    assert on == ["<think>" + off[0]] and RLVRConfig(model="m").enable_thinking is False
+
+
+def test_completion_log_probs_equal_the_full_log_softmax(tiny_model):
+    config = config_for(tiny_model, max_new_tokens=3)
+    tokenizer, model = llm.load_policy(config)
+    rollout = llm.sample_rollout(model, tokenizer, [sum_problem(__import__("random").Random(1))
+                                                    for _ in range(3)], config, seed=0)  # fmt: skip
+    rows = slice(0, 12)
+    new = llm.token_log_probs(model, rollout, rows, 0.7)
+    logits = model(
+        input_ids=rollout.input_ids,
+        attention_mask=rollout.attention_mask,
+        position_ids=(rollout.attention_mask.cumsum(-1) - 1).clamp(min=0),
+    ).logits
+    t = rollout.completion_mask.shape[1]
+    naive = torch.log_softmax(logits[:, -t - 1 : -1].float() / 0.7, -1)
+    naive = naive.gather(-1, rollout.input_ids[:, -t:, None])[..., 0]
+    torch.testing.assert_close(new, naive, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["tpo", "grpo_per_token"])
+def test_step_loss_is_the_same_however_the_step_is_cut_with_unequal_lengths(loss):
+    torch.manual_seed(0)
+    g, k, t = 4, 3, 6
+    new = -torch.rand(g * k, t, dtype=torch.float64, requires_grad=True)
+    old, ref = new.detach() - 0.1 * torch.rand(g * k, t), -torch.rand(g * k, t)
+    lengths = torch.randint(1, t + 1, (g * k,))
+    mask = torch.arange(t)[None] < lengths[:, None]  # completions of unequal length
+    rewards = torch.randint(0, 2, (g, k)).double()
+    config = RLVRConfig(model="m", loss=loss, k=k, beta=0.1)
+    whole = llm.rlvr_loss(config, new, old, rewards, mask, ref)
+    totals = dict(total_groups=g, total_tokens=int(mask.sum()))
+    for per in (1, 2, 3):
+        parts = [slice(a, min(a + per, g)) for a in range(0, g, per)]
+        summed = sum(llm.rlvr_loss(config, new[p.start * k : p.stop * k],
+                                   old[p.start * k : p.stop * k], rewards[p],
+                                   mask[p.start * k : p.stop * k], ref[p.start * k : p.stop * k],
+                                   **totals) for p in parts)  # fmt: skip
+        torch.testing.assert_close(summed, whole)
+    # weighting each micro-batch's own token mean by its share of groups would not be
+    by_groups = sum(llm.rlvr_loss(config, new[a * k : a * k + k], old[a * k : a * k + k],
+                                  rewards[a : a + 1], mask[a * k : a * k + k],
+                                  ref[a * k : a * k + k]) / g for a in range(g))  # fmt: skip
+    assert not torch.allclose(by_groups, whole)
+
+
+@pytest.mark.parametrize(("capability", "dtype"),
+                         [((7, 5), torch.float16), ((8, 0), torch.bfloat16),
+                          ((9, 0), torch.bfloat16)])  # fmt: skip
+def test_precision_follows_the_card(monkeypatch, capability, dtype):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert llm.autocast_dtype(torch.device("cuda")) == dtype
+    assert llm.autocast_dtype(torch.device("cpu")) is None
+
+
+def test_choose_scale_reads_gib_as_torch_reports_them():
+    assert llm.choose_scale(14.6).name == "small-gpu"  # a T4
+    assert llm.choose_scale(39.4).name == "large-gpu"  # a 40 GB A100
+    assert llm.choose_scale(31.7).name == "small-gpu"  # a 32 GB V100 (float16 only)
+
+
+def test_history_has_truncation_length_and_throughput(tiny_model):
+    result = llm.rlvr_train(config_for(tiny_model, max_new_tokens=1), progress=False)
+    h = result.history
+    assert h["truncated"][0] == pytest.approx(1 - result.last_rollout.ended.float().mean().item())
+    assert h["truncated"][0] > 0  # one token leaves no room for the sum and its end token
+    assert h["completion_length"][0] == pytest.approx(1.0)
+    assert h["tokens_per_second"][0] > 0 and math.isnan(h["peak_gpu_gb"][0])
+    assert h["skipped"] == [0] and math.isnan(h["kl"][0])  # no KL pass unless asked
