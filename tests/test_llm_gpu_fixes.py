@@ -167,3 +167,23 @@ def test_history_has_truncation_length_and_throughput(tiny_model):
     assert h["completion_length"][0] == pytest.approx(1.0)
     assert h["tokens_per_second"][0] > 0 and math.isnan(h["peak_gpu_gb"][0])
     assert h["skipped"] == [0] and math.isnan(h["kl"][0])  # no KL pass unless asked
+
+
+def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    out = tmp_path / "smoke.json"
+    proc = subprocess.run([sys.executable, str(script), "--cpu-smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    checks = ("large", "small_t4", "log_probs", "generation", "sampler", "token_engine")
+    assert all(name in report and "error" not in report[name] for name in checks)
+    assert report["log_probs"]["largest_difference"] < 1e-4
+    assert report["sampler"]["largest_difference"] < 1e-4
+    assert len(report["sampler"]["prompt_lengths"]) > 1  # left padding of mixed lengths
+    assert report["provenance"]["git_commit"]
