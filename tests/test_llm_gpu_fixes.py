@@ -115,7 +115,11 @@ def test_completion_log_probs_equal_the_full_log_softmax(tiny_model):
     t = rollout.completion_mask.shape[1]
     naive = torch.log_softmax(logits[:, -t - 1 : -1].float() / 0.7, -1)
     naive = naive.gather(-1, rollout.input_ids[:, -t:, None])[..., 0]
-    torch.testing.assert_close(new, naive, atol=1e-5, rtol=1e-5)
+    mask = rollout.completion_mask
+    torch.testing.assert_close(new[mask], naive[mask], atol=1e-5, rtol=1e-5)
+    for part in (slice(0, 4), slice(4, 8)):  # one group alone: its own, shorter extent
+        torch.testing.assert_close(llm.token_log_probs(model, rollout, part, 0.7)[mask[part]],
+                                   naive[part][mask[part]], atol=1e-5, rtol=1e-5)  # fmt: skip
 
 
 @pytest.mark.parametrize("loss", ["tpo", "grpo_per_token"])
@@ -187,3 +191,54 @@ def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
     assert report["sampler"]["largest_difference"] < 1e-4
     assert len(report["sampler"]["prompt_lengths"]) > 1  # left padding of mixed lengths
     assert report["provenance"]["git_commit"]
+
+
+def test_a_run_resumed_from_its_checkpoint_is_the_run_that_never_stopped(tiny_model, tmp_path):
+    settings = dict(lora_rank=4, prompts_per_step=2, max_new_tokens=2, warmup_steps=2)
+    straight = llm.rlvr_train(config_for(tiny_model, steps=4, **settings), progress=False)
+    folder = str(tmp_path / "ckpt")
+    first = config_for(tiny_model, steps=2, checkpoint_dir=folder, checkpoint_every=1, **settings)
+    llm.rlvr_train(first, progress=False)
+    assert (tmp_path / "ckpt" / llm.CHECKPOINT).exists() and (
+        tmp_path / "ckpt" / "adapter"
+    ).is_dir()
+    later = config_for(tiny_model, steps=4, checkpoint_dir=folder, checkpoint_every=1, **settings)
+    resumed = llm.rlvr_train(later, progress=False, resume=True)
+    for name in ("reward", "grad_norm", "completion_tokens"):
+        assert resumed.history[name] == pytest.approx(straight.history[name], rel=1e-6)
+
+
+def test_warmup_scales_the_first_steps_down(tiny_model):
+    def change(**settings):
+        config = config_for(tiny_model, steps=1, **settings)
+        tokenizer, model = llm.load_policy(config)
+        before = [p.detach().clone() for p in model.parameters()]
+        llm.rlvr_train(config, progress=False, policy=(tokenizer, model))
+        return sum((p - b).norm() for p, b in zip(model.parameters(), before, strict=True))
+
+    assert change(warmup_steps=1000) < 0.01 * change()  # Adam's first step is ~ lr per weight
+
+
+def test_evaluations_on_held_out_problems(tiny_model):
+    result = llm.rlvr_train(config_for(tiny_model, steps=3, eval_every=2, eval_problems=5),
+                            progress=False)  # fmt: skip
+    assert [e["step"] for e in result.evaluations] == [2, 3]  # every 2 steps and at the end
+    for e in result.evaluations:
+        assert 0 <= e["greedy"] <= 1 and 0 <= e["pass_at_k"] <= 1
+    problems = llm.verifiers.held_out_problems("sums", 5)
+    again = llm.evaluate(result.model, result.tokenizer, problems, result.config)
+    assert again == llm.evaluate(result.model, result.tokenizer, problems, result.config)
+    assert again == {k: v for k, v in result.evaluations[-1].items() if k != "step"}
+    assert problems != llm.verifiers.make_problems("sums", 5, seed=0)  # not a training stream
+
+
+def test_held_out_gsm8k_is_its_test_split(tmp_path):
+    import json
+
+    test = tmp_path / "test.jsonl"
+    rows = [dict(question=f"What is {i} + 1?", answer=f"step\\n#### {i + 1}") for i in range(3)]
+    test.write_text("\n".join(json.dumps(r) for r in rows))
+    problems = llm.verifiers.held_out_problems("gsm8k", 2, gsm8k_test_path=str(test))
+    assert [p.answer for p in problems] == ["1", "2"]
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        RLVRConfig(model="m", checkpoint_every=5).validate()

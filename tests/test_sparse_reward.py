@@ -378,3 +378,13 @@ def test_grpo_kl_pull_benchmark_trains_exactly_like_grpo(per_token):
     expected = train(TrainConfig(algo=algo, length=3, episodes=3), progress=False).error
     assert printed == pytest.approx(expected, abs=5e-4)
     assert "|" in out.splitlines()[1]  # per-epoch gradient figures follow
+
+
+def test_stuck_means_the_remaining_error_sits_in_all_fail_groups():
+    def run(error, all_fail):
+        return TrainResult(TrainConfig(episodes=20), error=[error] * 20, all_fail=[all_fail] * 20)
+
+    assert experiments.is_stuck(run(0.5, 0.5)) and experiments.is_stuck(run(0.5, 0.41))
+    assert not experiments.is_stuck(run(0.5, 0.39))  # most mistakes share a group with a success
+    assert not experiments.is_stuck(run(0.0, 0.0))  # solved
+    assert not experiments.is_stuck(run(0.005, 0.005))  # below the floor: a stray prompt

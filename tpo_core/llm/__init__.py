@@ -8,6 +8,7 @@ so it is not imported here).
 
 from tpo_core.llm import verifiers
 from tpo_core.llm.rlvr import (
+    CHECKPOINT,
     LOSSES,
     METRICS,
     SMALL_GPU_GIB,
@@ -21,9 +22,12 @@ from tpo_core.llm.rlvr import (
     choose_scale,
     completion_mask,
     end_token_ids,
+    evaluate,
+    evaluation_seed,
     format_prompts,
     group_slices,
     group_table,
+    load_checkpoint,
     load_policy,
     resolve_device,
     rlvr_loss,
@@ -31,11 +35,17 @@ from tpo_core.llm.rlvr import (
     rollout_metrics,
     sample_rollout,
     sampling_config,
+    save_checkpoint,
     snapshot_log_probs,
     token_log_probs,
 )
 
 __all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "evaluation_seed",
+    "evaluate",
+    "CHECKPOINT",
     "sampling_config",
     "end_token_ids",
     "autocast_dtype",

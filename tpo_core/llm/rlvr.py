@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tpo_core.llm.verifiers import LLM_TASKS, Problem, problem_stream, reward
+from tpo_core.llm.verifiers import LLM_TASKS, Problem, held_out_problems, problem_stream, reward
 from tpo_core.objectives import (
     grpo_advantages,
     grpo_loss,
@@ -81,6 +81,12 @@ class RLVRConfig:
     chat_template: bool | None = None  # None: use the tokenizer's if it has one
     enable_thinking: bool = False  # Qwen3's <think> mode; off, so answers fit the token budget
     gsm8k_path: str | None = None  # a local GSM8K file instead of the hub
+    gsm8k_test_path: str | None = None  # a local GSM8K test split, for the evaluations
+    warmup_steps: int = 0  # linear learning-rate warmup over the first optimiser steps
+    eval_every: int = 0  # evaluate on held-out problems every N steps and at the end (0: never)
+    eval_problems: int = 64
+    checkpoint_dir: str | None = None  # save trainable weights, optimiser and history here ...
+    checkpoint_every: int = 0  # ... every N steps; rlvr_train(resume=True) continues from it
     device: str | None = None  # None: cuda if available, else cpu
     seed: int = 0
 
@@ -91,7 +97,8 @@ class RLVRConfig:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(LLM_TASKS)}")
         if self.k < 2:
             raise ValueError(f"k must be at least 2 (a group compares completions), got {self.k}")
-        for name in ("prompts_per_step", "steps", "epochs", "max_new_tokens", "micro_batch_groups"):
+        for name in ("prompts_per_step", "steps", "epochs", "max_new_tokens", "micro_batch_groups",
+                     "eval_problems"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "temperature", "eta", "max_grad_norm"):
@@ -102,6 +109,11 @@ class RLVRConfig:
             raise ValueError(f"clip_eps must lie in (0, 1), got {self.clip_eps}")
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ValueError(f"beta must be a non-negative number, got {self.beta}")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise ValueError("checkpoint_every needs a checkpoint_dir to save into")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
 
@@ -285,22 +297,29 @@ def sample_rollout(model, tokenizer, problems: list[Problem], config: RLVRConfig
 def token_log_probs(model, rollout: Rollout, rows: slice, temperature: float) -> torch.Tensor:
     """``log pi(y_t | x, y_<t)`` of the completion tokens of ``rows`` (tempered like sampling).
 
-    Only the T positions that predict completion tokens get logits
+    The rows are cut to their own extent: the padding columns that none of
+    them uses (left of their longest prompt, right of their longest
+    completion) are dropped, and the log-probs there are returned as 0. Only
+    the positions that predict completion tokens get logits
     (``logits_to_keep``), and each log-prob is ``logit[y] - logsumexp(logits)``
     in float32: no full-vocabulary log-softmax is built, nor a second copy for
     the temperature when it is 1. No KV cache is kept (``use_cache=False``).
     """
-    ids, attention = rollout.input_ids[rows], rollout.attention_mask[rows]
+    p, t = rollout.prompt_length, rollout.completion_mask.shape[1]
+    attention = rollout.attention_mask[rows]
+    first = int(attention[:, :p].any(0).int().argmax())  # the first prompt column in use
+    used = int(rollout.completion_mask[rows].any(0).nonzero().max()) + 1  # completion columns
+    ids, attention = rollout.input_ids[rows, first : p + used], attention[:, first : p + used]
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: count from the first token
-    t = rollout.completion_mask.shape[1]
     with _autocast(ids.device):
         logits = model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                       use_cache=False, logits_to_keep=t + 1).logits  # fmt: skip
-    logits = logits[:, :-1].float()  # (rows, T, vocab): position P - 1 + t predicts y_t
+                       use_cache=False, logits_to_keep=used + 1).logits  # fmt: skip
+    logits = logits[:, :-1].float()  # (rows, used, vocab): position P - 1 + t predicts y_t
     if temperature != 1.0:
         logits = logits / temperature
-    targets = ids[:, -t:]  # (rows, T)
-    return logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
+    targets = ids[:, -used:]  # (rows, used)
+    log_probs = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
+    return torch.nn.functional.pad(log_probs, (0, t - used))  # (rows, T), 0 past every end
 
 
 def group_slices(n_groups: int, per_micro_batch: int) -> list[slice]:
@@ -370,9 +389,11 @@ class RLVRResult:
     model: object = field(default=None, repr=False)
     tokenizer: object = field(default=None, repr=False)
     last_rollout: Rollout | None = field(default=None, repr=False)
+    evaluations: list[dict] = field(default_factory=list)  # {step, greedy, pass_at_k}
 
     def to_dict(self) -> dict:
-        return dict(config=asdict(self.config), history=self.history)
+        return dict(config=asdict(self.config), history=self.history,
+                    evaluations=self.evaluations)  # fmt: skip
 
 
 METRICS = ("reward", "pass_at_k", "zero_variance", "truncated", "completion_length",
@@ -393,15 +414,86 @@ def rollout_metrics(rollout: Rollout) -> dict[str, float]:
     )
 
 
+@torch.no_grad()
+def evaluate(model, tokenizer, problems: list[Problem], config: RLVRConfig) -> dict[str, float]:
+    """Held-out accuracy: ``greedy`` (one greedy completion per problem) and ``pass_at_k`` (a
+    problem counts if any of K sampled completions is right)."""
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    prompts = format_prompts(tokenizer, problems, config.chat_template, config.enable_thinking)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    greedy = GenerationConfig(do_sample=False, num_beams=1, repetition_penalty=1.0,
+                              no_repeat_ngram_size=0, max_new_tokens=config.max_new_tokens,
+                              pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=end_token_ids(model, tokenizer))  # fmt: skip
+    model.eval()
+    with _autocast(device):
+        out = model.generate(**enc, generation_config=greedy)
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    sampled = sample_rollout(model, tokenizer, problems, config, seed=evaluation_seed(config))
+    return dict(
+        greedy=sum(reward(t, p) for t, p in zip(texts, problems, strict=True)) / len(problems),
+        pass_at_k=(sampled.rewards.amax(-1) > 0).float().mean().item(),
+    )
+
+
+def evaluation_seed(config: RLVRConfig) -> int:
+    """The sampling seed of evaluations: fixed, so two evaluations of one policy agree."""
+    return config.seed * 100_003 + 99_991
+
+
+CHECKPOINT = "state.pt"
+
+
+def save_checkpoint(folder: Path, model, optimizer, scaler, scheduler, result, step: int):
+    """After ``step`` steps: the trainable weights, optimiser, loss scaler, LR schedule, RNG and
+    history, in one file written to a temporary name and renamed (a crash never leaves half a
+    checkpoint); a LoRA adapter also as peft's own folder, for ``PeftModel.from_pretrained``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(folder / "adapter")
+    state = dict(step=step, history=result.history, evaluations=result.evaluations,
+                 weights={n: p.detach().cpu() for n, p in model.named_parameters()
+                          if p.requires_grad},
+                 optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                 scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(),
+                 python_rng=random.getstate())  # fmt: skip
+    tmp = folder / f".{CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    tmp.replace(folder / CHECKPOINT)
+
+
+def load_checkpoint(folder: Path, model, optimizer, scaler, scheduler, result) -> int:
+    """Restore what :func:`save_checkpoint` wrote; return the number of steps already done."""
+    state = torch.load(folder / CHECKPOINT, weights_only=False)
+    missing = set(state["weights"]) - {n for n, p in model.named_parameters() if p.requires_grad}
+    if missing:
+        raise ValueError(
+            f"the checkpoint holds weights this model does not train: {sorted(missing)[:3]}"
+        )
+    model.load_state_dict(state["weights"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    result.history, result.evaluations = state["history"], state["evaluations"]
+    return state["step"]
+
+
 def rlvr_train(
     config: RLVRConfig,
     callback: Callable[[int, RLVRResult], None] | None = None,
     progress: bool = True,
     policy: tuple | None = None,
+    resume: bool = False,
 ) -> RLVRResult:
     """Run ``config.steps`` RLVR steps; ``callback(step, result)`` runs after each.
 
     ``policy`` is an already loaded ``(tokenizer, model)`` pair (default: :func:`load_policy`).
+    With ``resume`` and a checkpoint in ``config.checkpoint_dir``, the run continues after its
+    last saved step, exactly as if it had never stopped.
     """
     config.validate()
     random.seed(config.seed)
@@ -413,11 +505,25 @@ def rlvr_train(
     device = next(model.parameters()).device
     # float16 autocast (GPUs before compute capability 8.0) needs loss scaling
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
+    warmup = config.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda done: min(1.0, (done + 1) / warmup) if warmup else 1.0
+    )
     stream = problem_stream(config.task, config.seed, config.gsm8k_path)
     result = RLVRResult(config, {m: [] for m in METRICS}, model, tokenizer)
-    for step in tqdm(
-        range(config.steps), desc=f"{config.loss} on {config.task}", disable=not progress
-    ):
+    held_out = (
+        held_out_problems(config.task, config.eval_problems, config.gsm8k_test_path)
+        if config.eval_every
+        else None
+    )
+    folder = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    first = 0
+    if resume and folder is not None and (folder / CHECKPOINT).exists():
+        first = load_checkpoint(folder, model, optimizer, scaler, scheduler, result)
+    for _ in range(first * config.prompts_per_step):  # the problems the earlier steps drew
+        next(stream)
+    for step in tqdm(range(first, config.steps), desc=f"{config.loss} on {config.task}",
+                     disable=not progress, initial=first, total=config.steps):  # fmt: skip
         start = time.perf_counter()
         problems = list(itertools.islice(stream, config.prompts_per_step))
         rollout = sample_rollout(
@@ -454,6 +560,7 @@ def rlvr_train(
             else:  # an overflow or a NaN: drop this update rather than the run
                 skipped += 1
             scaler.update()
+            scheduler.step()
         seconds = time.perf_counter() - start
         metrics = rollout_metrics(rollout) | dict(
             grad_norm=grad_norm,
@@ -470,6 +577,17 @@ def rlvr_train(
         for name, value in metrics.items():
             result.history[name].append(value)
         result.last_rollout = rollout
+        done = step + 1
+        if held_out is not None and (done % config.eval_every == 0 or done == config.steps):
+            result.evaluations.append(
+                dict(step=done, **evaluate(model, tokenizer, held_out, config))
+            )
+        if (
+            folder is not None
+            and config.checkpoint_every
+            and (done % config.checkpoint_every == 0 or done == config.steps)
+        ):
+            save_checkpoint(folder, model, optimizer, scaler, scheduler, result, done)
         if callback is not None:
             callback(step, result)
     return result

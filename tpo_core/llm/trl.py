@@ -19,6 +19,15 @@ logging and checkpoints are TRL's, unchanged; only two things differ:
   ``per_device_train_batch_size`` be a multiple of ``num_generations``, so
   every process and every micro-batch holds whole groups.
 
+With ``use_vllm=True`` the completions come from vLLM's copy of the policy,
+whose numerics differ slightly from the trainer's. TRL then computes the
+trainer's own snapshot log-probs (``old_per_token_logps``) and a per-token
+importance ratio trainer / vLLM that it multiplies into GRPO's per-token
+loss, an estimate of an expectation under the trainer's policy. TPO's loss is
+no such estimate: it fits a target over the K candidates at hand, built from
+the trainer's snapshot log-probs, so which sampler proposed the candidates
+does not enter it, and the ratio is deliberately not applied.
+
 Usage is GRPOTrainer's, plus ``eta``::
 
     trainer = TPOTrainer(model="Qwen/Qwen3-1.7B", reward_funcs=my_reward, args=GRPOConfig(...),

@@ -162,6 +162,19 @@ def problem_stream(task: str, seed: int, gsm8k_path: str | None = None) -> Itera
             yield from rng.sample(pool, len(pool))
 
 
+HELD_OUT_SEED = 2_147_483_647  # the stream evaluations draw from; runs train on their own seed
+
+
+def held_out_problems(task: str, n: int, gsm8k_test_path: str | None = None) -> list[Problem]:
+    """``n`` problems to evaluate on: GSM8K's test split (its first ``n``; from the hub, or a
+    local JSON-lines file), else the first ``n`` of a fixed seed's stream."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if task == "gsm8k":
+        return load_gsm8k("test", gsm8k_test_path)[:n]
+    return make_problems(task, n, HELD_OUT_SEED)
+
+
 def make_problems(task: str, n: int, seed: int, gsm8k_path: str | None = None) -> list[Problem]:
     """The first ``n`` problems of :func:`problem_stream`."""
     if n < 1:

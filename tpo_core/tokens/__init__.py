@@ -5,6 +5,8 @@ Data flows one way through the modules::
     tasks (prompts, rewards) -> model (TinyTransformer, Muon + Adam) -> rollouts
       -> algorithms (one loss per method, by name) -> train (the loop, curves)
       -> experiments (resumable grids with provenance, Table 3 summaries)
+
+and ``replicas`` trains many seeds of one setting together (one process, a GPU's way).
 """
 
 from tpo_core.tokens.algorithms import ALGORITHMS, get_algorithm

@@ -300,14 +300,16 @@ def final_errors(runs: list[TrainResult], last: int = 1) -> dict[tuple[str, str,
 
 def is_stuck(run: TrainResult, last: int = 20, floor: float = 0.01) -> bool:
     """A run stuck on prompts it cannot learn from: its final error (mean of the last ``last``
-    episodes) is at least ``floor`` and at least 90% of it sits in all-fail groups.
+    episodes) is at least ``floor`` and at least 80% of it sits in all-fail groups.
 
     Under exact-match reward an all-fail share equal to the error means every
     mistake is on a prompt where all K answers fail: no group method gets a
-    signal there. GRPO's stall at H = 6 and 7 is of this kind.
+    signal there. A stuck policy is not quite deterministic, so a few of its
+    wrong answers share a group with a right one; the shipped H = 7 runs that
+    stall keep 84-97% of their error in all-fail groups, the ones that learn 0%.
     """
     error, tail = run.final_error(last), run.all_fail[-last:]
-    return bool(tail) and error >= floor and sum(tail) / len(tail) >= 0.9 * error
+    return bool(tail) and error >= floor and sum(tail) / len(tail) >= 0.8 * error
 
 
 def _setting(run: TrainResult, name: str):

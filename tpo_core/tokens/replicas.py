@@ -42,11 +42,10 @@ from tpo_core.tokens.tasks import sample_prompts
 from tpo_core.tokens.train import (
     TrainConfig,
     TrainResult,
-    all_fail_fraction,
-    group_diagnostics,
     initial_model,
     loss_function,
     optimizers_for,
+    record_rollout,
 )
 
 
@@ -198,11 +197,7 @@ def train_replicas(
             start = time.perf_counter()
         batches = replicas.rollouts(config.task, config.reward, run["batch"], run["k"])
         for result, batch in zip(results, batches, strict=True):
-            result.error.append(batch.error)
-            result.all_fail.append(all_fail_fraction(batch))
-            if algo.rollout == "sequence":
-                for name, value in group_diagnostics(batch, config.eta).items():
-                    result.groups.setdefault(name, []).append(value)
+            record_rollout(result, batch, algo.rollout == "sequence")
         for epoch in range(run["epochs"]):
             for opt in replicas.optimizers:
                 opt.zero_grad(set_to_none=True)

@@ -238,6 +238,16 @@ def group_diagnostics(batch: SequenceBatch, eta: float = 1.0) -> dict[str, float
     )
 
 
+def record_rollout(result: TrainResult, batch, grouped_answers: bool) -> None:
+    """Append one episode's rollout figures to ``result``: the error, the all-fail share and,
+    for groups of whole answers, :func:`group_diagnostics`."""
+    result.error.append(batch.error)
+    result.all_fail.append(all_fail_fraction(batch))
+    if grouped_answers:
+        for name, value in group_diagnostics(batch, result.config.eta).items():
+            result.groups.setdefault(name, []).append(value)
+
+
 def initial_model(config: TrainConfig, seed: int | None = None) -> TinyTransformer:
     """The model a run of ``config`` starts from (with ``seed`` in place of ``config.seed``)."""
     torch.manual_seed(config.seed if seed is None else seed)
@@ -285,11 +295,7 @@ def train(
         model.eval()
         batch = rollouts(model, config.task, config.reward, run["batch"], run["k"], generator)
         model.train()
-        result.error.append(batch.error)
-        result.all_fail.append(all_fail_fraction(batch))
-        if algo.rollout == "sequence":
-            for name, value in group_diagnostics(batch, config.eta).items():
-                result.groups.setdefault(name, []).append(value)
+        record_rollout(result, batch, algo.rollout == "sequence")
         for epoch in range(run["epochs"]):
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
