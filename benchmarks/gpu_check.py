@@ -23,6 +23,7 @@ It writes one JSON file with every figure and its provenance.
 """
 
 import argparse
+import dataclasses
 import json
 import random
 import string
@@ -154,15 +155,12 @@ def check_generation(folder, device, smoke) -> dict:
     config, tokenizer, model, problems, _ = a_rollout(folder, device, smoke)
     out = {}
     for merged in (False, True):
-        if merged:
-            model.merge_adapter()
+        merging = dataclasses.replace(config, merge_lora_for_generation=merged)
         with measured(device) as m:
-            rollout = llm.sample_rollout(model, tokenizer, problems, config, seed=1)
+            rollout = llm.sample_rollout(model, tokenizer, problems, merging, seed=1)
         out["merged" if merged else "unmerged"] = dict(
             tokens_per_second=int(rollout.completion_mask.sum()) / m["seconds"], **m
         )
-        if merged:
-            model.unmerge_adapter()
     return out
 
 

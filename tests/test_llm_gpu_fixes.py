@@ -242,3 +242,24 @@ def test_held_out_gsm8k_is_its_test_split(tmp_path):
     assert [p.answer for p in problems] == ["1", "2"]
     with pytest.raises(ValueError, match="checkpoint_dir"):
         RLVRConfig(model="m", checkpoint_every=5).validate()
+
+
+def test_generating_with_the_lora_merged_samples_the_same_policy(tiny_model):
+    import random
+
+    results = []
+    for merge in (False, True):
+        config = config_for(tiny_model, lora_rank=4, merge_lora_for_generation=merge)
+        torch.manual_seed(0)  # the same LoRA initialisation both times
+        tokenizer, model = llm.load_policy(config)
+        with torch.no_grad():  # a trained-looking adapter: B is 0 when peft creates it
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+        problems = [sum_problem(random.Random(s)) for s in range(3)]
+        rollout = llm.sample_rollout(model, tokenizer, problems, config, seed=0)
+        results.append(
+            (rollout.input_ids, llm.token_log_probs(model, rollout, slice(0, 12), 1.0).detach())
+        )
+    assert torch.equal(results[0][0], results[1][0])  # float32: the same samples
+    torch.testing.assert_close(results[0][1], results[1][1])  # and the adapter back in place

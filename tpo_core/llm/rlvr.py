@@ -77,6 +77,7 @@ class RLVRConfig:
     micro_batch_groups: int = 1  # groups of K per forward/backward pass
     max_grad_norm: float = 1.0
     lora_rank: int = 0  # 0: train every weight
+    merge_lora_for_generation: bool = False  # generate with W + BA merged (faster; rounds in bf16)
     gradient_checkpointing: bool = False
     chat_template: bool | None = None  # None: use the tokenizer's if it has one
     enable_thinking: bool = False  # Qwen3's <think> mode; off, so answers fit the token budget
@@ -269,6 +270,21 @@ def completion_mask(completion_ids: torch.Tensor, eos_id: int | list[int]) -> to
     return ~after_first
 
 
+@contextlib.contextmanager
+def _merged_lora(model, merge: bool):
+    """With ``merge``, the LoRA adapter folded into its base weights for the block: one matmul per
+    layer instead of three. Exact in float32; in a bf16 base the merged weight is rounded, so
+    the sampler then differs from the trained policy by that rounding."""
+    if not (merge and hasattr(model, "merge_adapter")):
+        yield
+        return
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+
+
 @torch.no_grad()
 def sample_rollout(model, tokenizer, problems: list[Problem], config: RLVRConfig, seed: int):
     """K sampled completions per problem, decoded and scored."""
@@ -277,7 +293,7 @@ def sample_rollout(model, tokenizer, problems: list[Problem], config: RLVRConfig
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     torch.manual_seed(seed)
     model.eval()
-    with _autocast(device):
+    with _autocast(device), _merged_lora(model, config.merge_lora_for_generation):
         out = model.generate(**enc, generation_config=sampling_config(model, tokenizer, config))
     prompt_len = enc["input_ids"].shape[1]
     completion_ids = out[:, prompt_len:]  # (G*K, T), grouped by problem
