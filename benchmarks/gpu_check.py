@@ -166,25 +166,12 @@ def check_generation(folder, device, smoke) -> dict:
 
 def check_sampler(folder, device, smoke) -> dict:
     config, tokenizer, model, problems, _ = a_rollout(folder, device, smoke)
-    prompts = llm.format_prompts(tokenizer, problems, False)
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    gen = llm.sampling_config(model, tokenizer, config)
-    gen.output_scores, gen.return_dict_in_generate = True, True
-    torch.manual_seed(0)
-    with torch.no_grad(), rlvr._autocast(torch.device(device)):
-        out = model.generate(**enc, generation_config=gen)
-    completion = out.sequences[:, enc["input_ids"].shape[1] :]
-    sampler = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)
-    sampler = sampler.gather(-1, completion[..., None])[..., 0]
-    mask = llm.completion_mask(completion, llm.end_token_ids(model, tokenizer))
-    attention = torch.cat([enc["attention_mask"].repeat_interleave(config.k, 0), mask.long()], 1)
-    rollout = llm.Rollout(problems, prompts, [""] * len(completion), torch.zeros(len(problems),
-                          config.k), out.sequences, attention, mask)  # fmt: skip
+    rollout = llm.sample_rollout(model, tokenizer, problems, config, 0, sampler_scores=True)
     with torch.no_grad():
-        trainer = llm.token_log_probs(model, rollout, slice(0, len(completion)), 1.0)
-    diff = (sampler - trainer)[mask].abs()
+        trainer = llm.token_log_probs(model, rollout, slice(0, len(rollout.completions)), 1.0)
+    diff = (rollout.sampler_log_probs - trainer)[rollout.completion_mask].abs()
     return dict(largest_difference=diff.max().item(), mean_difference=diff.mean().item(),
-                prompt_lengths=sorted({len(p) for p in prompts}))  # fmt: skip
+                prompt_lengths=sorted({len(p) for p in rollout.prompts}))  # fmt: skip
 
 
 def check_token_engine(device, smoke) -> dict:

@@ -44,27 +44,26 @@ def sampler_and_trainer_log_probs(path, explicit: bool):
     config = config_for(path)
     tokenizer, model = llm.load_policy(config)
     problems = [sum_problem(random.Random(s)) for s in range(3)]
-    prompts = llm.format_prompts(tokenizer, problems, False)
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    torch.manual_seed(0)
     if explicit:
-        gen = llm.sampling_config(model, tokenizer, config)
-        gen.output_scores, gen.return_dict_in_generate = True, True
-        out = model.generate(**enc, generation_config=gen)
+        rollout = llm.sample_rollout(model, tokenizer, problems, config, 0, sampler_scores=True)
+        sampler = rollout.sampler_log_probs
     else:  # the options one would pass by hand: the model's own config fills in the rest
+        prompts = llm.format_prompts(tokenizer, problems, False)
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        torch.manual_seed(0)
         out = model.generate(**enc, do_sample=True, top_p=1.0, max_new_tokens=3,
                              num_return_sequences=4, output_scores=True,
                              return_dict_in_generate=True)  # fmt: skip
-    p = enc["input_ids"].shape[1]
-    completion = out.sequences[:, p:]
-    sampler = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)
-    sampler = sampler.gather(-1, completion[..., None])[..., 0]  # (G*K, T)
-    mask = llm.completion_mask(completion, llm.end_token_ids(model, tokenizer))
-    attention = torch.cat([enc["attention_mask"].repeat_interleave(4, 0), mask.long()], 1)
-    rollout = llm.Rollout(problems, prompts, [""] * len(completion), torch.zeros(3, 4),
-                          out.sequences, attention, mask)  # fmt: skip
+        completion = out.sequences[:, enc["input_ids"].shape[1] :]
+        sampler = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)
+        sampler = sampler.gather(-1, completion[..., None])[..., 0]  # (G*K, T)
+        mask = llm.completion_mask(completion, llm.end_token_ids(model, tokenizer))
+        attention = torch.cat([enc["attention_mask"].repeat_interleave(4, 0), mask.long()], 1)
+        rollout = llm.Rollout(problems, prompts, [""] * len(completion), torch.zeros(3, 4),
+                              out.sequences, attention, mask)  # fmt: skip
+    mask = rollout.completion_mask
     with torch.no_grad():
-        trainer = llm.token_log_probs(model, rollout, slice(0, len(completion)), 1.0)
+        trainer = llm.token_log_probs(model, rollout, slice(0, len(mask)), 1.0)
     return sampler[mask], trainer[mask]
 
 

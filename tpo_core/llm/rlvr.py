@@ -203,6 +203,7 @@ class Rollout:
     old_log_probs: torch.Tensor | None = None  # (G*K, T) at the rollout snapshot
     ref_log_probs: torch.Tensor | None = None  # (G*K, T) under the initial policy
     ended: torch.Tensor | None = None  # (G*K,) bool: the completion emitted an end token
+    sampler_log_probs: torch.Tensor | None = None  # (G*K, T), the sampler's own, if asked
 
     @property
     def k(self) -> int:
@@ -286,17 +287,30 @@ def _merged_lora(model, merge: bool):
 
 
 @torch.no_grad()
-def sample_rollout(model, tokenizer, problems: list[Problem], config: RLVRConfig, seed: int):
-    """K sampled completions per problem, decoded and scored."""
+def sample_rollout(
+    model, tokenizer, problems: list[Problem], config: RLVRConfig, seed: int,
+    sampler_scores: bool = False,
+):  # fmt: skip
+    """K sampled completions per problem, decoded and scored; with ``sampler_scores`` also the
+    sampler's own log-probs of the tokens it drew (``Rollout.sampler_log_probs``), to check
+    them against the training forward's."""
     device = next(model.parameters()).device
     prompts = format_prompts(tokenizer, problems, config.chat_template, config.enable_thinking)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     torch.manual_seed(seed)
     model.eval()
+    generation = sampling_config(model, tokenizer, config)
+    generation.output_scores = generation.return_dict_in_generate = sampler_scores
     with _autocast(device), _merged_lora(model, config.merge_lora_for_generation):
-        out = model.generate(**enc, generation_config=sampling_config(model, tokenizer, config))
+        out = model.generate(**enc, generation_config=generation)
+    sampled = None
+    if sampler_scores:
+        out, scores = out.sequences, out.scores  # scores: T x (G*K, vocab), as sampled from
+        sampled = torch.stack([torch.log_softmax(x.float(), -1) for x in scores], 1)
     prompt_len = enc["input_ids"].shape[1]
     completion_ids = out[:, prompt_len:]  # (G*K, T), grouped by problem
+    if sampled is not None:
+        sampled = sampled.gather(-1, completion_ids[..., None])[..., 0]  # (G*K, T)
     ends = end_token_ids(model, tokenizer)
     mask = completion_mask(completion_ids, ends)  # (G*K, T)
     ended = torch.isin(completion_ids, torch.tensor(ends, device=device)).any(-1)  # (G*K,)
@@ -307,7 +321,8 @@ def sample_rollout(model, tokenizer, problems: list[Problem], config: RLVRConfig
     ).view(len(problems), config.k)  # (G, K)
     attention = torch.cat([enc["attention_mask"].repeat_interleave(config.k, 0), mask.long()], 1)
     # attention: (G*K, prompt + T)
-    return Rollout(problems, prompts, texts, rewards, out, attention, mask, ended=ended)
+    return Rollout(problems, prompts, texts, rewards, out, attention, mask, ended=ended,
+                   sampler_log_probs=sampled)  # fmt: skip
 
 
 def token_log_probs(model, rollout: Rollout, rows: slice, temperature: float) -> torch.Tensor:
