@@ -135,7 +135,7 @@ def group_gradient(method: str, logits, log_p_old, q, advantages, clip_eps: floa
 
 
 def descend_group(
-    p_old, scores, method: str, lr: float, epochs: int, eta: float = 1.0
+    p_old, scores, method: str, lr: float, epochs: int, eta: float = 1.0, features=None
 ) -> Trajectory:
     """Run ``epochs`` steps of ``z <- z - lr * grad L(z)`` from ``z = log p_old``.
 
@@ -143,47 +143,199 @@ def descend_group(
     and the same z-scored scores ``u`` (as advantages for PG and the clipped
     surrogate, through the frozen target ``q`` for TPO), and all losses are
     averaged the library's way, so at the snapshot their gradients have
-    comparable size: PG's is ``-u / K``, TPO's ``p_old - q``.
+    comparable size: PG's is ``-u / K``, TPO's ``p_old - q``. ``features``:
+    see :func:`descend_groups`.
     """
-    return descend_groups(p_old, scores, (method,), lr, epochs, eta)[method]
+    return descend_groups(p_old, scores, (method,), lr, epochs, eta, features)[method]
 
 
-def descend_groups(
-    p_old, scores, methods=DESCENT_METHODS, lr: float = 1.0, epochs: int = 20, eta: float = 1.0
-) -> dict[str, Trajectory]:
-    """:func:`descend_group` for several methods at once (one row of logits each).
-
-    Steps use :func:`group_gradient`'s closed forms, which keeps a 50-epoch
-    redraw of the overshoot explorer well inside a slider move's budget.
-    """
+def _check_descent(methods, lrs, epochs) -> None:
     unknown = [m for m in methods if m not in DESCENT_METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown method {unknown!r}; choose from {', '.join(DESCENT_METHODS)}")
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    view = group_view(p_old, scores, eta)
+    if not all(lr > 0 for lr in lrs):
+        raise ValueError(f"lr must be positive, got {list(lrs)!r}")
+
+
+def _feature_kernel(features, k: int) -> torch.Tensor:
+    """``Phi Phi^T`` (K, K): how a parameter step on the group moves its logits."""
+    if features is None:
+        return torch.eye(k, dtype=torch.float64)
+    phi = torch.as_tensor(features, dtype=torch.float64)
+    if phi.dim() != 2 or phi.shape[0] != k or not torch.isfinite(phi).all():
+        raise ValueError(
+            f"features must be a finite (K, d) matrix with K = {k}, got shape {tuple(phi.shape)}"
+        )
+    return phi @ phi.T
+
+
+def _descend(view: GroupView, advantages, methods, lrs, epochs: int, kernel):
+    """Every (lr, method) pair at once: probabilities (L, M, E + 1, K), gradient norms (L, M, E).
+
+    On logits ``z = log p_old + Phi theta`` a step ``theta <- theta - lr Phi^T g``
+    moves the logits by ``-lr Phi Phi^T g``, ``g`` the closed-form logit gradient.
+    """
     log_p_old = view.p_old.log()
-    advantages = grpo_advantages(_as_probs("scores", scores))
-    logits = log_p_old.repeat(len(methods), 1)
+    rates = torch.as_tensor(lrs, dtype=torch.float64)[:, None, None]  # (L, 1, 1)
+    logits = log_p_old.expand(len(lrs), len(methods), -1).clone()  # (L, M, K)
     probs, grad_norms = [torch.softmax(logits, -1)], []
     for _ in range(epochs):
         grad = torch.stack(
             [
-                group_gradient(m, row, log_p_old, view.q, advantages)
-                for m, row in zip(methods, logits, strict=True)
-            ]
-        )
-        logits = (logits - lr * grad).clamp(-1e4, 1e4)
+                group_gradient(m, logits[:, i], log_p_old, view.q, advantages)
+                for i, m in enumerate(methods)
+            ],
+            1,
+        )  # (L, M, K)
+        logits = (logits - rates * grad @ kernel).clamp(-1e4, 1e4)
         probs.append(torch.softmax(logits, -1))
         grad_norms.append(grad.norm(dim=-1))
-    probs, grad_norms = torch.stack(probs, 1), torch.stack(grad_norms, 1)
-    kl = kl_divergence(view.q.expand_as(probs), probs.clamp_min(1e-300))
+    return torch.stack(probs, 2), torch.stack(grad_norms, 2)
+
+
+def descend_groups(
+    p_old,
+    scores,
+    methods=DESCENT_METHODS,
+    lr: float = 1.0,
+    epochs: int = 20,
+    eta: float = 1.0,
+    features=None,
+) -> dict[str, Trajectory]:
+    """:func:`descend_group` for several methods at once (one row of logits each).
+
+    Steps use :func:`group_gradient`'s closed forms, which keeps a 50-epoch
+    redraw of the overshoot explorer well inside a slider move's budget.
+
+    ``features`` (K, d), when given, makes the candidates share parameters the
+    way a network's outputs do: logits ``z = log p_old + Phi theta``, descent on
+    ``theta`` from 0. ``None`` means free logits (``Phi = I``).
+    """
+    _check_descent(methods, (lr,), epochs)
+    view = group_view(p_old, scores, eta)
+    kernel = _feature_kernel(features, view.p_old.numel())
+    advantages = grpo_advantages(_as_probs("scores", scores))
+    probs, grad_norms = _descend(view, advantages, methods, (lr,), epochs, kernel)
+    kl = kl_divergence(view.q.expand_as(probs[0]), probs[0].clamp_min(1e-300))
     return {
-        m: Trajectory(method=m, probs=probs[i], kl_to_target=kl[i], grad_norm=grad_norms[i])
+        m: Trajectory(method=m, probs=probs[0, i], kl_to_target=kl[i], grad_norm=grad_norms[0, i])
         for i, m in enumerate(methods)
     }
+
+
+def pg_endpoint(p_old, scores, lr: float, epochs: int, features=None) -> torch.Tensor:
+    """Where E steps of PG land, in closed form: ``softmax(log p_old + (lr E / K) Phi Phi^T A)``.
+
+    Derivation: PG's logit gradient is ``-(A - p sum_i A_i) / K``, and z-scored
+    advantages sum to 0, so it is ``-A / K`` at every step, wherever the
+    policy is. E steps of size ``lr`` add the same vector E times. With free
+    logits (``Phi = I``) the endpoint is therefore TPO's target at temperature
+    ``eta_PG = K / (lr E)``: PG walks along the family of targets and stops
+    wherever ``lr x E`` runs out; it lands on ``q`` only when ``lr E = K / eta``.
+    """
+    _check_descent(("pg",), (lr,), epochs)
+    p = _old_probs(p_old)
+    advantages = grpo_advantages(_as_probs("scores", scores))
+    kernel = _feature_kernel(features, p.numel())
+    return torch.softmax(p.log() + lr * epochs / p.numel() * advantages @ kernel, -1)
+
+
+@dataclass(frozen=True)
+class EndpointMap:
+    """``kl[method]`` (L, E): ``KL(q || p)`` after ``epochs[j]`` steps at rate ``lrs[i]``."""
+
+    lrs: list[float]
+    epochs: list[int]
+    kl: dict[str, torch.Tensor]
+
+
+def endpoint_map(
+    p_old, scores, lrs, epochs, methods=DESCENT_METHODS, eta: float = 1.0, features=None
+) -> EndpointMap:
+    """Distance to the target over a grid of learning rates and epoch counts, per method.
+
+    One descent per learning rate to the largest epoch count, read off at
+    each count. PG's zero is the line ``lr E = K / eta`` (see
+    :func:`pg_endpoint`); TPO's is every cell with enough ``lr E`` to arrive.
+    """
+    lrs, epochs = [float(x) for x in lrs], [int(e) for e in epochs]
+    if not lrs or not epochs or min(epochs) < 1:
+        raise ValueError("lrs and epochs must be non-empty, with epochs >= 1")
+    _check_descent(methods, lrs, max(epochs))
+    view = group_view(p_old, scores, eta)
+    kernel = _feature_kernel(features, view.p_old.numel())
+    advantages = grpo_advantages(_as_probs("scores", scores))
+    probs, _ = _descend(view, advantages, methods, lrs, max(epochs), kernel)
+    probs = probs[:, :, epochs]  # (L, M, len(epochs), K)
+    kl = kl_divergence(view.q.expand_as(probs), probs.clamp_min(1e-300))  # (L, M, len(epochs))
+    return EndpointMap(lrs=lrs, epochs=epochs, kl={m: kl[:, i] for i, m in enumerate(methods)})
+
+
+@dataclass(frozen=True)
+class GroupPanel:
+    """Many random groups, each with its own features, trained for the same epochs.
+
+    Group ``g`` is ``(p_old[g], scores[g])`` with features ``features[g]``
+    (K, d); ``kl[method]`` is (G, L): ``KL(q_g || p_g)`` at the end, per group
+    and learning rate ``lrs[i]``. :meth:`best_lr` is each group's own best.
+    """
+
+    lrs: list[float]
+    epochs: int
+    p_old: torch.Tensor  # (G, K)
+    scores: torch.Tensor  # (G, K)
+    features: torch.Tensor  # (G, K, d)
+    kl: dict[str, torch.Tensor]
+
+    def best_lr(self, method: str) -> list[float]:
+        """The learning rate (from ``lrs``) with the smallest final KL, group by group."""
+        return [self.lrs[i] for i in self.kl[method].argmin(-1).tolist()]
+
+
+def group_panel(
+    groups: int = 20,
+    k: int = 5,
+    lrs=None,
+    epochs: int = 100,
+    methods=("pg", "tpo"),
+    feature_dim: int = 8,
+    eta: float = 1.0,
+    seed: int = 0,
+) -> GroupPanel:
+    """Train ``groups`` random groups (:func:`random_group` seeds ``seed, seed + 1, ...``).
+
+    Each group's candidates share ``feature_dim`` parameters through random
+    features ``Phi_g ~ N(0, 1 / d)``, as a network's outputs share weights:
+    then PG's endpoint ``Phi Phi^T A`` depends on the group, so does its best
+    learning rate, while TPO's fixed point ``Phi^T (p - q) = 0`` is ``p = q``
+    whenever ``Phi_g`` has rank K.
+    """
+    if not (isinstance(groups, int) and groups >= 1):
+        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    if not (isinstance(feature_dim, int) and feature_dim >= k):
+        raise ValueError(f"feature_dim must be an integer >= k = {k}, got {feature_dim!r}")
+    lrs = [float(x) for x in (lrs if lrs is not None else torch.logspace(-2, 0.5, 26).tolist())]
+    _check_descent(methods, lrs, epochs)
+    draws = torch.Generator().manual_seed(seed)
+    features = torch.randn(groups, k, feature_dim, generator=draws, dtype=torch.float64)
+    features = features / feature_dim**0.5
+    drawn = [random_group(k, seed + g) for g in range(groups)]
+    p_old = torch.stack([p for p, _ in drawn])  # (G, K)
+    scores = torch.stack([s for _, s in drawn])  # (G, K)
+    rows = []
+    for g in range(groups):
+        view = group_view(p_old[g], scores[g], eta)
+        kernel = _feature_kernel(features[g], k)
+        probs, _ = _descend(view, grpo_advantages(scores[g]), methods, lrs, epochs, kernel)
+        end = probs[:, :, -1]  # (L, M, K)
+        rows.append(kl_divergence(view.q.expand_as(end), end.clamp_min(1e-300)))  # (L, M)
+    kl = torch.stack(rows)  # (G, L, M)
+    return GroupPanel(
+        lrs=lrs, epochs=epochs, p_old=p_old, scores=scores, features=features,
+        kl={m: kl[:, :, i] for i, m in enumerate(methods)},
+    )  # fmt: skip
 
 
 def random_group(k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

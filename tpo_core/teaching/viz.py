@@ -13,7 +13,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tpo_core.bandits.tabular import beta_coefficient, step_budget
-from tpo_core.group import GroupView, Trajectory
+from tpo_core.group import (
+    DESCENT_METHODS,
+    EndpointMap,
+    GroupPanel,
+    GroupView,
+    Trajectory,
+    descend_groups,
+    group_view,
+)
 
 COLORS = {
     "p_old": "#9aa5b1",
@@ -174,6 +182,171 @@ def overshoot_figure(trajectories: list[Trajectory], view: GroupView) -> go.Figu
     fig.update_yaxes(range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_layout(height=380, legend=dict(orientation="h", y=-0.2), **LAYOUT)
+    return fig
+
+
+CLIP_EPS = 0.2
+"""The clipped surrogate's trust region, ``|p_i / p_old_i - 1| <= 0.2``, as in PPO and GRPO."""
+
+
+def _ternary(probs) -> dict:
+    """Rows of (K = 3) probabilities as plotly's ternary coordinates ``a, b, c``."""
+    rows = [r.tolist() if hasattr(r, "tolist") else list(r) for r in probs]
+    return dict(a=[r[0] for r in rows], b=[r[1] for r in rows], c=[r[2] for r in rows])
+
+
+def target_family(view: GroupView, points: int = 60) -> list[list[float]]:
+    """The targets ``softmax(log p_old + t u)``, ``t = 1 / eta`` from 0 to 20: the road PG walks."""
+    log_p_old = view.p_old.log()
+    ts = [20.0 * (i / (points - 1)) ** 2 for i in range(points)]
+    return [(log_p_old + t * view.u).softmax(-1).tolist() for t in ts]
+
+
+def ratio_box(view: GroupView, eps: float = CLIP_EPS) -> dict:
+    """The lines ``p_i = (1 +- eps) p_old_i`` across the triangle, as None-separated segments."""
+    points = []
+    for i in range(3):
+        j, k = [x for x in range(3) if x != i]
+        for bound in ((1 - eps) * float(view.p_old[i]), (1 + eps) * float(view.p_old[i])):
+            if bound < 1:
+                for other in (j, k):
+                    end = [0.0, 0.0, 0.0]
+                    end[i], end[other] = bound, 1 - bound
+                    points.append(end)
+                points.append([None, None, None])
+    return _ternary(points)
+
+
+SIMPLEX_PATHS = list(range(4, 4 + 2 * len(DESCENT_METHODS)))
+"""Indices of :func:`simplex_figure`'s moving traces: each method's path, then its end point."""
+
+
+def simplex_paths(run: dict[str, Trajectory]) -> list[dict]:
+    """Ternary data of the traces :data:`SIMPLEX_PATHS` for one descent of every method."""
+    return [_ternary(probs) for m in DESCENT_METHODS for probs in (run[m].probs, run[m].probs[-1:])]
+
+
+def simplex_figure(p_old, scores, lrs, epochs: int, eta: float = 1.0, start: int = 0) -> go.Figure:
+    """K = 3 on the probability triangle: where each method's E epochs go, one slider step per lr.
+
+    Traces, in order: the target family (PG's road), the clipped surrogate's
+    ratio box, ``p_old``, ``q``, then per method of :data:`DESCENT_METHODS` its
+    path (E + 1 points) and its end point (:data:`SIMPLEX_PATHS`). The slider
+    restyles those from precomputed descents, so it needs no kernel; it starts
+    at ``lrs[start]``.
+    """
+    view = group_view(p_old, scores, eta)
+    if view.p_old.numel() != 3:
+        raise ValueError(f"the simplex figure needs K = 3 candidates, got {view.p_old.numel()}")
+    paths = [
+        simplex_paths(descend_groups(p_old, scores, lr=lr, epochs=epochs, eta=eta)) for lr in lrs
+    ]
+    labels = candidate_labels(3)
+    fig = go.Figure()
+    fig.add_scatterternary(
+        **_ternary(target_family(view)), mode="lines", name="targets q for every η (PG's road)",
+        line=dict(color="#bbbbbb", dash="dot"), hoverinfo="skip",
+    )  # fmt: skip
+    fig.add_scatterternary(
+        **ratio_box(view), mode="lines", name=f"ratio box ±{CLIP_EPS:g}",
+        line=dict(color=COLORS["clipped"], width=1, dash="dash"), hoverinfo="skip",
+    )  # fmt: skip
+    fig.add_scatterternary(
+        **_ternary([view.p_old]), mode="markers", name="p_old (start)",
+        marker=dict(color=COLORS["p_old"], size=12, symbol="circle"),
+    )  # fmt: skip
+    fig.add_scatterternary(
+        **_ternary([view.q]), mode="markers", name=f"q (TPO's destination, η = {eta:g})",
+        marker=dict(color=COLORS["q"], size=18, symbol="star", line=dict(color="black", width=1)),
+    )  # fmt: skip
+    for m, path, end in zip(DESCENT_METHODS, paths[start][::2], paths[start][1::2], strict=True):
+        fig.add_scatterternary(
+            **path, mode="lines+markers", name=METHOD_LABELS[m], legendgroup=m,
+            line=dict(color=COLORS[m], width=2), marker=dict(size=4, color=COLORS[m]),
+        )  # fmt: skip
+        fig.add_scatterternary(
+            **end, mode="markers", showlegend=False, legendgroup=m,
+            name=f"{METHOD_LABELS[m]} at the end",
+            marker=dict(size=11, color=COLORS[m], symbol="x"),
+        )  # fmt: skip
+    steps = [
+        dict(
+            method="restyle", label=f"{lr:.3g}",
+            args=[{key: [d[key] for d in data] for key in "abc"}, SIMPLEX_PATHS],
+        )
+        for lr, data in zip(lrs, paths, strict=True)
+    ]  # fmt: skip
+    fig.update_layout(
+        title=f"PG has a direction, TPO has a destination: {epochs} epochs on one group",
+        ternary=dict(sum=1, aaxis_title=labels[0], baxis_title=labels[1], caxis_title=labels[2]),
+        sliders=[dict(active=start, currentvalue=dict(prefix="learning rate = "), steps=steps)],
+        height=560, legend=dict(x=0.75, y=1.0), template="plotly_white",
+        margin=dict(l=40, r=40, t=70, b=40),
+    )  # fmt: skip
+    return fig
+
+
+def endpoint_figure(emap: EndpointMap, k: int, eta: float = 1.0) -> go.Figure:
+    """One heatmap per method: log10 KL(q ‖ p_final) over learning rate × epochs.
+
+    The dashed line is ``lr E = K / eta``, where PG's closed-form endpoint is
+    exactly ``q`` (:func:`tpo_core.group.pg_endpoint`).
+    """
+    methods = list(emap.kl)
+    fig = make_subplots(
+        rows=1, cols=len(methods), shared_yaxes=True, horizontal_spacing=0.04,
+        subplot_titles=[METHOD_LABELS[m] for m in methods],
+    )  # fmt: skip
+    for col, m in enumerate(methods, start=1):
+        z = emap.kl[m].clamp_min(KL_FLOOR).log10().tolist()
+        fig.add_heatmap(
+            x=emap.epochs, y=emap.lrs, z=z, coloraxis="coloraxis", name=m,
+            hovertemplate="epochs %{x}, lr %{y:.3g}: log10 KL = %{z:.2f}<extra></extra>",
+            row=1, col=col,
+        )  # fmt: skip
+        band = [e for e in emap.epochs if min(emap.lrs) <= k / eta / e <= max(emap.lrs)]
+        fig.add_scatter(
+            x=band, y=[k / eta / e for e in band], mode="lines", name="lr × E = K / η",
+            line=dict(color="white", dash="dash"), showlegend=False, row=1, col=col,
+        )  # fmt: skip
+    fig.update_xaxes(type="log", title_text="epochs on the batch")
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="learning rate", col=1)
+    fig.update_layout(
+        title="KL(q ‖ p) after E epochs at learning rate lr: dark is on target, "
+        "dashed is lr × E = K / η",
+        coloraxis=dict(colorscale="Viridis", cmin=-6, cmax=1, colorbar=dict(title="log10 KL")),
+        height=420, **LAYOUT,
+    )  # fmt: skip
+    return fig
+
+
+def panel_figure(panel: GroupPanel) -> go.Figure:
+    """KL(q ‖ p_final) against learning rate, one thin line per group and method.
+
+    Markers show each group's own best PG learning rate: they scatter, while
+    TPO's lines all fall to the floor together.
+    """
+    fig = go.Figure()
+    for m, kl in panel.kl.items():
+        for g, row in enumerate(kl.clamp_min(KL_FLOOR).tolist()):
+            fig.add_scatter(
+                x=panel.lrs, y=row, mode="lines", legendgroup=m, showlegend=g == 0,
+                name=METHOD_LABELS[m], line=dict(color=COLORS[m], width=1), opacity=0.6,
+            )  # fmt: skip
+    best = panel.kl["pg"].argmin(-1).tolist()
+    fig.add_scatter(
+        x=[panel.lrs[i] for i in best],
+        y=[float(panel.kl["pg"][g, i].clamp_min(KL_FLOOR)) for g, i in enumerate(best)],
+        mode="markers", name="each group's best PG lr",
+        marker=dict(color=COLORS["pg"], size=9, symbol="diamond", line_color="black"),
+    )  # fmt: skip
+    groups = panel.kl["pg"].shape[0]
+    fig.update_layout(
+        title=f"{groups} groups, {panel.epochs} epochs each: where does each learning rate land?",
+        xaxis=dict(type="log", title="learning rate"),
+        yaxis=dict(type="log", title="KL(q ‖ p_final)"), height=420, **LAYOUT,
+    )  # fmt: skip
     return fig
 
 

@@ -219,6 +219,44 @@ class OvershootExplorer(_Explorer):
         )
 
 
+class SimplexExplorer(_Explorer):
+    """Notebook 01's signature figure, live: K = 3 paths on the probability triangle.
+
+    Move ``lr_slider`` and ``epochs_slider``: PG walks along the road of
+    targets and past ``q`` (its end is set by ``lr x epochs``), the clipped
+    surrogate stops at its ratio box, and TPO stops on the star.
+    """
+
+    def __init__(self, p_old, scores, lr: float = 0.5, epochs: int = 30, eta: float = 1.0):
+        self.p_old, self.scores, self.eta = p_old, scores, eta
+        self.lr_slider = _log_slider("lr", lr, (0.01, 3.0))
+        self.epochs_slider = w.IntSlider(value=epochs, min=1, max=200, description="epochs")
+        self.readout = w.HTML()
+        figure = viz.simplex_figure(p_old, scores, [lr], epochs, eta)
+        figure.layout.sliders = []
+        self.figure = go.FigureWidget(figure)
+        self.widget = w.VBox(
+            [w.HBox([self.lr_slider, self.epochs_slider]), self.figure, self.readout]
+        )
+        self._observe(self.lr_slider, self.epochs_slider)
+        self._update()
+
+    def _update(self, change=None) -> None:
+        lr, epochs = self.lr_slider.value, self.epochs_slider.value
+        run = descend_groups(self.p_old, self.scores, lr=lr, epochs=epochs, eta=self.eta)
+        with self.figure.batch_update():
+            for index, data in zip(viz.SIMPLEX_PATHS, viz.simplex_paths(run), strict=True):
+                self.figure.data[index].update(**data)
+            self.figure.layout.title.text = (
+                f"{epochs} epochs at lr = {lr:.3g}: lr × epochs = {lr * epochs:.3g} "
+                f"(PG lands on q when it is K / η = {3 / self.eta:.3g})"
+            )
+        ends = " · ".join(
+            f"{viz.METHOD_LABELS[m]}: {float(t.kl_to_target[-1]):.2e}" for m, t in run.items()
+        )
+        self.readout.value = f"KL(q ‖ p) at the end: {ends}"
+
+
 class BetaExplorer(_Explorer):
     """How each method weighs a context by how well it is already solved.
 
