@@ -350,6 +350,43 @@ def panel_figure(panel: GroupPanel) -> go.Figure:
     return fig
 
 
+def replay_figure(replays: dict, title: str = "") -> go.Figure:
+    """Epochs on one frozen batch (:func:`tpo_core.tokens.replay.replay`), one line per method.
+
+    Panels: ``KL(q ‖ p)`` over informative groups; the policy's mass on the
+    best-scored candidates against the target's (dashed); and the drift
+    ``KL(p_0 ‖ p)`` of zero-variance groups, drawn when the batch has any.
+    """
+    flat = any(r.flat_groups for r in replays.values())
+    titles = ["KL(q ‖ p): distance to the target", "mass on the best candidates"]
+    fig = make_subplots(
+        rows=1, cols=3 if flat else 2, horizontal_spacing=0.08,
+        subplot_titles=titles + ["drift of all-equal groups, KL(p₀ ‖ p)"] * flat,
+    )  # fmt: skip
+    for name, r in replays.items():
+        style = dict(mode="lines", line_color=COLORS.get(r.algo, "#333333"), legendgroup=name)
+        epochs = list(range(len(r.kl_to_target)))
+        kl = [max(v, KL_FLOOR) for v in r.kl_to_target]
+        fig.add_scatter(x=epochs, y=kl, name=name, row=1, col=1, **style)
+        fig.add_scatter(x=epochs, y=r.success_mass, name=name, showlegend=False, row=1, col=2,
+                        **style)  # fmt: skip
+        if flat:
+            drift = [max(v, KL_FLOOR) for v in r.flat_drift]
+            fig.add_scatter(x=epochs, y=drift, name=name, showlegend=False, row=1, col=3, **style)
+    target = next(iter(replays.values()))
+    fig.add_scatter(
+        x=[0, len(target.kl_to_target) - 1], y=[target.target_success_mass] * 2, mode="lines",
+        name="target q", line=dict(color=COLORS["target"], dash="dash"), row=1, col=2,
+    )  # fmt: skip
+    fig.update_xaxes(title_text="epochs on the frozen batch")
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    if flat:
+        fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_layout(title=title, height=380, legend=dict(orientation="h", y=-0.25), **LAYOUT)
+    return fig
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
