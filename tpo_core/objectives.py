@@ -19,6 +19,7 @@ average over the unmasked entries.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -462,7 +463,55 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
     return -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1)
 
 
+@dataclass(frozen=True)
+class Replay:
+    """Where one batch's groups went while a method refitted it, per epoch ``e = 0..E``.
+
+    * ``kl_to_target``: ``KL(q || p_e)``, mean over informative groups (scores not all equal);
+    * ``success_mass``: ``p_e``'s mass on the best-scored candidates, informative groups;
+    * ``flat_drift``: ``KL(p_0 || p_e)``, mean over zero-variance groups, where TPO's
+      target is ``p_0`` itself (NaN when there are none).
+
+    ``target_success_mass`` is ``q``'s mass on the best-scored candidates.
+    """
+
+    algo: str
+    kl_to_target: list[float]
+    success_mass: list[float]
+    flat_drift: list[float]
+    target_success_mass: float
+    informative_groups: int
+    flat_groups: int
+
+
+def replay_record(algo: str, old_log_probs, scores, log_probs_by_epoch, eta: float = 1.0) -> Replay:
+    """Build a :class:`Replay` from the snapshot's candidate log-probs and scores (..., K) and
+    the candidates' log-probs after each epoch (a list of (..., K), the snapshot's first).
+
+    Each group's policy is ``p = softmax(l)``; its target is ``q = tpo_target(l_old, s, eta)``.
+    """
+    q = tpo_target(old_log_probs, scores, eta)  # (..., K)
+    p_0 = torch.softmax(old_log_probs.to(q.dtype), -1)
+    informative = scores.amax(-1) > scores.amin(-1)  # (...,)
+    best = (scores == scores.amax(-1, keepdim=True)).to(q.dtype)  # (..., K)
+
+    def mean(values):
+        return float(values.mean()) if values.numel() else math.nan
+
+    policies = [torch.softmax(lp.to(q.dtype), -1) for lp in log_probs_by_epoch]
+    return Replay(
+        algo=algo,
+        kl_to_target=[mean(kl_divergence(q, p)[informative]) for p in policies],
+        success_mass=[mean((p * best).sum(-1)[informative]) for p in policies],
+        flat_drift=[mean(kl_divergence(p_0, p)[~informative]) for p in policies],
+        target_success_mass=mean((q * best).sum(-1)[informative]),
+        informative_groups=int(informative.sum()),
+        flat_groups=int((~informative).sum()),
+    )
+
+
 __all__ = [
+    "Replay",
     "ZERO_STD",
     "check_eta",
     "dg_loss",
@@ -476,6 +525,7 @@ __all__ = [
     "masked_mean",
     "pg_loss",
     "ppo_loss",
+    "replay_record",
     "sequence_log_probs",
     "standardize_scores",
     "tpo_loss",

@@ -51,4 +51,22 @@ def bootstrap_interval(
     return lo, hi
 
 
-__all__ = ["bootstrap_interval", "mean_and_se"]
+def seeds_to_separate(a, b, z: float = 1.96) -> float:
+    """Seeds per method at which the gap between two means would reach ``z`` standard errors.
+
+    With sample variances ``s_a^2, s_b^2`` (one value per seed) and gap
+    ``d = mean(a) - mean(b)``, the standard error of ``d`` at ``n`` seeds each is
+    ``sqrt((s_a^2 + s_b^2) / n)``; solving ``|d| = z`` times that gives
+    ``n = z^2 (s_a^2 + s_b^2) / d^2``. Infinite when the means are equal.
+    """
+    x = torch.as_tensor(a, dtype=torch.float64).flatten()
+    y = torch.as_tensor(b, dtype=torch.float64).flatten()
+    if x.numel() < 2 or y.numel() < 2:
+        raise ValueError("seeds_to_separate needs at least two seeds of each method")
+    gap = float(x.mean() - y.mean())
+    if gap == 0:
+        return math.inf
+    return z**2 * float(x.var() + y.var()) / gap**2
+
+
+__all__ = ["bootstrap_interval", "mean_and_se", "seeds_to_separate"]

@@ -35,7 +35,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,10 +43,12 @@ from tqdm.auto import tqdm
 
 from tpo_core.llm.verifiers import LLM_TASKS, Problem, held_out_problems, problem_stream, reward
 from tpo_core.objectives import (
+    Replay,
     grpo_advantages,
     grpo_loss,
     kl_k3,
     masked_mean,
+    replay_record,
     sequence_log_probs,
     standardize_scores,
     tpo_loss,
@@ -643,6 +645,44 @@ def group_table(rollout: Rollout, group: int, eta: float = 1.0) -> dict:
         q=tpo_target(seq_old, r, eta).tolist(),
         advantages=grpo_advantages(r).tolist(),
     )
+
+
+def refit_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs: int) -> Replay:
+    """Fit one prompt's group for ``epochs`` epochs of ``config.loss`` and watch its policy.
+
+    A copy of ``model`` takes AdamW steps at ``config.lr`` on that group alone
+    (no KL term), and after each epoch the completions' sequence log-probs
+    give the group policy ``p = softmax(log pi(y|x))``, measured against TPO's
+    target (:class:`tpo_core.objectives.Replay`). ``model`` is left untouched.
+    """
+    if rollout.old_log_probs is None:
+        raise ValueError(
+            "the rollout has no snapshot log-probs; compute them with snapshot_log_probs"
+        )
+    if not 0 <= group < len(rollout.problems):
+        raise ValueError(f"group must be in [0, {len(rollout.problems)}), got {group}")
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    trained = copy.deepcopy(model)
+    params = [p for p in trained.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    no_kl = replace(config, beta=0.0)
+    rows = rollout.rows(slice(group, group + 1))
+    old, mask = rollout.old_log_probs[rows], rollout.completion_mask[rows]  # (K, T)
+    rewards = rollout.rewards[group : group + 1].to(old.device)  # (1, K)
+    history = [sequence_log_probs(old, mask).view(1, -1)]
+    for _ in range(epochs):
+        trained.train()
+        optimizer.zero_grad(set_to_none=True)
+        new = token_log_probs(trained, rollout, rows, config.temperature)
+        rlvr_loss(no_kl, new, old, rewards, mask).backward()
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        trained.eval()
+        with torch.no_grad():
+            new = token_log_probs(trained, rollout, rows, config.temperature)
+        history.append(sequence_log_probs(new, mask).view(1, -1))
+    return replay_record(config.loss, history[0], rewards, history, config.eta)
 
 
 def snapshot_log_probs(model, rollout: Rollout, config: RLVRConfig) -> Rollout:
