@@ -258,7 +258,7 @@ def sampling_config(model, tokenizer, config: RLVRConfig):
     return GenerationConfig(
         do_sample=True, num_beams=1, temperature=config.temperature, top_k=0, top_p=1.0,
         min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0,
-        encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0, min_new_tokens=0,
+        encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
         renormalize_logits=False, suppress_tokens=[], begin_suppress_tokens=[],
         max_new_tokens=config.max_new_tokens, num_return_sequences=config.k,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=end_token_ids(model, tokenizer),

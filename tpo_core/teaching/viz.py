@@ -636,11 +636,12 @@ def rlvr_figure(names, histories: dict | None = None, title: str = "") -> go.Fig
                         horizontal_spacing=0.05)  # fmt: skip
     for col, metric in enumerate(RLVR_PANELS, start=1):
         for name in names:
-            method = name.split(" ")[0]
+            method, _, variant = name.partition(" ")  # e.g. "tpo 4 epochs": dashed
             h = (histories or {}).get(name, {}).get(metric, [])
+            label = " ".join([METHOD_LABELS.get(method, method)] + [variant] * bool(variant))
             fig.add_scatter(x=list(range(1, len(h) + 1)), y=list(h), mode="lines",
-                            name=METHOD_LABELS.get(method, name), legendgroup=name,
-                            showlegend=col == 1, line=dict(color=COLORS.get(method)),
+                            name=label, legendgroup=name, showlegend=col == 1,
+                            line=dict(color=COLORS.get(method), dash="dash" if variant else None),
                             row=1, col=col)  # fmt: skip
     fig.update_xaxes(title_text="step")
     fig.update_layout(title=title, height=330, **LAYOUT)
