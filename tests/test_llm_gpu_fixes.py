@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+import tpo_core as tc
 from tpo_core import llm
 from tpo_core.llm import RLVRConfig
 from tpo_core.llm.verifiers import sum_problem
@@ -262,3 +263,24 @@ def test_generating_with_the_lora_merged_samples_the_same_policy(tiny_model):
         )
     assert torch.equal(results[0][0], results[1][0])  # float32: the same samples
     torch.testing.assert_close(results[0][1], results[1][1])  # and the adapter back in place
+
+
+def test_clipped_fraction_counts_the_tokens_whose_clip_is_active():
+    old = torch.zeros(2, 3)
+    new = torch.log(torch.tensor([[1.3, 1.1, 0.7], [0.7, 1.3, 1.0]]))
+    advantages = torch.tensor([[1.0], [-1.0]])  # one per completion, on every token
+    # active: 1.3 with A > 0, and 0.7 with A < 0; 0.7 with A > 0 and 1.3 with A < 0 are not
+    assert float(tc.clipped_fraction(new, old, advantages)) == pytest.approx(2 / 6)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert float(tc.clipped_fraction(new, old, advantages, mask=mask)) == pytest.approx(2 / 3)
+
+
+def test_history_has_the_clipped_share_of_grpo_tokens(tiny_model):
+    one = llm.rlvr_train(config_for(tiny_model, loss="grpo_per_token"), progress=False)
+    assert one.history["clipped"] == [0.0]  # a single epoch: every ratio is 1
+    many = llm.rlvr_train(
+        config_for(tiny_model, loss="grpo_per_token", epochs=6, lr=0.05), progress=False
+    )
+    assert 0 < many.history["clipped"][0] < 1
+    tpo = llm.rlvr_train(config_for(tiny_model), progress=False)
+    assert math.isnan(tpo.history["clipped"][0])  # TPO has no clip

@@ -331,6 +331,24 @@ def _clipped_surrogate(l, l_old, a, clip_eps):
     return torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
 
 
+def clipped_fraction(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float = 0.2,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Share of samples (or tokens) whose clip is active: ``rho > 1 + eps`` with ``A > 0``, or
+    ``rho < 1 - eps`` with ``A < 0``. There the clipped surrogate gives no gradient."""
+    l, a = _check_per_sample(log_probs, advantages, mask, ("old_log_probs", old_log_probs))
+    clip_eps = _check_clip(clip_eps)
+    log_ratio = l.detach() - _float32_or_wider(old_log_probs.detach())
+    active = ((a > 0) & (log_ratio > math.log1p(clip_eps))) | (
+        (a < 0) & (log_ratio < math.log1p(-clip_eps))
+    )
+    return masked_mean(active.to(l.dtype), mask)
+
+
 def _check_clip(clip_eps) -> float:
     clip_eps = float(clip_eps)
     if not (0 < clip_eps < 1):
@@ -514,6 +532,7 @@ __all__ = [
     "Replay",
     "ZERO_STD",
     "check_eta",
+    "clipped_fraction",
     "dg_loss",
     "entropy",
     "group_pg_loss",

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from tpo_core.llm.verifiers import LLM_TASKS, Problem, held_out_problems, problem_stream, reward
 from tpo_core.objectives import (
     Replay,
+    clipped_fraction,
     grpo_advantages,
     grpo_loss,
     kl_k3,
@@ -430,8 +431,8 @@ class RLVRResult:
 
 
 METRICS = ("reward", "pass_at_k", "zero_variance", "truncated", "completion_length",
-           "grad_norm", "skipped", "kl", "seconds", "generate_seconds", "completion_tokens",
-           "tokens_per_second", "peak_gpu_gb")  # fmt: skip
+           "grad_norm", "skipped", "clipped", "kl", "seconds", "generate_seconds",
+           "completion_tokens", "tokens_per_second", "peak_gpu_gb")  # fmt: skip
 
 
 def rollout_metrics(rollout: Rollout) -> dict[str, float]:
@@ -569,7 +570,7 @@ def rlvr_train(
             with _ref_context(ref, config):
                 rollout.ref_log_probs = _snapshot_log_probs(ref, rollout, config)
         model.train()
-        kl_sum, kl_tokens, skipped = 0.0, 0, 0
+        kl_sum, kl_tokens, skipped, clipped = 0.0, 0, 0, 0.0
         total_tokens = int(rollout.completion_mask.sum())
         for epoch in range(config.epochs):
             optimizer.zero_grad(set_to_none=True)
@@ -583,6 +584,10 @@ def rlvr_train(
                 loss = rlvr_loss(config, new, old, rewards, mask, ref_rows,
                                  total_groups=len(problems), total_tokens=total_tokens)  # fmt: skip
                 scaler.scale(loss).backward()
+                if config.loss == "grpo_per_token":  # tokens whose clip is active
+                    advantages = grpo_advantages(rewards).view(-1, 1)
+                    share = clipped_fraction(new, old, advantages, config.clip_eps, mask)
+                    clipped += float(share) * int(mask.sum()) / (total_tokens * config.epochs)
                 if ref_rows is not None and epoch == 0:  # KL of the rollout, over every token
                     kl_sum += kl_k3(new.detach(), ref_rows)[mask].sum().item()
                     kl_tokens += int(mask.sum())
@@ -598,6 +603,7 @@ def rlvr_train(
         metrics = rollout_metrics(rollout) | dict(
             grad_norm=grad_norm,
             skipped=skipped,
+            clipped=clipped if config.loss == "grpo_per_token" else math.nan,
             kl=kl_sum / kl_tokens if kl_tokens else math.nan,
             seconds=seconds,
             generate_seconds=generated - start,
