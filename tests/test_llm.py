@@ -363,3 +363,37 @@ def test_refit_group_walks_tpo_to_its_target_and_leaves_the_model_alone(tiny_mod
     assert fit.kl_to_target[-1] < 0.05 * fit.kl_to_target[0]
     with pytest.raises(ValueError, match="group must be"):
         llm.refit_group(result.model, rollout, 9, cfg, epochs=2)
+
+
+def test_trl_loss_on_a_vllm_batch_uses_the_trainers_snapshot_and_no_sampling_ratio(
+    tiny_model, tmp_path
+):
+    """The batch TRL builds with ``use_vllm=True`` (vLLM itself needs a GPU): the trainer's own
+    snapshot ``old_per_token_logps``, vLLM's ``sampling_per_token_logps`` and their per-token
+    ratio. TPO's target is built from the trainer's snapshot; the ratio must not enter."""
+    trainer = trl_trainer(tiny_model, tmp_path)
+    model, tok, k = trainer.model, trainer.processing_class, 4
+    enc = tok([p for p in ["2+5=", "3+3="] for _ in range(k)], return_tensors="pt", padding=True)
+    completion_ids = torch.tensor([[8, 1], [9, 1], [8, 1], [7, 1], [6, 1], [9, 1], [6, 1], [3, 1]])
+    completion_mask = torch.ones_like(completion_ids)
+    grouped = torch.tensor([[1.0, 0, 1, 0], [1.0, 0, 1, 0]])
+    ids = torch.cat([enc["input_ids"], completion_ids], 1)
+    attention = torch.cat([enc["attention_mask"], completion_mask], 1)
+    model.train()
+    token_lp, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, attention, 2)
+    g = torch.Generator().manual_seed(0)
+    old = token_lp.detach() + 0.3 * torch.randn(token_lp.shape, generator=g)  # a stale snapshot
+    sampler = old + 0.05 * torch.randn(old.shape, generator=g)  # vLLM's numerics
+    trainer.current_gradient_accumulation_steps = 1
+    losses = []
+    for scale in (1.0, 3.0):
+        inputs = dict(prompt_ids=enc["input_ids"], prompt_mask=enc["attention_mask"],
+                      completion_ids=completion_ids, completion_mask=completion_mask,
+                      advantages=(grouped - 0.5).flatten(), old_per_token_logps=old,
+                      sampling_per_token_logps=sampler,
+                      importance_sampling_ratio=scale * torch.exp(old - sampler))  # fmt: skip
+        losses.append(trainer._compute_loss(model, inputs))
+    seq_new, seq_old = token_lp.sum(-1).view(2, k), old.sum(-1).view(2, k)
+    expected = tc.tpo_loss(seq_new, tc.tpo_target(seq_old, grouped))
+    torch.testing.assert_close(losses[0], expected, atol=1e-5, rtol=1e-4)
+    assert torch.equal(losses[0], losses[1])  # the sampling ratio does not enter
