@@ -1,6 +1,7 @@
 """Every notebook starts with the same Colab bootstrap; its logic is tested by simulation."""
 
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -10,6 +11,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PYPROJECT = (ROOT / "pyproject.toml").read_text()
 
 
 def first_code_cell(path):
@@ -77,7 +79,5 @@ def test_readme_has_a_colab_badge_for_every_notebook(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_opens_with_its_own_colab_badge(path):
     first = "".join(json.loads(path.read_text())["cells"][0]["source"])
-    assert (
-        f"colab.research.google.com/github/tpo-notebooks/tpo-notebooks/blob/main/notebooks/{path.name}"
-        in first
-    )
+    address = re.search(r'Repository = "https://github.com/(.+)"', PYPROJECT).group(1)
+    assert f"colab.research.google.com/github/{address}/blob/main/notebooks/{path.name}" in first

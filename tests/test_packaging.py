@@ -89,3 +89,27 @@ def test_binder_environment_provides_every_notebook_import():
     for module in imports - {"google"}:  # google.colab exists only on Colab
         package = PROVIDED_BY.get(module, module.replace("_", "-"))
         assert package is None or package in names, f"notebooks import {module}; Binder lacks it"
+
+
+def test_jupyterlab_news_pop_up_is_off_in_this_environment_and_on_binder():
+    """The README's first command (and Binder's postBuild) install the settings override, and
+    JupyterLab reads it: no news pop-up over the figures of a projected classroom."""
+    import json
+    import sys
+
+    from jupyterlab_server.settings_utils import _get_overrides
+
+    shipped = ROOT / "binder" / "jupyterlab" / "overrides.json"
+    setup, _ = readme_commands()
+    assert "binder/jupyterlab/overrides.json" in setup
+    assert "binder/jupyterlab/overrides.json" in (ROOT / "binder" / "postBuild").read_text()
+    schema_file = Path(sys.prefix, "share/jupyter/lab/schemas/@jupyterlab/apputils-extension")
+    schema = json.loads((schema_file / "notification.json").read_text())["properties"]
+    notification = json.loads(shipped.read_text())["@jupyterlab/apputils-extension:notification"]
+    assert {"const": notification["fetchNews"], "title": "Never"} in schema["fetchNews"]["oneOf"]
+    assert (
+        notification["checkForUpdates"] is False and schema["checkForUpdates"]["type"] == "boolean"
+    )
+    overrides, error = _get_overrides(str(Path(sys.prefix, "share/jupyter/lab/settings")))
+    assert not error
+    assert overrides.get("@jupyterlab/apputils-extension:notification") == notification

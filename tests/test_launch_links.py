@@ -1,0 +1,63 @@
+"""Binder and Colab links, and Colab installs, all point at pyproject.toml's one repository."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / ".ci" / "set-repository"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def tool():
+    namespace: dict = {"__name__": "set_repository", "__file__": str(TOOL)}
+    exec(compile(TOOL.read_text(), str(TOOL), "exec"), namespace)
+    return namespace
+
+
+def test_every_launch_link_uses_the_one_address(tool):
+    address = tool["repository"]()
+    for path in tool["linked_files"]():
+        found = tool["addresses"](path.read_text(encoding="utf-8"))
+        assert found == {address}, f"{path.name} links to {found}"
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        text = notebook.read_text(encoding="utf-8")
+        assert (
+            f"colab.research.google.com/github/{address}/blob/main/notebooks/{notebook.name}"
+            in text
+        )
+        assert f"git+https://github.com/{address}" in text  # the Colab setup cell installs it
+    assert run("--check").returncode == 0
+
+
+def test_one_command_moves_every_link_and_back(tmp_path, tool):
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    shutil.copy(ROOT / "README.md", tmp_path)
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    before = {p: p.read_text(encoding="utf-8") for p in tool["linked_files"](tmp_path)}
+    old = tool["repository"](tmp_path)
+    assert run("alice/course", "--root", str(tmp_path)).returncode == 0
+    assert tool["repository"](tmp_path) == "alice/course"
+    for path in before:
+        text = path.read_text(encoding="utf-8")
+        assert tool["addresses"](text) == {"alice/course"} and old not in text
+    assert run("--check", "--root", str(tmp_path)).returncode == 0
+    assert run(old, "--root", str(tmp_path)).returncode == 0
+    assert all(p.read_text(encoding="utf-8") == text for p, text in before.items())
+
+
+def test_drift_is_reported_and_bad_names_refused(tmp_path, tool):
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "README.md").write_text("https://mybinder.org/v2/gh/someone/else/main\n")
+    checked = run("--check", "--root", str(tmp_path))
+    assert checked.returncode == 1 and "README.md" in checked.stdout
+    refused = run("not a name", "--root", str(tmp_path))
+    assert refused.returncode != 0 and "OWNER/NAME" in refused.stderr
