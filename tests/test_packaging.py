@@ -113,3 +113,15 @@ def test_jupyterlab_news_pop_up_is_off_in_this_environment_and_on_binder():
     overrides, error = _get_overrides(str(Path(sys.prefix, "share/jupyter/lab/settings")))
     assert not error
     assert overrides.get("@jupyterlab/apputils-extension:notification") == notification
+
+
+def test_readme_figures_exist_and_are_small():
+    """README's figures are the PNGs .ci/readme-figures writes: present, PNG, under 200 kB."""
+    text = (ROOT / "README.md").read_text()
+    shown = re.findall(r"!\[[^\]]+\]\((docs/figures/[\w-]+\.png)\)", text)
+    assert len(shown) >= 3
+    written = re.findall(r'^\s+"(\w+)": ', (ROOT / ".ci" / "readme-figures").read_text(), re.M)
+    assert sorted(f"docs/figures/{n}.png" for n in written) == sorted(shown)
+    for path in shown:
+        data = (ROOT / path).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000, path

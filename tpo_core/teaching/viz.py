@@ -355,9 +355,11 @@ def replay_figure(replays: dict, title: str = "") -> go.Figure:
 
     Panels: ``KL(q ‖ p)`` over informative groups; the policy's mass on the
     best-scored candidates against the target's (dashed); and the drift
-    ``KL(p_0 ‖ p)`` of zero-variance groups, drawn when the batch has any.
+    ``KL(p_0 ‖ p)`` of zero-variance groups, drawn when any of them moved.
     """
-    flat = any(r.flat_groups for r in replays.values())
+    # Zero-variance groups whose candidates all coincide keep p = p_0 trivially (token
+    # states of V = 2): their panel is drawn only when some group could and did move.
+    flat = any(d > KL_FLOOR for r in replays.values() for d in r.flat_drift if d == d)
     titles = ["KL(q ‖ p): distance to the target", "mass on the best candidates"]
     fig = make_subplots(
         rows=1, cols=3 if flat else 2, horizontal_spacing=0.08,
