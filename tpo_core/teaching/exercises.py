@@ -386,3 +386,226 @@ def _grade_all_right(answer):
     if a == "p_old":
         return True, "u = 0 for every completion, so q = p_old: a neutral group."
     return False, "z-score eight equal rewards: what is u, and what does q ∝ p_old e^u give?"
+
+
+# ---------------------------------------------------------------- implement it
+#
+# The answer is a function. The grader calls it on random inputs, compares it with the
+# library (values and, for losses, gradients through autograd), and when it differs, tries
+# the usual mistakes to name the one that was made.
+
+
+def _random_groups(seed: int, groups: int = 5, k: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    old = torch.log_softmax(torch.randn(groups, k, generator=g, dtype=torch.float64), -1)
+    scores = torch.randint(0, 4, (groups, k), generator=g).to(torch.float64)
+    scores[0] = 1.0  # one zero-variance group, always
+    return old, scores
+
+
+def _call(fn, *args) -> torch.Tensor:
+    if not callable(fn):
+        raise TypeError("pass your function itself (its name, without calling it)")
+    out = fn(*args)
+    if out is None:
+        raise ValueError("your function returned None: finish it with a return statement")
+    return torch.as_tensor(out, dtype=torch.float64)
+
+
+def _diagnose(got: torch.Tensor, mistakes: dict[str, torch.Tensor], default: str) -> str:
+    for why, value in mistakes.items():
+        if got.shape == value.shape and torch.allclose(got, value, atol=1e-6, rtol=1e-5):
+            return why
+    return default
+
+
+def _zscores(scores: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """A deliberately plain z-score, for naming mistakes (population std unless ``unbiased``)."""
+    centred = scores - scores.mean(-1, keepdim=True)
+    std = scores.std(-1, unbiased=unbiased, keepdim=True)
+    return torch.where(std > 1e-6, centred / std.clamp_min(1e-6), torch.zeros_like(centred))
+
+
+@exercise(
+    "01-my-tpo-target",
+    "Write my_tpo_target(old_log_probs, scores, eta) for a batch of groups, both (B, K): "
+    "z-score the scores within each group (population std; a group of equal scores gets u = 0) "
+    "and return q = softmax(log_softmax(old_log_probs) + u / eta) over the last dimension.",
+    "def my_tpo_target(old_log_probs, scores, eta=1.0):\n"
+    "    centred = scores - scores.mean(-1, keepdim=True)\n"
+    "    std = scores.std(-1, unbiased=False, keepdim=True)\n"
+    "    u = torch.where(std > 1e-6, centred / std.clamp_min(1e-6), torch.zeros_like(centred))\n"
+    "    return torch.softmax(torch.log_softmax(old_log_probs, -1) + u / eta, -1)",
+)
+def _grade_my_tpo_target(fn):
+    for seed, eta in ((0, 1.0), (1, 0.5), (2, 3.0)):
+        old, scores = _random_groups(seed)
+        got = _call(fn, old, scores, eta)
+        want = tpo_target(old, scores, eta)
+        if got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=1e-5):
+            continue
+        anchor = torch.log_softmax(old, -1)
+        mistakes = {
+            "you dropped the anchor: q must start from p_old (add log_softmax(old_log_probs))":
+                torch.softmax(_zscores(scores) / eta, -1),
+            "you tilted by the raw scores: z-score them within each group first":
+                torch.softmax(anchor + scores / eta, -1),
+            "you used the sample (Bessel-corrected) std; TPO's z-scores use the population std":
+                torch.softmax(anchor + _zscores(scores, unbiased=True) / eta, -1),
+            "you multiplied by eta; the tilt is u / eta":
+                torch.softmax(anchor + _zscores(scores) * eta, -1),
+            "q is not normalised: take the softmax over each group's K candidates":
+                old.exp() * torch.exp(_zscores(scores) / eta),
+        }  # fmt: skip
+        if torch.isnan(got).any():
+            return False, "NaN in q: a group of equal scores has std 0; give it u = 0"
+        return False, _diagnose(got, mistakes, f"q differs from tpo_target at eta = {eta}")
+    return (
+        True,
+        "equal to tpo_target on random groups, zero-variance groups and three temperatures.",
+    )
+
+
+def _loss_and_grad(fn, logits, *rest):
+    x = logits.clone().requires_grad_()
+    loss = _call(fn, x, *rest)
+    if loss.dim() != 0:
+        raise ValueError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
+    if not loss.requires_grad:
+        raise ValueError("the loss carries no gradient: do not detach the new log-probs")
+    (grad,) = torch.autograd.grad(loss, x)
+    return loss.detach(), grad
+
+
+@exercise(
+    "01-my-tpo-loss",
+    "Write my_tpo_loss(logits, q) for a batch of groups (B, K): the cross-entropy "
+    "-sum_k q_k log softmax(logits)_k, averaged over the groups. Its gradient must be (p - q) / B.",
+    "def my_tpo_loss(logits, q):\n    return -(q * torch.log_softmax(logits, -1)).sum(-1).mean()",
+)
+def _grade_my_tpo_loss(fn):
+    from tpo_core.objectives import tpo_loss
+
+    old, scores = _random_groups(3)
+    q = tpo_target(old, scores)
+    logits = old + torch.randn(
+        old.shape, generator=torch.Generator().manual_seed(4), dtype=old.dtype
+    )
+    loss, grad = _loss_and_grad(fn, logits, q)
+    want = tpo_loss(logits, q)
+    closed = (torch.softmax(logits, -1) - q) / logits.shape[0]
+    if torch.allclose(loss, want, atol=1e-6) and torch.allclose(grad, closed, atol=1e-6):
+        return True, "equal to tpo_loss, and autograd gives the gradient (p - q) / B."
+    b = logits.shape[0]
+    mistakes = {
+        "the sign is flipped: minimise the cross-entropy, -sum q log p": -want,
+        "you summed over groups; average them (the step must not grow with B)": want * b,
+        "you used softmax where log_softmax belongs":
+            -(q * torch.softmax(logits, -1)).sum(-1).mean(),
+        "you averaged over the K candidates too; sum over candidates, average over groups":
+            want / logits.shape[1],
+    }  # fmt: skip
+    return False, _diagnose(loss, mistakes, "the loss differs from tpo_loss on random groups")
+
+
+@exercise(
+    "05-my-grpo-advantages",
+    "Write my_grpo_advantages(rewards) for a batch of groups (B, K): GRPO's advantages "
+    "(r - mean) / (std + 1e-8) within each group, with the population std.",
+    "def my_grpo_advantages(rewards):\n"
+    "    centred = rewards - rewards.mean(-1, keepdim=True)\n"
+    "    return centred / (rewards.std(-1, unbiased=False, keepdim=True) + 1e-8)",
+)
+def _grade_my_grpo_advantages(fn):
+    from tpo_core.objectives import grpo_advantages
+
+    _, rewards = _random_groups(5)
+    got = _call(fn, rewards)
+    want = grpo_advantages(rewards)
+    if got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=1e-5):
+        return True, "equal to grpo_advantages, the zero-variance group included (all zeros)."
+    centred = rewards - rewards.mean(-1, keepdim=True)
+    mistakes = {
+        "you used the sample (Bessel-corrected) std; use the population std":
+            centred / (rewards.std(-1, keepdim=True) + 1e-8),
+        "you did not subtract the group mean": rewards / (rewards.std(-1, False, True) + 1e-8),
+        "you centred but did not divide by the std": centred,
+        "you z-scored over the whole batch; GRPO z-scores within each group":
+            (rewards - rewards.mean()) / (rewards.std(unbiased=False) + 1e-8),
+    }  # fmt: skip
+    if torch.isnan(got).any():
+        return False, "NaN: a group of equal rewards has std 0; GRPO adds 1e-8 to it"
+    return False, _diagnose(got, mistakes, "the advantages differ from grpo_advantages")
+
+
+@exercise(
+    "02-my-beta-tpo",
+    "Write my_beta_tpo(p, k): the weight beta(p) of TPO's exact update beta(p) (e_y - pi) on a "
+    "one-hot reward with K actions (notebook 02's derivation; p is a tensor).",
+    "def my_beta_tpo(p, k):\n"
+    "    lam = math.exp(k / math.sqrt(k - 1))\n"
+    "    return p * (lam - 1) / (1 - p + lam * p)",
+)
+def _grade_my_beta_tpo(fn):
+    p = torch.linspace(0.01, 0.99, 25, dtype=torch.float64)
+    for k in (3, 10, 37):
+        got = _call(fn, p, k)
+        want = beta_coefficient("tpo", p, k)
+        if got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=1e-5):
+            continue
+        lam = math.exp(k / math.sqrt(k - 1))
+        mistakes = {
+            "that is GRPO's beta, sqrt(p / (1 - p))": beta_coefficient("grpo", p, k),
+            "that is PG's beta, p": p,
+            "the tilt of the success is lambda = exp(sqrt(K-1) + 1/sqrt(K-1)) = exp(K/sqrt(K-1)), "
+            "not exp(sqrt(K-1))": p * (math.exp(math.sqrt(k - 1)) - 1)
+            / (1 - p + math.exp(math.sqrt(k - 1)) * p),
+            "you forgot to normalise q: divide by Z = 1 - p + lambda p": p * (lam - 1),
+        }  # fmt: skip
+        return False, _diagnose(got, mistakes, f"beta differs from the library's at K = {k}")
+    return True, "equal to beta_coefficient('tpo', p, K) for K = 3, 10 and 37."
+
+
+@exercise(
+    "06-my-rlvr-loss",
+    "Write my_rlvr_loss(new, old, rewards, mask, eta): TPO's sequence-level RLVR loss. new and "
+    "old are per-token log-probs (G*K, T) of G groups of K completions (new carries gradients, "
+    "old is the frozen snapshot), rewards (G, K), mask (G*K, T) bool marks completion tokens. "
+    "Sum each completion's token log-probs, build the target from the snapshot, and return the "
+    "cross-entropy averaged over groups.",
+    "def my_rlvr_loss(new, old, rewards, mask, eta=1.0):\n"
+    "    g, k = rewards.shape\n"
+    "    seq_new = new.masked_fill(~mask, 0).sum(-1).view(g, k)  # log pi(y|x)\n"
+    "    seq_old = old.masked_fill(~mask, 0).sum(-1).view(g, k)\n"
+    "    centred = rewards - rewards.mean(-1, keepdim=True)\n"
+    "    std = rewards.std(-1, unbiased=False, keepdim=True)\n"
+    "    u = torch.where(std > 1e-6, centred / std.clamp_min(1e-6), torch.zeros_like(centred))\n"
+    "    q = torch.softmax(torch.log_softmax(seq_old, -1) + u / eta, -1)\n"
+    "    return -(q * torch.log_softmax(seq_new, -1)).sum(-1).mean()",
+)
+def _grade_my_rlvr_loss(fn):
+    from tpo_core.objectives import sequence_log_probs, tpo_loss
+
+    g, k, t = 3, 4, 5
+    gen = torch.Generator().manual_seed(6)
+    old = -torch.rand(g * k, t, generator=gen, dtype=torch.float64) * 2
+    new = old + 0.3 * torch.randn(g * k, t, generator=gen, dtype=torch.float64)  # a later epoch
+    mask = torch.arange(t) < torch.randint(2, t + 1, (g * k, 1), generator=gen)
+    rewards = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1]], dtype=torch.float64)
+    loss, grad = _loss_and_grad(fn, new, old, rewards, mask, 1.0)
+    seq = lambda x: sequence_log_probs(x, mask).view(g, k)  # noqa: E731
+    want_loss = tpo_loss(seq(new), tpo_target(seq(old), rewards))
+    x = new.clone().requires_grad_()
+    (want_grad,) = torch.autograd.grad(tpo_loss(seq(x), tpo_target(seq(old), rewards)), x)
+    if torch.allclose(loss, want_loss, atol=1e-6) and torch.allclose(grad, want_grad, atol=1e-6):
+        return True, "equal to the library's TPO RLVR loss, values and gradients, padding included."
+    mean_tokens = lambda x: (x.masked_fill(~mask, 0).sum(-1) / mask.sum(-1)).view(g, k)  # noqa: E731
+    mistakes = {
+        "you averaged the token log-probs; a completion's log pi(y|x) is their sum":
+            tpo_loss(mean_tokens(new), tpo_target(mean_tokens(old), rewards)),
+        "you built the target from the new log-probs; it must come from the frozen snapshot":
+            tpo_loss(seq(new), tpo_target(seq(new).detach(), rewards)),
+        "you summed the padding too: mask out the tokens past each completion's end":
+            tpo_loss(new.sum(-1).view(g, k), tpo_target(old.sum(-1).view(g, k), rewards)),
+    }  # fmt: skip
+    return False, _diagnose(loss, mistakes, "the loss differs from the library's on random groups")
