@@ -85,3 +85,55 @@ def test_advantage_and_beta_mistakes_are_named():
     assert "NaN" in exercises.check("05-my-grpo-advantages", no_epsilon).message
     grpo = exercises.check("02-my-beta-tpo", lambda p, k: torch.sqrt(p / (1 - p)))
     assert not grpo.correct and "GRPO" in grpo.message
+
+
+MULTIPLE_CHOICE = {
+    "00-gradient-sign": "a", "01-double-epochs": "b", "01-panel-lr": "b", "02-pg-baseline": "a",
+    "03-failed-sample": "b", "04-unanimous": "a", "05-ratio-box": "a", "05-stuck-group": "a",
+    "06-unlikely-right": "a", "06-one-epoch": "a",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "right"), sorted(MULTIPLE_CHOICE.items()))
+def test_multiple_choice_explains_every_option(name, right):
+    text = exercises.question(name)
+    options = [key for key in "abc" if f"  ({key}) " in text]
+    assert len(options) == 3
+    messages = set()
+    for key in options:
+        feedback = exercises.check(name, key.upper())
+        assert feedback.correct == (key == right)
+        messages.add(feedback.message)
+    assert len(messages) == 3  # one explanation per option
+    assert exercises.solution(name).startswith(f"({right})")
+    assert not exercises.check(name, "d").correct
+
+
+def test_every_exercise_a_notebook_asks_exists():
+    import json
+    import re
+    from pathlib import Path
+
+    for path in Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb"):
+        text = json.loads(path.read_text())["cells"]
+        asked = {m for c in text for m in re.findall(r'check\("([\w-]+)"', "".join(c["source"]))}
+        assert asked <= set(exercises.EXERCISES), f"{path.name}: {asked - set(exercises.EXERCISES)}"
+
+
+def test_the_lr_times_epochs_question_matches_the_closed_form():
+    """01-double-epochs: doubling E from K / (lr eta) lands on the target at eta / 2."""
+    from tpo_core.group import group_view, pg_endpoint, random_group
+
+    p_old, scores = random_group(5, seed=2)
+    lr, eta = 0.25, 1.0
+    epochs = round(5 / (lr * eta))
+    doubled = pg_endpoint(p_old, scores, lr, 2 * epochs)
+    torch.testing.assert_close(doubled, group_view(p_old, scores, eta / 2).q)
+
+
+def test_the_unlikely_completion_question_matches_the_target():
+    """06-unlikely-right: q / p_old for the lone success is e^(K / sqrt(K - 1)) / Z-ish, ~ 20."""
+    p_old = torch.tensor([1e-6, 0.99] + [(0.01 - 1e-6) / 6] * 6, dtype=torch.float64)
+    q = exercises.tpo_target(p_old.log(), torch.tensor([1.0] + [0.0] * 7, dtype=torch.float64))
+    assert 1.5e-5 < q[0] < 2.5e-5
+    assert float(q[0] / p_old[0]) == pytest.approx(math.exp(8 / math.sqrt(7)), rel=1e-3)

@@ -374,20 +374,6 @@ def _grade_extract(answer):
     return False, "look for the GSM8K marker before falling back to the last number."
 
 
-@exercise(
-    "06-all-right",
-    "All K = 8 completions of a prompt are right (reward 1 each). What is TPO's target q for "
-    "this group: 'p_old', 'uniform' or 'one-hot'?",
-    "Equal rewards: u = 0 and q = p_old, so the group asks for no change. GRPO's advantages "
-    "are 0 as well; in a batch of easy prompts both spend their step on the mixed groups.",
-)
-def _grade_all_right(answer):
-    a = _choice(answer, ("p_old", "uniform", "one-hot"))
-    if a == "p_old":
-        return True, "u = 0 for every completion, so q = p_old: a neutral group."
-    return False, "z-score eight equal rewards: what is u, and what does q ∝ p_old e^u give?"
-
-
 # ---------------------------------------------------------------- implement it
 #
 # The answer is a function. The grader calls it on random inputs, compares it with the
@@ -609,3 +595,187 @@ def _grade_my_rlvr_loss(fn):
             tpo_loss(new.sum(-1).view(g, k), tpo_target(old.sum(-1).view(g, k), rewards)),
     }  # fmt: skip
     return False, _diagnose(loss, mistakes, "the loss differs from the library's on random groups")
+
+
+# ---------------------------------------------------------------- multiple choice
+#
+# Conceptual questions: every option carries its own explanation, shown when it is chosen.
+
+
+def multiple_choice(name: str, question: str, options: dict[str, tuple[str, str]], right: str):
+    """Register a question whose options map a letter to ``(option text, why)``."""
+    lines = [question] + [f"  ({key}) {text}" for key, (text, _) in options.items()]
+    keys = tuple(options)
+
+    def grade(answer):
+        key = _choice(answer, keys)
+        return key == right, options[key][1]
+
+    EXERCISES[name] = Exercise(
+        name, "\n".join(lines) + f"\nAnswer {', '.join(repr(k) for k in keys)}.", grade,
+        f"({right}) {options[right][0]}. {options[right][1]}",
+    )  # fmt: skip
+
+
+multiple_choice(
+    "00-gradient-sign",
+    "TPO's gradient on candidate i's logit is p_i - q_i. Where q_i > p_i, a gradient-descent step",
+    {
+        "a": (
+            "raises logit i",
+            "right: the gradient is negative there, so descent raises the "
+            "logit, moving p_i towards q_i.",
+        ),
+        "b": ("lowers logit i", "descent moves against the gradient; p_i - q_i < 0 here."),
+        "c": ("leaves logit i alone", "only p_i = q_i gives a zero gradient."),
+    },
+    "a",
+)
+multiple_choice(
+    "01-double-epochs",
+    "With free logits, PG at lr x E = K / eta lands exactly on q. You double the epochs. PG ends",
+    {
+        "a": ("on q again", "that would be TPO; PG's gradient -A/K never shrinks."),
+        "b": (
+            "on the target of temperature eta / 2, past q",
+            "right: its endpoint is the target "
+            "at temperature K / (lr E), so doubling E halves it and PG overshoots.",
+        ),
+        "c": ("back at p_old", "PG keeps moving in the same direction every step."),
+    },
+    "b",
+)
+multiple_choice(
+    "01-panel-lr",
+    "In the panel of 20 groups, why does each group's best PG learning rate differ?",
+    {
+        "a": ("the groups have different K", "every group has the same K."),
+        "b": (
+            "shared features Phi_g change how a parameter step moves each group's logits",
+            "right: PG's endpoint is log p_old + (lr E / K) Phi Phi^T A, which depends on "
+            "the group; TPO's fixed point p = q does not.",
+        ),
+        "c": (
+            "their scores have different scales",
+            "z-scoring gives every group the same scale: "
+            "with free logits the best setting is the same for all.",
+        ),
+    },
+    "b",
+)
+multiple_choice(
+    "02-pg-baseline",
+    "Changing PG's constant baseline b changes its expected (exact) update by",
+    {
+        "a": (
+            "nothing",
+            "right: sum_a pi_a b (e_a - pi) = b (pi - pi) = 0; a baseline only "
+            "changes the variance of the sampled update.",
+        ),
+        "b": (
+            "b (e_y - pi)",
+            "the baseline multiplies every action's score term, and those sum to zero under pi.",
+        ),
+        "c": ("a factor (1 - b)", "the expectation over actions cancels b entirely."),
+    },
+    "a",
+)
+multiple_choice(
+    "03-failed-sample",
+    "In the neural bandit a sampled class earns 0. What does that failure tell TPO's target?",
+    {
+        "a": (
+            "nothing: only successes carry signal",
+            "that is single-sample PG with a zero "
+            "reward; TPO's group compares the failure with the other candidates.",
+        ),
+        "b": (
+            "move mass off that class, to the others in proportion to their p_old",
+            "right: the failure scores below the group's mean, so q lowers it and renormalises.",
+        ),
+        "c": (
+            "raise the correct class directly",
+            "TPO never sees the correct class unless it was sampled.",
+        ),
+    },
+    "b",
+)
+multiple_choice(
+    "04-unanimous",
+    "With V = 2 and K = 8, why are token-level groups so often unanimous (all 8 the same token)?",
+    {
+        "a": (
+            "two tokens, and a confident policy samples the same one 8 times",
+            "right: then every candidate scores the same, u = 0 and q = p_old.",
+        ),
+        "b": ("the reward is terminal", "notebook 04 rewards every token (bag-of-tokens)."),
+        "c": ("candidate 0 is always the behaviour token", "the other 7 are sampled afresh."),
+    },
+    "a",
+)
+multiple_choice(
+    "05-ratio-box",
+    "Whole-answer GRPO clips the ratio pi(y|x) / pi_old(y|x) to [0.8, 1.2]. Per batch, how far "
+    "can it raise a right answer's probability before the clip stops the push?",
+    {
+        "a": (
+            "by 20%",
+            "right: one ratio per answer. Per-token GRPO clips each token instead, "
+            "so an answer's probability can rise by up to 1.2^H.",
+        ),
+        "b": ("by 1.2^H", "that is the per-token form, one clip per token."),
+        "c": ("without limit; only the KL stops it", "the clip stops the surrogate's push first."),
+    },
+    "a",
+)
+multiple_choice(
+    "05-stuck-group",
+    "On a stuck prompt all 8 answers are the same wrong answer. TPO's target for that group is",
+    {
+        "a": (
+            "q = p_old: no push",
+            "right: equal scores give u = 0. Neither TPO nor GRPO can "
+            "learn from a group that holds no success.",
+        ),
+        "b": (
+            "the wrong answer pushed down",
+            "the scores are all equal: nothing ranks it below anything.",
+        ),
+        "c": ("uniform over the answers", "TPO never forgets p_old; with u = 0 it returns it."),
+    },
+    "a",
+)
+multiple_choice(
+    "06-unlikely-right",
+    "One right completion has p_old = 1e-6 within its group; a wrong one holds 0.99; one success "
+    "among K = 8, eta = 1. TPO's target mass for the right completion is about",
+    {
+        "a": (
+            "1e-5: at most e^2.65 ~ 14 times its old mass",
+            "right: q scales each completion's "
+            "mass by e^u / Z, so an unlikely right answer is raised in proportion to what it "
+            "has; it takes many batches to grow.",
+        ),
+        "b": (
+            "0.75",
+            "that holds when p_old is uniform over the group; here it is nearly one-hot.",
+        ),
+        "c": ("1", "a finite temperature never makes the target one-hot."),
+    },
+    "a",
+)
+multiple_choice(
+    "06-one-epoch",
+    "With one epoch per batch the loop uses old = new.detach() and skips the snapshot pass. Why "
+    "is that exact?",
+    {
+        "a": (
+            "at the first epoch the current policy is the snapshot",
+            "right: the snapshot is "
+            "needed only once the weights have moved, from the second epoch on.",
+        ),
+        "b": ("TPO does not use p_old", "its target q is built from p_old."),
+        "c": ("the KL term stands in for it", "the KL is to the starting model, not the snapshot."),
+    },
+    "a",
+)
