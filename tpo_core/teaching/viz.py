@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
 from tpo_core.bandits.tabular import beta_coefficient, step_budget
@@ -22,6 +23,7 @@ from tpo_core.group import (
     descend_groups,
     group_view,
 )
+from tpo_core.tokens.model import Muon
 
 COLORS = {
     "p_old": "#9aa5b1",
@@ -386,6 +388,39 @@ def replay_figure(replays: dict, title: str = "") -> go.Figure:
     if flat:
         fig.update_yaxes(type="log", row=1, col=3)
     fig.update_layout(title=title, height=380, legend=dict(orientation="h", y=-0.25), **LAYOUT)
+    return fig
+
+
+def muon_series(gradient, scales=(1.0, 1e-4)) -> dict[str, list[float]]:
+    """Singular values (largest first) of ``scale * gradient`` and of Muon's Newton-Schulz
+    orthogonalisation of it, for each scale: ``{"gradient x s": [...], "Muon step x s": [...]}``."""
+    g = torch.as_tensor(gradient, dtype=torch.float32)
+    if g.dim() != 2:
+        raise ValueError(f"gradient must be a matrix, got shape {tuple(g.shape)}")
+    series = {}
+    for scale in scales:
+        step = Muon.orthogonalise(scale * g, 5, (3.4445, -4.7750, 2.0315), 1e-7, torch.float32)
+        series[f"gradient × {scale:g}"] = torch.linalg.svdvals(scale * g).tolist()
+        series[f"Muon step × {scale:g}"] = torch.linalg.svdvals(step).tolist()
+    return series
+
+
+def muon_figure(gradient, scales=(1.0, 1e-4)) -> go.Figure:
+    """Muon in one picture: whatever the gradient's size and spectrum, the step's singular
+    values all sit near 1 (the step is roughly ``U V^T`` of the gradient's SVD)."""
+    fig = go.Figure()
+    for name, values in muon_series(gradient, scales).items():
+        muon = name.startswith("Muon")
+        fig.add_scatter(
+            x=list(range(1, len(values) + 1)), y=values, name=name, mode="lines+markers",
+            line=dict(color=COLORS["tpo"] if muon else COLORS["pg"],
+                      dash="solid" if name.endswith("× 1") else "dot"),
+        )  # fmt: skip
+    fig.update_layout(
+        title="Muon orthogonalises: a gradient's singular values, and its step's",
+        xaxis_title="singular value, largest first", yaxis=dict(type="log", title="size"),
+        height=360, **LAYOUT,
+    )  # fmt: skip
     return fig
 
 
