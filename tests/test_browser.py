@@ -251,3 +251,32 @@ def test_notebook_runs_in_jupyterlab_with_widgets(browser, lab, name):
 def test_only_badge_images_are_requested_from_outside(browser, lab):
     """Runs after the notebook tests (file order): nothing else may reach the network."""
     assert set(EXTERNAL_REQUESTS) <= set(BADGE_IMAGES), set(EXTERNAL_REQUESTS) - set(BADGE_IMAGES)
+
+
+def test_kernel_free_target_twin_composes_its_two_sliders(browser, tmp_path):
+    """No kernel: clicking either slider's rail restyles the bars to the precomputed state."""
+    import torch
+
+    from tpo_core.teaching import twins
+
+    p_old, scores = random_group(5, 0)
+    etas, values = torch.logspace(-1.3, 1.3, 27).tolist(), [-2 + 0.2 * i for i in range(21)]
+    page_file = tmp_path / "twin.html"
+    fig = twins.target_twin(p_old, scores, etas, 0, values, start=(13, 10))
+    fig.write_html(page_file, include_plotlyjs=True, post_script=twins.TWO_SLIDERS_JS)
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.goto(page_file.as_uri())
+    page.wait_for_selector(".slider-rail-rect")
+    rails = page.locator(".slider-rail-rect")
+    for rail, fraction in ((0, 0.97), (1, 0.03)):
+        box = rails.nth(rail).bounding_box()
+        page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
+        page.wait_for_timeout(300)
+    graph = "document.querySelector('.plotly-graph-div')"
+    i, j = page.evaluate(f"[0, 1].map(k => {graph}.layout.sliders[k].active)")
+    assert i > 20 and j < 3  # both sliders moved
+    s = scores.clone()
+    s[0] = values[j]
+    expected = group_view(p_old, s, etas[i]).q.tolist()
+    assert page.evaluate(f"{graph}.data[1].y") == pytest.approx(expected)
+    page.close()
