@@ -1,6 +1,6 @@
 """One scored group under the microscope: the target's anatomy and logit descent.
 
-Notebook 01 is built on these two functions. A *group* is K candidates with
+Notebook 01 is built on these functions. A *group* is K candidates with
 old probabilities ``p_old`` and raw scores ``s``; the policy restricted to the
 group is ``softmax(z)`` over free logits ``z``, started at ``log p_old``.
 
@@ -10,6 +10,8 @@ group is ``softmax(z)`` over free logits ``z``, started at ``log p_old``.
   each goes. PG's loss has no minimum on the simplex (its gradient ``-A/K``
   never shrinks), the clipped surrogate stops wherever its ratio leaves the
   trust region, and TPO's loss is minimised exactly at ``q``.
+* :func:`pg_endpoint` is PG's end point in closed form; :func:`endpoint_map` and
+  :func:`group_panel` sweep learning rates, epochs and groups.
 """
 
 from __future__ import annotations
@@ -137,7 +139,8 @@ def group_gradient(method: str, logits, log_p_old, q, advantages, clip_eps: floa
 def descend_group(
     p_old, scores, method: str, lr: float, epochs: int, eta: float = 1.0, features=None
 ) -> Trajectory:
-    """Run ``epochs`` steps of ``z <- z - lr * grad L(z)`` from ``z = log p_old``.
+    """Run ``epochs`` steps of ``z <- z - lr * grad L(z)`` from ``z = log p_old``
+    (with ``features``, the same steps on shared parameters).
 
     ``method`` is one of :data:`DESCENT_METHODS`. All three see the same group
     and the same z-scored scores ``u`` (as advantages for PG and the clipped

@@ -510,7 +510,7 @@ def replay_record(algo: str, old_log_probs, scores, log_probs_by_epoch, eta: flo
     """
     q = tpo_target(old_log_probs, scores, eta)  # (..., K)
     p_0 = torch.softmax(old_log_probs.to(q.dtype), -1)
-    informative = scores.amax(-1) > scores.amin(-1)  # (...,)
+    informative = scores.to(q.dtype).std(-1, unbiased=False) >= ZERO_STD  # (...,)
     best = (scores == scores.amax(-1, keepdim=True)).to(q.dtype)  # (..., K)
 
     def mean(values):

@@ -512,7 +512,10 @@ def load_checkpoint(folder: Path, model, optimizer, scaler, scheduler, result) -
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
-    result.history, result.evaluations = state["history"], state["evaluations"]
+    steps = len(state["history"]["reward"])
+    # a checkpoint from an earlier version lacks the metrics added since: NaN for its steps
+    result.history = {m: state["history"].get(m, [math.nan] * steps) for m in METRICS}
+    result.evaluations = state["evaluations"]
     return state["step"]
 
 

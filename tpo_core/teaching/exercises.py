@@ -77,7 +77,7 @@ def check(name: str, answer) -> Feedback:
         return Feedback(name, False, "replace None with your answer, then run the cell again.")
     try:
         correct, why = ex.grade(answer)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError, IndexError) as err:
         correct, why = False, f"could not read the answer ({err})"
     return Feedback(name, bool(correct), why)
 
@@ -751,10 +751,10 @@ multiple_choice(
     "among K = 8, eta = 1. TPO's target mass for the right completion is about",
     {
         "a": (
-            "1e-5: at most e^2.65 ~ 14 times its old mass",
-            "right: q scales each completion's "
-            "mass by e^u / Z, so an unlikely right answer is raised in proportion to what it "
-            "has; it takes many batches to grow.",
+            "2e-5: about 20 times its old mass",
+            "right: q scales each completion's mass by e^u / Z, at most e^(u_right - u_wrong) "
+            "= e^(K / sqrt(K - 1)) ~ 20.6 here, so an unlikely right answer is raised in "
+            "proportion to what it has; it takes many batches to grow.",
         ),
         "b": (
             "0.75",

@@ -23,7 +23,7 @@ from tpo_core.group import (
     descend_groups,
     group_view,
 )
-from tpo_core.tokens.model import Muon
+from tpo_core.tokens.model import NS_COEFFICIENTS, NS_EPS, NS_STEPS, Muon
 
 COLORS = {
     "p_old": "#9aa5b1",
@@ -327,7 +327,7 @@ def panel_figure(panel: GroupPanel) -> go.Figure:
     """KL(q ‖ p_final) against learning rate, one thin line per group and method.
 
     Markers show each group's own best PG learning rate: they scatter, while
-    TPO's lines all fall to the floor together.
+    TPO's lines all fall together as the learning rate grows, towards each group's own q.
     """
     fig = go.Figure()
     for m, kl in panel.kl.items():
@@ -338,7 +338,7 @@ def panel_figure(panel: GroupPanel) -> go.Figure:
             )  # fmt: skip
     best = panel.kl["pg"].argmin(-1).tolist()
     fig.add_scatter(
-        x=[panel.lrs[i] for i in best],
+        x=panel.best_lr("pg"),
         y=[float(panel.kl["pg"][g, i].clamp_min(KL_FLOOR)) for g, i in enumerate(best)],
         mode="markers", name="each group's best PG lr",
         marker=dict(color=COLORS["pg"], size=9, symbol="diamond", line_color="black"),
@@ -399,7 +399,7 @@ def muon_series(gradient, scales=(1.0, 1e-4)) -> dict[str, list[float]]:
         raise ValueError(f"gradient must be a matrix, got shape {tuple(g.shape)}")
     series = {}
     for scale in scales:
-        step = Muon.orthogonalise(scale * g, 5, (3.4445, -4.7750, 2.0315), 1e-7, torch.float32)
+        step = Muon.orthogonalise(scale * g, NS_STEPS, NS_COEFFICIENTS, NS_EPS, torch.float32)
         series[f"gradient × {scale:g}"] = torch.linalg.svdvals(scale * g).tolist()
         series[f"Muon step × {scale:g}"] = torch.linalg.svdvals(step).tolist()
     return series

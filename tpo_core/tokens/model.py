@@ -227,6 +227,10 @@ def muon_parameters(model: TinyTransformer, qkv_bias: bool = False) -> list[nn.P
     return [params[n] for n in muon_parameter_names(model, qkv_bias)]
 
 
+NS_STEPS, NS_COEFFICIENTS, NS_EPS = 5, (3.4445, -4.7750, 2.0315), 1e-7
+"""Muon's Newton-Schulz iteration: steps, quintic coefficients, and the norm's floor."""
+
+
 class Muon(torch.optim.Optimizer):
     """Muon: Nesterov momentum, then the update's nearest semi-orthogonal matrix, for 2-D weights.
 
@@ -248,8 +252,8 @@ class Muon(torch.optim.Optimizer):
     whose scale is the paper's code's ``sqrt(max(1, d_h / h))``.
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0.95, nesterov=True, ns_steps=5,
-                 ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7,
+    def __init__(self, params, lr=1e-3, momentum=0.95, nesterov=True, ns_steps=NS_STEPS,
+                 ns_coefficients=NS_COEFFICIENTS, eps=NS_EPS,
                  ns_dtype=torch.float32, heads=None):  # fmt: skip
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
