@@ -174,12 +174,17 @@ def _feature_kernel(features, k: int) -> torch.Tensor:
     return phi @ phi.T
 
 
-def _descend(view: GroupView, advantages, methods, lrs, epochs: int, kernel):
-    """Every (lr, method) pair at once: probabilities (L, M, E + 1, K), gradient norms (L, M, E).
+def _descend(p_old, scores, methods, lrs, epochs: int, eta: float, features=None):
+    """Every (lr, method) pair at once: the group's view, probabilities (L, M, E + 1, K),
+    gradient norms (L, M, E) and ``KL(q || p)`` (L, M, E + 1).
 
     On logits ``z = log p_old + Phi theta`` a step ``theta <- theta - lr Phi^T g``
     moves the logits by ``-lr Phi Phi^T g``, ``g`` the closed-form logit gradient.
     """
+    _check_descent(methods, lrs, epochs)
+    view = group_view(p_old, scores, eta)
+    kernel = _feature_kernel(features, view.p_old.numel())
+    advantages = grpo_advantages(_as_probs("scores", scores))
     log_p_old = view.p_old.log()
     rates = torch.as_tensor(lrs, dtype=torch.float64)[:, None, None]  # (L, 1, 1)
     logits = log_p_old.expand(len(lrs), len(methods), -1).clone()  # (L, M, K)
@@ -195,7 +200,9 @@ def _descend(view: GroupView, advantages, methods, lrs, epochs: int, kernel):
         logits = (logits - rates * grad @ kernel).clamp(-1e4, 1e4)
         probs.append(torch.softmax(logits, -1))
         grad_norms.append(grad.norm(dim=-1))
-    return torch.stack(probs, 2), torch.stack(grad_norms, 2)
+    probs = torch.stack(probs, 2)
+    kl = kl_divergence(view.q.expand_as(probs), probs.clamp_min(1e-300))
+    return view, probs, torch.stack(grad_norms, 2), kl
 
 
 def descend_groups(
@@ -216,14 +223,11 @@ def descend_groups(
     way a network's outputs do: logits ``z = log p_old + Phi theta``, descent on
     ``theta`` from 0. ``None`` means free logits (``Phi = I``).
     """
-    _check_descent(methods, (lr,), epochs)
-    view = group_view(p_old, scores, eta)
-    kernel = _feature_kernel(features, view.p_old.numel())
-    advantages = grpo_advantages(_as_probs("scores", scores))
-    probs, grad_norms = _descend(view, advantages, methods, (lr,), epochs, kernel)
-    kl = kl_divergence(view.q.expand_as(probs[0]), probs[0].clamp_min(1e-300))
+    _, probs, grad_norms, kl = _descend(p_old, scores, methods, (lr,), epochs, eta, features)
     return {
-        m: Trajectory(method=m, probs=probs[0, i], kl_to_target=kl[i], grad_norm=grad_norms[0, i])
+        m: Trajectory(
+            method=m, probs=probs[0, i], kl_to_target=kl[0, i], grad_norm=grad_norms[0, i]
+        )
         for i, m in enumerate(methods)
     }
 
@@ -266,13 +270,8 @@ def endpoint_map(
     lrs, epochs = [float(x) for x in lrs], [int(e) for e in epochs]
     if not lrs or not epochs or min(epochs) < 1:
         raise ValueError("lrs and epochs must be non-empty, with epochs >= 1")
-    _check_descent(methods, lrs, max(epochs))
-    view = group_view(p_old, scores, eta)
-    kernel = _feature_kernel(features, view.p_old.numel())
-    advantages = grpo_advantages(_as_probs("scores", scores))
-    probs, _ = _descend(view, advantages, methods, lrs, max(epochs), kernel)
-    probs = probs[:, :, epochs]  # (L, M, len(epochs), K)
-    kl = kl_divergence(view.q.expand_as(probs), probs.clamp_min(1e-300))  # (L, M, len(epochs))
+    _, _, _, kl = _descend(p_old, scores, methods, lrs, max(epochs), eta, features)
+    kl = kl[:, :, epochs]  # (L, M, len(epochs))
     return EndpointMap(lrs=lrs, epochs=epochs, kl={m: kl[:, i] for i, m in enumerate(methods)})
 
 
@@ -320,21 +319,15 @@ def group_panel(
     if not (isinstance(feature_dim, int) and feature_dim >= k):
         raise ValueError(f"feature_dim must be an integer >= k = {k}, got {feature_dim!r}")
     lrs = [float(x) for x in (lrs if lrs is not None else torch.logspace(-2, 0.5, 26).tolist())]
-    _check_descent(methods, lrs, epochs)
     draws = torch.Generator().manual_seed(seed)
     features = torch.randn(groups, k, feature_dim, generator=draws, dtype=torch.float64)
     features = features / feature_dim**0.5
     drawn = [random_group(k, seed + g) for g in range(groups)]
     p_old = torch.stack([p for p, _ in drawn])  # (G, K)
     scores = torch.stack([s for _, s in drawn])  # (G, K)
-    rows = []
-    for g in range(groups):
-        view = group_view(p_old[g], scores[g], eta)
-        kernel = _feature_kernel(features[g], k)
-        probs, _ = _descend(view, grpo_advantages(scores[g]), methods, lrs, epochs, kernel)
-        end = probs[:, :, -1]  # (L, M, K)
-        rows.append(kl_divergence(view.q.expand_as(end), end.clamp_min(1e-300)))  # (L, M)
-    kl = torch.stack(rows)  # (G, L, M)
+    ends = [_descend(p_old[g], scores[g], methods, lrs, epochs, eta, features[g])[3][:, :, -1]
+            for g in range(groups)]  # fmt: skip
+    kl = torch.stack(ends)  # (G, L, M): KL(q_g || p_g) at the end
     return GroupPanel(
         lrs=lrs, epochs=epochs, p_old=p_old, scores=scores, features=features,
         kl={m: kl[:, :, i] for i, m in enumerate(methods)},
