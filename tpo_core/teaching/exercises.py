@@ -398,11 +398,13 @@ def _call(fn, *args) -> torch.Tensor:
     return torch.as_tensor(out, dtype=torch.float64)
 
 
+def _close(got: torch.Tensor, want: torch.Tensor) -> bool:
+    return got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=1e-5)
+
+
 def _diagnose(got: torch.Tensor, mistakes: dict[str, torch.Tensor], default: str) -> str:
-    for why, value in mistakes.items():
-        if got.shape == value.shape and torch.allclose(got, value, atol=1e-6, rtol=1e-5):
-            return why
-    return default
+    """The first mistake whose result ``got`` reproduces, else ``default``."""
+    return next((why for why, value in mistakes.items() if _close(got, value)), default)
 
 
 def _zscores(scores: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
@@ -428,7 +430,7 @@ def _grade_my_tpo_target(fn):
         old, scores = _random_groups(seed)
         got = _call(fn, old, scores, eta)
         want = tpo_target(old, scores, eta)
-        if got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=1e-5):
+        if _close(got, want):
             continue
         anchor = torch.log_softmax(old, -1)
         mistakes = {
@@ -508,7 +510,7 @@ def _grade_my_grpo_advantages(fn):
     _, rewards = _random_groups(5)
     got = _call(fn, rewards)
     want = grpo_advantages(rewards)
-    if got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=1e-5):
+    if _close(got, want):
         return True, "equal to grpo_advantages, the zero-variance group included (all zeros)."
     centred = rewards - rewards.mean(-1, keepdim=True)
     mistakes = {
@@ -537,7 +539,7 @@ def _grade_my_beta_tpo(fn):
     for k in (3, 10, 37):
         got = _call(fn, p, k)
         want = beta_coefficient("tpo", p, k)
-        if got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=1e-5):
+        if _close(got, want):
             continue
         lam = math.exp(k / math.sqrt(k - 1))
         mistakes = {
