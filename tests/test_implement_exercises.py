@@ -137,3 +137,14 @@ def test_the_unlikely_completion_question_matches_the_target():
     q = exercises.tpo_target(p_old.log(), torch.tensor([1.0] + [0.0] * 7, dtype=torch.float64))
     assert 1.5e-5 < q[0] < 2.5e-5
     assert float(q[0] / p_old[0]) == pytest.approx(math.exp(8 / math.sqrt(7)), rel=1e-3)
+
+
+def test_solutions_page_is_current_and_folds_every_solution():
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "SOLUTIONS.md"
+    assert page.read_text(encoding="utf-8") == exercises.solutions_markdown(), (
+        "docs/SOLUTIONS.md is stale: run python -m tpo_core.teaching.exercises"
+    )
+    text = page.read_text(encoding="utf-8")
+    assert text.count("<summary>show the solution</summary>") == len(exercises.EXERCISES)

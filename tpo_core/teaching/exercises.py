@@ -615,7 +615,7 @@ def multiple_choice(name: str, question: str, options: dict[str, tuple[str, str]
 
     EXERCISES[name] = Exercise(
         name, "\n".join(lines) + f"\nAnswer {', '.join(repr(k) for k in keys)}.", grade,
-        f"({right}) {options[right][0]}. {options[right][1]}",
+        f"({right}) {options[right][0]}: {options[right][1].removeprefix('right: ')}",
     )  # fmt: skip
 
 
@@ -781,3 +781,29 @@ multiple_choice(
     },
     "a",
 )
+
+
+def solutions_markdown() -> str:
+    """Every exercise's question and worked solution, each solution folded behind a toggle:
+    ``docs/SOLUTIONS.md`` (regenerate it with ``python -m tpo_core.teaching.exercises``)."""
+    parts = [
+        "# Worked solutions\n",
+        "Every exercise of the notebooks, by notebook. Each solution is folded: open it after",
+        "you have tried. In a notebook, `solution(name)` prints the same text.\n",
+    ]
+    for name in sorted(EXERCISES):
+        ex = EXERCISES[name]
+        question = ex.question.replace("\n", "  \n")
+        solution = ex.solution
+        body = f"```python\n{solution}\n```" if solution.startswith("def ") else solution
+        parts.append(f"## `{name}` (notebook {name[:2]})\n\n{question}\n")
+        parts.append(f"<details>\n<summary>show the solution</summary>\n\n{body}\n\n</details>\n")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "SOLUTIONS.md"
+    page.write_text(solutions_markdown(), encoding="utf-8")
+    print(f"wrote {page.name}: {len(EXERCISES)} exercises")
