@@ -106,7 +106,11 @@ class Trajectory:
     grad_norm: torch.Tensor
 
 
-def group_gradient(method: str, logits, log_p_old, q, advantages, clip_eps: float = 0.2):
+CLIP_EPS = 0.2
+"""The clipped surrogate's trust region, ``|p_i / p_old_i - 1| <= 0.2``, as in PPO and GRPO."""
+
+
+def group_gradient(method: str, logits, log_p_old, q, advantages, clip_eps: float = CLIP_EPS):
     """Closed-form gradient of each method's loss with respect to the group logits ``z``.
 
     With ``p = softmax(z)`` and ``d log p_i / dz = e_i - p``:

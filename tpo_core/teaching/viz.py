@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from tpo_core.bandits.tabular import beta_coefficient, step_budget
 from tpo_core.group import (
+    CLIP_EPS,
     DESCENT_METHODS,
     EndpointMap,
     GroupPanel,
@@ -185,10 +186,6 @@ def overshoot_figure(trajectories: list[Trajectory], view: GroupView) -> go.Figu
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_layout(height=380, legend=dict(orientation="h", y=-0.2), **LAYOUT)
     return fig
-
-
-CLIP_EPS = 0.2
-"""The clipped surrogate's trust region, ``|p_i / p_old_i - 1| <= 0.2``, as in PPO and GRPO."""
 
 
 def _ternary(probs) -> dict:
