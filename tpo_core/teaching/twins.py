@@ -6,7 +6,7 @@ behind it (the course site shows these beside a note that the live version
 is in the notebook). A figure with one slider restyles its traces directly;
 the group-target twin has two sliders (eta and one score), which
 :data:`TWO_SLIDERS_JS` composes from a table of every combination stored in
-the figure's ``layout.meta``; pass it as ``to_html(post_script=...)``.
+the figure's ``layout.meta``; :func:`twin_html` adds it where it is needed.
 
 * :func:`target_twin`: the one-group target (notebook 01's first explorer);
 * :func:`overshoot_twin`: p(best), KL and gradient norm over epochs, one step per lr;
@@ -37,6 +37,14 @@ gd.on('plotly_sliderchange', function (event) {
 """
 """Composes two sliders: ``layout.meta`` holds ``sliders`` (their names, in order), ``traces``
 (the indices restyled) and ``states[i][j]`` (``y`` per trace and a ``title``)."""
+
+
+def twin_html(fig) -> str:
+    """A twin (or any figure) as an HTML fragment for a page that loads plotly.js once itself."""
+    two_sliders = bool(fig.layout.meta) and "sliders" in fig.layout.meta
+    return fig.to_html(
+        include_plotlyjs=False, full_html=False, post_script=TWO_SLIDERS_JS if two_sliders else None
+    )
 
 
 def _steps(labels, restyles=None, traces=None) -> list[dict]:

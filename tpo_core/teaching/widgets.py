@@ -18,10 +18,22 @@ import torch
 
 from tpo_core.group import DESCENT_METHODS, GroupView, descend_groups, group_view, random_group
 from tpo_core.objectives import grpo_advantages, tpo_target
-from tpo_core.teaching import viz
+from tpo_core.teaching import twins, viz
 
 ETA_RANGE = (0.05, 20.0)
 LR_RANGE = (0.01, 100.0)
+TWIN_POINTS = 25
+"""Slider steps per axis of an explorer's kernel-free twin (its current value is added)."""
+
+
+def _grid(bounds: tuple[float, float], current: float, log: bool = True) -> tuple[list[float], int]:
+    """``TWIN_POINTS`` values over ``bounds`` (log-spaced or even), plus ``current``; its index."""
+    if log:
+        grid = torch.logspace(math.log10(bounds[0]), math.log10(bounds[1]), TWIN_POINTS)
+    else:
+        grid = torch.linspace(bounds[0], bounds[1], TWIN_POINTS)
+    values = sorted({*grid.tolist(), float(current)})
+    return values, values.index(float(current))
 
 
 def _log_slider(description: str, value: float, bounds: tuple[float, float]) -> w.FloatLogSlider:
@@ -118,6 +130,17 @@ class GroupExplorer(_Explorer):
         """The current target ``q`` (a float64 tensor over the K candidates)."""
         return self.view.q
 
+    def kernel_free(self, score_index: int = 0):
+        """A :func:`~tpo_core.teaching.twins.target_twin` of the current group (z-scored).
+
+        Its two sliders step eta over ``ETA_RANGE`` and candidate ``score_index``'s
+        score over the slider's range; it starts at the current values.
+        """
+        etas, i = _grid(ETA_RANGE, self.eta_slider.value)
+        slider = self.score_sliders[score_index]
+        values, j = _grid((slider.min, slider.max), slider.value, log=False)
+        return twins.target_twin(self.p_old, self.scores, etas, score_index, values, start=(i, j))
+
     def _resample(self, _button=None) -> None:
         self._draws += 1
         self.p_old, _ = random_group(len(self.score_sliders), self.seed + 1000 * self._draws)
@@ -202,6 +225,15 @@ class OvershootExplorer(_Explorer):
         self.p_old, self.scores = random_group(self.k, self.seed)
         self._update()
 
+    def kernel_free(self):
+        """An :func:`~tpo_core.teaching.twins.overshoot_twin` of the current group and epochs.
+
+        Its slider steps lr over ``LR_RANGE``, starting at the current lr.
+        """
+        lrs, start = _grid(LR_RANGE, self.lr_slider.value)
+        epochs, eta = self.epochs_slider.value, self.eta_slider.value
+        return twins.overshoot_twin(self.p_old, self.scores, lrs, epochs, eta, start=start)
+
     def _update(self, change=None) -> None:
         self._run()
         series = viz.overshoot_series(list(self.trajectories.values()), self.view)
@@ -285,6 +317,11 @@ class BetaExplorer(_Explorer):
     @property
     def p_values(self) -> list[float]:
         return [s.value for s in self.p_sliders.values()]
+
+    def kernel_free(self):
+        """A :func:`~tpo_core.teaching.twins.beta_twin`: one step per K of the slider's range."""
+        ks = list(range(self.k_slider.min, self.k_slider.max + 1))
+        return twins.beta_twin(ks, start=ks.index(self.k_slider.value))
 
     def _update(self, change=None) -> None:
         k = self.k_slider.value

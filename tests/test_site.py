@@ -1,0 +1,180 @@
+"""The built course site in a real browser: from a local HTTP server, nothing from outside.
+
+Needs ``_site/`` (``.ci/build-site``) and Debian's ``chromium``. Without a built
+site these tests are skipped with that reason, unless ``TPO_SITE_TESTS`` is set
+(``.ci/run`` sets it after building the site), in which case they fail.
+Screenshots land in ``artifacts/site/``.
+"""
+
+import functools
+import http.server
+import math
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from tpo_core.group import group_view, random_group
+from tpo_core.teaching.widgets import ETA_RANGE, TWIN_POINTS
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "_site"
+SHOTS = ROOT / "artifacts" / "site"
+CHROMIUM = shutil.which("chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+if os.environ.get("TPO_SITE_TESTS") and not (SITE / "index.html").exists():
+    raise RuntimeError("site tests are required here but _site/ is not built (.ci/build-site)")
+pytestmark = [
+    pytest.mark.skipif(not (SITE / "index.html").exists(), reason="run .ci/build-site first"),
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed"),
+]
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def base():
+    handler = functools.partial(QuietHandler, directory=SITE)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+OUTSIDE: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def browser(base):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = b.new_context(viewport={"width": 1280, "height": 900})
+
+        def route(route):
+            if route.request.url.startswith(base):
+                route.continue_()
+            else:
+                OUTSIDE.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", route)
+        yield context
+        b.close()
+
+
+def open_page(browser, url):
+    """The page once loaded and idle, with every console error and uncaught exception."""
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url, wait_until="networkidle")
+    if page.locator("script[src*=mathjax]").count():  # wait until the math is typeset
+        page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise")
+        page.evaluate("MathJax.startup.promise.then(() => true)")
+    return page, errors
+
+
+def test_front_page_is_the_course_map_with_navigation(browser, base):
+    page, errors = open_page(browser, f"{base}/index.html")
+    links = page.evaluate("[...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
+    for name in NOTEBOOKS:
+        assert f"notebooks/{name}.html" in links, name
+    for doc in ("GLOSSARY", "INSTRUCTORS", "SOLUTIONS", "REFRESHER"):
+        assert f"docs/{doc}.html" in links, doc
+    assert page.locator("table").count() >= 1  # the course map
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / "index.png")
+    assert errors == []
+    page.close()
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_page_renders_figures_and_math_without_errors(browser, base, name):
+    page, errors = open_page(browser, f"{base}/notebooks/{name}.html")
+    state = page.evaluate(
+        """() => {
+        const RAW_MATH = () => {  // $...$ left in prose (code blocks may hold shell's $)
+            const walk = document.createTreeWalker(document.querySelector('main'), 4);
+            for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+                if (!n.parentElement.closest('pre, code') && /\\$[^$\\s][^$]*\\$/.test(n.data)) {
+                    return n.data;
+                }
+            }
+            return false;
+        };
+        return {
+            divs: document.querySelectorAll('.plotly-graph-div').length,
+            drawn: document.querySelectorAll('.plotly-graph-div.js-plotly-plot').length,
+            cells: document.querySelectorAll('.cell_output').length,
+            math: document.querySelectorAll('mjx-container').length,
+            rawMath: RAW_MATH(),
+        };}"""
+    )
+    assert state["cells"] > 0
+    assert state["drawn"] == state["divs"]  # every figure was drawn by the page's plotly.js
+    assert state["math"] > 0 and state["rawMath"] is False
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / f"{name}.png")
+    assert errors == []
+    page.close()
+
+
+def test_one_group_twin_eta_slider_moves_q_to_the_library_values(browser, base):
+    page, errors = open_page(browser, f"{base}/notebooks/01_one_group.html")
+    find = """[...document.querySelectorAll('.plotly-graph-div')].find(
+        g => g.layout.meta && g.layout.meta.sliders && g.layout.meta.sliders[0] === 'eta')"""
+    page.evaluate(f"{find}.scrollIntoView()")
+    twin = page.locator(".plotly-graph-div").nth(
+        page.evaluate(f"[...document.querySelectorAll('.plotly-graph-div')].indexOf({find})")
+    )
+    before = page.evaluate(f"{find}.data[1].y.slice()")
+    rail = twin.locator(".slider-rail-rect").first.bounding_box()
+    page.mouse.click(rail["x"] + rail["width"] * 0.9, rail["y"] + rail["height"] / 2)
+    page.wait_for_timeout(300)
+    i, j = page.evaluate(f"[0, 1].map(k => {find}.layout.sliders[k].active)")
+    etas = torch.logspace(math.log10(ETA_RANGE[0]), math.log10(ETA_RANGE[1]), TWIN_POINTS)
+    etas = sorted({*etas.tolist(), 1.0})
+    p_old, scores = random_group(5, 0)  # notebook 01's group: K = 5, seed 0
+    expected = group_view(p_old, scores, etas[i]).q.tolist()
+    assert etas[i] > 5  # the slider moved far right
+    after = page.evaluate(f"{find}.data[1].y.slice()")
+    assert after == pytest.approx(expected) and after != pytest.approx(before)
+    assert page.evaluate(f"{find}.layout.sliders[1].steps[{j}].label") == f"{float(scores[0]):.3g}"
+    page.screenshot(path=SHOTS / "01_twin_moved.png")
+    assert errors == []
+    page.close()
+
+
+def test_search_finds_the_glossary(browser, base):
+    page, errors = open_page(browser, f"{base}/search.html?q=temperature")
+    page.wait_for_selector("#search-results li", timeout=10_000)
+    hits = page.evaluate("[...document.querySelectorAll('#search-results li a')].map(a => a.href)")
+    assert any("GLOSSARY" in h for h in hits), hits
+    assert errors == []
+    page.close()
+
+
+def test_solutions_are_folded_behind_a_toggle(browser, base):
+    page, errors = open_page(browser, f"{base}/docs/SOLUTIONS.html")
+    closed = page.evaluate("[...document.querySelectorAll('details')].filter(d => !d.open).length")
+    assert closed >= 10
+    page.locator("details summary").first.click()
+    assert page.evaluate("document.querySelector('details').open")
+    assert errors == []
+    page.close()
+
+
+def test_nothing_was_requested_from_outside():
+    """Runs last (file order): every page above loaded without leaving the machine."""
+    assert OUTSIDE == []

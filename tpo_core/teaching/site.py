@@ -1,0 +1,117 @@
+"""The course site's pages: each notebook with its outputs, each explorer beside a twin.
+
+``.ci/build-site`` executes every notebook once (or takes the outputs that the
+test suite's nbval run recorded, when their :func:`fingerprint` still matches),
+passes it through
+:func:`site_notebook` and renders the result with Sphinx and MyST-NB. On the
+site:
+
+* plotly figures become HTML fragments that use the page's one copy of plotly.js;
+* an explorer needs a kernel, so its widget output becomes a note saying so and,
+  for a cell tagged ``twin:NAME``, the kernel-free twin ``NAME`` of
+  :func:`twin_figures` (precomputed states, the notebook's default settings);
+  a cell tagged ``explorer`` gets the note alone; other widget outputs (progress
+  bars, live training curves, each followed by a static copy) are dropped;
+* Colab and Binder badges become plain links (a badge image is a request to
+  another site), and the ``# NBVAL_CHECK_OUTPUT`` markers and saved widget state go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import plotly.graph_objects as go
+
+from tpo_core.teaching import twins
+from tpo_core.teaching.widgets import BetaExplorer, GroupExplorer, OvershootExplorer
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+TWIN_TAG = "twin:"
+EXPLORER_TAG = "explorer"
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+BADGE = re.compile(r"\[!\[([^\]]*)\]\([^)]*\)\]\(([^)]*)\)")  # [![alt](image)](target)
+
+LIVE_NOTE = (
+    '<div class="admonition note live-note"><p class="admonition-title">Live in the notebook</p>'
+    "<p>This explorer needs a Python kernel: open the notebook on Binder or Colab (the launch "
+    "button at the top of this page) or locally to drag its controls.{twin}</p></div>"
+)
+TWIN_NOTE = (
+    " Below is its kernel-free twin: the same figure over states that <code>tpo_core</code> "
+    "computed beforehand, at the notebook's default settings."
+)
+
+
+def twin_figures() -> dict[str, object]:
+    """The twins that cells tagged ``twin:NAME`` show, at notebook 01's and 02's defaults."""
+    return {
+        "group-target": GroupExplorer(k=5, eta=1.0, seed=0).kernel_free(),
+        "overshoot": OvershootExplorer(k=5, lr=1.0, epochs=50, eta=1.0, seed=0).kernel_free(),
+        "beta": BetaExplorer(k=10).kernel_free(),
+    }
+
+
+def link_badges(markdown: str) -> str:
+    """``[![alt](image)](target)`` becomes ``[alt](target)``: no image from another site."""
+    return BADGE.sub(r"[\1](\2)", markdown)
+
+
+def _html_output(html: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output("display_data", data={"text/html": html})
+
+
+def _site_outputs(cell, twin_htmls: dict[str, str]) -> list:
+    tags = cell.get("metadata", {}).get("tags", [])
+    twin_names = [t[len(TWIN_TAG) :] for t in tags if t.startswith(TWIN_TAG)]
+    unknown = set(twin_names) - set(twin_htmls)
+    if unknown:
+        raise ValueError(f"unknown twin(s) {sorted(unknown)} tagged on: {cell.source[:60]!r}")
+    outputs, noted = [], False
+    for output in cell.get("outputs", []):
+        data = output.get("data", {})
+        if PLOTLY_MIME in data:
+            outputs.append(_html_output(twins.twin_html(_figure(data[PLOTLY_MIME]))))
+        elif WIDGET_MIME in data:
+            if noted or not (twin_names or EXPLORER_TAG in tags):
+                continue
+            noted = True
+            outputs.append(_html_output(LIVE_NOTE.format(twin=TWIN_NOTE if twin_names else "")))
+            outputs += [_html_output(twin_htmls[name]) for name in twin_names]
+        else:
+            outputs.append(output)
+    return outputs
+
+
+def _figure(spec) -> go.Figure:
+    """The figure of a plotly mime bundle (a dict, or its JSON text); its ``config`` is dropped."""
+    spec = dict(json.loads(spec) if isinstance(spec, str) else spec)
+    spec.pop("config", None)
+    return go.Figure(spec)
+
+
+def site_notebook(nb, twin_htmls: dict[str, str]):
+    """A copy of executed notebook ``nb`` ready for the site (see the module docstring)."""
+    nb = nbformat.from_dict(nb)
+    nb.metadata.pop("widgets", None)  # the explorers' saved state: megabytes no page can use
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = link_badges(cell.source)
+        elif cell.cell_type == "code":
+            cell.outputs = _site_outputs(cell, twin_htmls)
+            lines = [line for line in cell.source.splitlines() if line.strip() != CHECK_MARKER]
+            cell.source = "\n".join(lines)
+    return nb
+
+
+def fingerprint(notebook: Path, library: Path) -> str:
+    """SHA-256 of a notebook's file and every ``.py`` of the library: what its outputs depend on."""
+    digest = hashlib.sha256(notebook.read_bytes())
+    for path in sorted(library.rglob("*.py")):
+        digest.update(path.relative_to(library).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
