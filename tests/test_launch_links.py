@@ -34,7 +34,19 @@ def test_every_launch_link_uses_the_one_address(tool):
             in text
         )
         assert f"git+https://github.com/{address}" in text  # the Colab setup cell installs it
+    owner, name = address.split("/")
+    assert f"https://{owner}.github.io/{name}/" in (ROOT / "README.md").read_text()  # the site
     assert run("--check").returncode == 0
+
+
+def test_the_site_takes_its_launch_buttons_from_the_one_address(tool, monkeypatch):
+    import runpy
+
+    build = runpy.run_path(str(ROOT / "website" / "build.py"))
+    assert build["repository"]() == f"https://github.com/{tool['repository']()}"
+    monkeypatch.setenv("TPO_REPOSITORY", "https://github.com/alice/course")
+    conf = runpy.run_path(str(ROOT / "website" / "conf.py"))
+    assert conf["html_theme_options"]["repository_url"] == "https://github.com/alice/course"
 
 
 def test_one_command_moves_every_link_and_back(tmp_path, tool):
@@ -48,6 +60,7 @@ def test_one_command_moves_every_link_and_back(tmp_path, tool):
     for path in before:
         text = path.read_text(encoding="utf-8")
         assert tool["addresses"](text) == {"alice/course"} and old not in text
+    assert "https://alice.github.io/course/" in (tmp_path / "README.md").read_text()
     assert run("--check", "--root", str(tmp_path)).returncode == 0
     assert run(old, "--root", str(tmp_path)).returncode == 0
     assert all(p.read_text(encoding="utf-8") == text for p, text in before.items())

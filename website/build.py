@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -43,14 +44,16 @@ TOCTREE = """
 """
 
 
-def executed(path: Path) -> tuple[nbformat.NotebookNode, str]:
+def executed(path: Path, recorded_only: bool = False) -> tuple[nbformat.NotebookNode, str]:
     """The notebook with its outputs, and where they came from."""
     stamp = fingerprint(path, ROOT / "tpo_core")
     recorded = EXECUTED / path.name
     if recorded.exists():
         nb = nbformat.read(recorded, as_version=4)
         if nb.metadata.get("tpo_site", {}).get("fingerprint") == stamp:
-            return nb, "recorded by the test suite"
+            return nb, "recorded outputs (test suite or an earlier build)"
+    if recorded_only:
+        sys.exit(f"{path.name}: no current recording in {EXECUTED} (run the notebook tests first)")
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     resources = {"metadata": {"path": str(path.parent)}}
@@ -61,12 +64,12 @@ def executed(path: Path) -> tuple[nbformat.NotebookNode, str]:
     return nb, f"executed in {time.perf_counter() - start:.0f} s"
 
 
-def stage(notebooks: list[Path]) -> None:
+def stage(notebooks: list[Path], recorded_only: bool) -> None:
     shutil.rmtree(STAGE, ignore_errors=True)
     (STAGE / "notebooks").mkdir(parents=True)
     twin_htmls = {name: twins.twin_html(fig) for name, fig in twin_figures().items()}
     for path in notebooks:
-        nb, source = executed(path)
+        nb, source = executed(path, recorded_only)
         nbformat.write(site_notebook(nb, twin_htmls), STAGE / "notebooks" / path.name)
         print(f"  {path.name}: {source}", flush=True)
     shutil.copytree(ROOT / "docs", STAGE / "docs")
@@ -86,11 +89,18 @@ def repository() -> str:
         return tomllib.load(f)["project"]["urls"]["Repository"]
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--recorded-only",
+        action="store_true",
+        help="fail rather than execute a notebook the test suite has not just recorded",
+    )
+    args = parser.parse_args(argv)
     start = time.perf_counter()
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     print(f"staging {len(notebooks)} notebooks and {len(PAGES)} pages", flush=True)
-    stage(notebooks)
+    stage(notebooks, args.recorded_only)
     for folder in (HTML, OUT):
         shutil.rmtree(folder, ignore_errors=True)
     env = dict(os.environ, TPO_REPOSITORY=repository())

@@ -35,6 +35,7 @@ html_theme_options = {
     "repository_branch": "main",
     "path_to_docs": "",
     "use_repository_button": True,
+    "use_download_button": False,  # the original notebooks: repository and launch buttons
     "launch_buttons": {
         "binderhub_url": "https://mybinder.org",
         "colab_url": "https://colab.research.google.com",

@@ -1,0 +1,152 @@
+"""The site's pages without a browser: notebook outputs turned into page content, and the twins."""
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import plotly.graph_objects as go
+import pytest
+import yaml
+
+from tpo_core.teaching import site, twins
+from tpo_core.teaching.widgets import BetaExplorer, GroupExplorer, OvershootExplorer
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPLORER_CALL = re.compile(r"^(?!from |import ).*\b(\w+Explorer|GroupInspector)\(", re.M)
+
+
+def widget_output():
+    data = {"text/plain": "HBox(...)", site.WIDGET_MIME: {"model_id": "abc", "version_major": 2}}
+    return nbformat.v4.new_output("display_data", data=data)
+
+
+def notebook(*cells):
+    nb = nbformat.v4.new_notebook(cells=list(cells))
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    return nb
+
+
+def code(source, outputs=(), tags=()):
+    cell = nbformat.v4.new_code_cell(source, outputs=list(outputs))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def test_a_plotly_output_becomes_html_that_uses_the_pages_plotly():
+    fig = go.Figure(go.Bar(y=[0.125, 0.875], name="q"))
+    spec = dict(fig.to_plotly_json(), config={"responsive": True})
+    nb = site.site_notebook(notebook(code("fig", [nbformat.v4.new_output(
+        "display_data", data={site.PLOTLY_MIME: spec})])), {})  # fmt: skip
+    (output,) = nb.cells[0].outputs
+    html = output.data["text/html"]
+    assert list(output.data) == ["text/html"]
+    assert "Plotly.newPlot" in html and "0.125" in html and "0.875" in html
+    assert len(html) < 20_000  # the figure only: plotly.js itself is not inlined
+    assert "widgets" not in nb.metadata
+
+
+def test_widget_outputs_become_a_note_and_the_tagged_twin_or_go():
+    stream = nbformat.v4.new_output("stream", name="stdout", text="kept\n")
+    nb = site.site_notebook(
+        notebook(
+            code("# NBVAL_CHECK_OUTPUT\nGroupExplorer()", [widget_output(), stream],
+                 tags=["twin:demo"]),
+            code("SimplexExplorer(p, s)", [widget_output()], tags=["explorer"]),
+            code("live = LiveCurves(names)\ndisplay(live)", [widget_output()]),
+            nbformat.v4.new_markdown_cell(
+                "[![Colab](https://colab.example/badge.svg)](https://colab.example/nb)"
+            ),
+        ),
+        {"demo": "<div id='demo-twin'></div>"},
+    )  # fmt: skip
+    twin_cell, note_cell, live_cell, text = nb.cells
+    note, twin, kept = twin_cell.outputs
+    assert "Live in the notebook" in note.data["text/html"] and "twin" in note.data["text/html"]
+    assert twin.data["text/html"] == "<div id='demo-twin'></div>" and kept == stream
+    assert twin_cell.source == "GroupExplorer()"  # the nbval marker is gone
+    (only_note,) = note_cell.outputs
+    assert "Live in the notebook" in only_note.data["text/html"]
+    assert "twin" not in only_note.data["text/html"]
+    assert live_cell.outputs == []  # a live figure: its static copy follows in the notebook
+    assert text.source == "[Colab](https://colab.example/nb)"
+
+
+def test_an_unknown_twin_is_refused_by_name():
+    with pytest.raises(ValueError, match="nope"):
+        site.site_notebook(notebook(code("x", [widget_output()], tags=["twin:nope"])), {})
+
+
+def test_every_explorer_cell_is_tagged_with_a_known_twin_or_as_an_explorer():
+    known = set(site.twin_figures())
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code" or not EXPLORER_CALL.search("".join(cell["source"])):
+                continue
+            tags = cell["metadata"].get("tags", [])
+            names = {t[len(site.TWIN_TAG) :] for t in tags if t.startswith(site.TWIN_TAG)}
+            assert names <= known, (path.name, names - known)
+            assert names or site.EXPLORER_TAG in tags, (path.name, "".join(cell["source"])[:60])
+
+
+def flat(rows):
+    return [float(v) for row in rows for v in row]
+
+
+def drawn(fig):
+    return flat(trace.y for trace in fig.data)
+
+
+def test_a_group_explorers_twin_starts_at_its_current_state():
+    explorer = GroupExplorer(k=4, eta=1.0, seed=3)
+    explorer.eta_slider.value = 2.5
+    explorer.score_sliders[0].value = 1.3
+    fig = explorer.kernel_free()
+    assert drawn(fig) == pytest.approx(drawn(explorer.figure))
+    i, j = (slider.active for slider in fig.layout.sliders)
+    assert flat(fig.layout.meta["states"][i][j]["y"]) == pytest.approx(drawn(explorer.figure))
+    assert fig.layout.sliders[0].steps[i].label == "2.5"
+    assert len(twins.twin_html(fig)) < 2e6
+
+
+def test_overshoot_and_beta_twins_start_where_their_explorers_are():
+    explorer = OvershootExplorer(k=5, lr=0.7, epochs=30, seed=2)
+    fig = explorer.kernel_free()
+    assert fig.layout.sliders[0].steps[fig.layout.sliders[0].active].label == "0.7"
+    for got, want in zip(fig.data, explorer.figure.data, strict=True):
+        assert list(got.x) == list(want.x) and list(got.y) == pytest.approx(list(want.y))
+    beta = BetaExplorer(k=7)
+    beta.k_slider.value = 12
+    fig = beta.kernel_free()
+    assert fig.layout.sliders[0].steps[fig.layout.sliders[0].active].label == "12"
+    data = fig.layout.sliders[0].steps[fig.layout.sliders[0].active].args[0]
+    assert flat(data["y"]) == pytest.approx(drawn(beta.beta_figure))
+    assert len(twins.twin_html(fig)) < 2e6
+
+
+def test_the_fingerprint_follows_the_notebook_and_the_library(tmp_path):
+    nb, lib = tmp_path / "a.ipynb", tmp_path / "lib"
+    (lib / "sub").mkdir(parents=True)
+    nb.write_text("{}")
+    (lib / "sub" / "m.py").write_text("x = 1\n")
+    first = site.fingerprint(nb, lib)
+    (lib / "sub" / "m.py").write_text("x = 2\n")
+    second = site.fingerprint(nb, lib)
+    nb.write_text('{"cells": []}')
+    assert len({first, second, site.fingerprint(nb, lib)}) == 3
+
+
+def test_the_pages_workflow_builds_the_site_and_deploys_it_on_pushes_to_main():
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "site.yml").read_text())
+    trigger = flow.get("on", flow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert trigger["push"]["branches"] == ["main"]
+    assert flow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    steps = flow["jobs"]["build"]["steps"]
+    runs = "\n".join(step.get("run", "") for step in steps)
+    assert '-e ".[dev]"' in runs and ".ci/build-site" in runs
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_site"
+    deploy = flow["jobs"]["deploy"]
+    assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+    assert deploy["steps"][0]["uses"].startswith("actions/deploy-pages")
