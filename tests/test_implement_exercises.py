@@ -90,7 +90,9 @@ def test_advantage_and_beta_mistakes_are_named():
 MULTIPLE_CHOICE = {
     "00-gradient-sign": "a", "01-double-epochs": "b", "01-panel-lr": "b", "02-pg-baseline": "a",
     "03-failed-sample": "b", "04-unanimous": "a", "05-ratio-box": "a", "05-stuck-group": "a",
-    "06-unlikely-right": "a", "06-one-epoch": "a",
+    "06-unlikely-right": "a", "06-one-epoch": "a", "00-large-eta": "a", "00-gradient-sum": "a",
+    "02-what-differs": "b", "03-shared-weights": "b", "04-sequential-mistake": "b",
+    "07-final-error": "b", "07-overlap": "b",
 }  # fmt: skip
 
 
@@ -118,6 +120,64 @@ def test_every_exercise_a_notebook_asks_exists():
         text = json.loads(path.read_text())["cells"]
         asked = {m for c in text for m in re.findall(r'check\("([\w-]+)"', "".join(c["source"]))}
         assert asked <= set(exercises.EXERCISES), f"{path.name}: {asked - set(exercises.EXERCISES)}"
+
+
+def test_every_exercise_is_asked_in_the_notebook_its_name_gives():
+    import json
+    import re
+    from pathlib import Path
+
+    asked = {}
+    for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        for c in cells:
+            for name in re.findall(r'check\("([\w-]+)"', "".join(c["source"])):
+                asked[name] = path.name[:2]
+    assert {name: name[:2] for name in exercises.EXERCISES} == asked
+
+
+def test_the_instructors_exercise_map_is_current_and_sorts_by_kind():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "INSTRUCTORS.md").read_text()
+    assert exercises.exercise_map_markdown() in page, (
+        "docs/INSTRUCTORS.md: the exercise map is stale; run python -m tpo_core.teaching.exercises"
+    )
+    kinds = {name: ex.kind for name, ex in exercises.EXERCISES.items()}
+    assert {n for n, k in kinds.items() if k == "multiple choice"} == set(MULTIPLE_CHOICE)
+    assert {n for n, k in kinds.items() if k == "implement it"} == {n for n in kinds if "-my-" in n}
+
+
+def test_every_notebook_asks_two_or_more_multiple_choice_questions():
+    import json
+    import re
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        asked = {m for c in cells for m in re.findall(r'check\("([\w-]+)"', "".join(c["source"]))}
+        assert len(asked & set(MULTIPLE_CHOICE)) >= 2, path.name
+
+
+def test_the_quickstart_questions_match_the_library():
+    """00-large-eta: q -> p_old as eta grows; 00-gradient-sum: p - q sums to 0."""
+    from tpo_core.group import group_view, random_group
+
+    p_old, scores = random_group(6, seed=4)
+    hot = group_view(p_old, scores, eta=1e6)
+    torch.testing.assert_close(hot.q, hot.p_old, rtol=0, atol=1e-5)
+    assert float(group_view(p_old, scores, eta=0.3).gradient.sum()) == pytest.approx(0, abs=1e-12)
+
+
+def test_the_sequential_reward_question_matches_the_reward():
+    """04-sequential-mistake: one wrong token zeroes it and every later token, not earlier ones."""
+    from tpo_core.tokens.tasks import token_rewards
+
+    targets = torch.tensor([[0, 1, 1, 0, 1]])
+    answers = targets.clone()
+    answers[0, 2] = 0  # wrong at position 2
+    assert token_rewards("sequential", answers, targets).tolist() == [[1, 1, 0, 0, 0]]
+    assert token_rewards("bag", answers, targets).tolist() == [[1, 1, 0, 1, 1]]
 
 
 def test_the_lr_times_epochs_question_matches_the_closed_form():

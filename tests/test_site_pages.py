@@ -150,3 +150,32 @@ def test_the_pages_workflow_builds_the_site_and_deploys_it_on_pushes_to_main():
     deploy = flow["jobs"]["deploy"]
     assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
     assert deploy["steps"][0]["uses"].startswith("actions/deploy-pages")
+
+
+def test_the_slide_rule_starts_slides_at_headings_and_keeps_figures():
+    def md(text):
+        return {"cell_type": "markdown", "source": text}
+
+    def py(text):
+        return {"cell_type": "code", "source": text}
+
+    assert site.slide_type(md("# 01 · Title")) == "slide"
+    assert site.slide_type(md("## 2 · A section\n\ntext")) == "slide"
+    assert site.slide_type(md("### A subsection")) == "subslide"
+    assert site.slide_type(md("What to see: ...")) == "-"
+    assert site.slide_type(py("viz.group_figure(view)")) == "subslide"
+    assert site.slide_type(py("GroupExplorer(k=K)")) == "subslide"
+    assert site.slide_type(py('print(question("00-large-eta"))')) == "skip"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_each_notebooks_lecture_deck_builds_from_its_slideshow_metadata(path):
+    nb = nbformat.read(path, as_version=4)
+    types = [cell.metadata.get("slideshow", {}).get("slide_type") for cell in nb.cells]
+    assert types == [site.slide_type(cell) for cell in nb.cells]  # every cell, by the rule
+    deck = site.lecture_deck(nb)
+    assert deck.count("<section") >= types.count("slide") + types.count("subslide")
+    assert 'class="jp-CodeMirrorEditor' not in deck  # code is hidden
+    assert nb.cells[0].source.splitlines()[0].lstrip("# ") in deck  # the title slide
+    head = deck[deck.index("<head>") :]
+    assert head.index("cdn.plot.ly") < head.index("require")  # plotly before require.js

@@ -7,6 +7,10 @@
    the notebooks through :func:`tpo_core.teaching.site.site_notebook`, the pages
    of ``docs/``, plotly.js and the stylesheet.
 3. Rendered by Sphinx + MyST-NB with ``website/conf.py``.
+4. One lecture deck per notebook in ``build/slides/`` (``nbconvert --to slides``,
+   code hidden, slides as the notebooks' slideshow metadata sets them). Unlike
+   the site, a deck loads reveal.js, MathJax and plotly.js from their CDNs:
+   present it online.
 """
 
 from __future__ import annotations
@@ -25,13 +29,20 @@ import plotly
 from nbclient import NotebookClient
 
 from tpo_core.teaching import twins
-from tpo_core.teaching.site import fingerprint, link_badges, site_notebook, twin_figures
+from tpo_core.teaching.site import (
+    fingerprint,
+    lecture_deck,
+    link_badges,
+    site_notebook,
+    twin_figures,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTED = ROOT / "build" / "executed"
 STAGE = ROOT / "build" / "site-src"
 HTML = ROOT / "build" / "html"  # Sphinx's output; MyST-NB keeps its files beside it in build/
 OUT = ROOT / "_site"
+SLIDES = ROOT / "build" / "slides"
 PAGES = ["GLOSSARY", "REFRESHER", "SOLUTIONS", "INSTRUCTORS", "SLIDES"]  # docs/, in nav order
 TOCTREE = """
 
@@ -84,6 +95,18 @@ def stage(notebooks: list[Path], recorded_only: bool) -> None:
     (STAGE / "index.md").write_text(front)
 
 
+def build_decks(notebooks: list[Path]) -> list[Path]:
+    """A reveal.js deck per staged notebook."""
+    shutil.rmtree(SLIDES, ignore_errors=True)
+    SLIDES.mkdir(parents=True)
+    decks = []
+    for path in notebooks:
+        deck = SLIDES / f"{path.stem}.slides.html"
+        deck.write_text(lecture_deck(nbformat.read(STAGE / "notebooks" / path.name, 4)), "utf-8")
+        decks.append(deck)
+    return decks
+
+
 def repository() -> str:
     with open(ROOT / "pyproject.toml", "rb") as f:
         return tomllib.load(f)["project"]["urls"]["Repository"]
@@ -109,6 +132,8 @@ def main(argv=None) -> int:
     subprocess.run(cmd, env=env, check=True)
     shutil.move(HTML, OUT)
     (OUT / ".nojekyll").touch()  # GitHub Pages: serve _static/ and friends as they are
+    decks = build_decks(notebooks)
+    print(f"wrote {len(decks)} lecture decks into {SLIDES.relative_to(ROOT)}/")
     pages = sorted(OUT.rglob("*.html"))
     print(f"built {len(pages)} pages into _site/ in {time.perf_counter() - start:.0f} s")
     for page in pages:

@@ -48,16 +48,17 @@ class Exercise:
     question: str
     grade: Callable[[object], tuple[bool, str]]
     solution: str
+    kind: str = "short answer"  # or "multiple choice", "implement it"
 
 
 EXERCISES: dict[str, Exercise] = {}
 
 
-def exercise(name: str, question: str, solution: str):
+def exercise(name: str, question: str, solution: str, kind: str = "short answer"):
     """Register ``grade(answer) -> (correct, why)`` as the checker of exercise ``name``."""
 
     def register(grade):
-        EXERCISES[name] = Exercise(name, question, grade, solution)
+        EXERCISES[name] = Exercise(name, question, grade, solution, kind)
         return grade
 
     return register
@@ -424,6 +425,7 @@ def _zscores(scores: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     "    std = scores.std(-1, unbiased=False, keepdim=True)\n"
     "    u = torch.where(std > 1e-6, centred / std.clamp_min(1e-6), torch.zeros_like(centred))\n"
     "    return torch.softmax(torch.log_softmax(old_log_probs, -1) + u / eta, -1)",
+    kind="implement it",
 )
 def _grade_my_tpo_target(fn):
     for seed, eta in ((0, 1.0), (1, 0.5), (2, 3.0)):
@@ -470,6 +472,7 @@ def _loss_and_grad(fn, logits, *rest):
     "Write my_tpo_loss(logits, q) for a batch of groups (B, K): the cross-entropy "
     "-sum_k q_k log softmax(logits)_k, averaged over the groups. Its gradient must be (p - q) / B.",
     "def my_tpo_loss(logits, q):\n    return -(q * torch.log_softmax(logits, -1)).sum(-1).mean()",
+    kind="implement it",
 )
 def _grade_my_tpo_loss(fn):
     from tpo_core.objectives import tpo_loss
@@ -503,6 +506,7 @@ def _grade_my_tpo_loss(fn):
     "def my_grpo_advantages(rewards):\n"
     "    centred = rewards - rewards.mean(-1, keepdim=True)\n"
     "    return centred / (rewards.std(-1, unbiased=False, keepdim=True) + 1e-8)",
+    kind="implement it",
 )
 def _grade_my_grpo_advantages(fn):
     from tpo_core.objectives import grpo_advantages
@@ -533,6 +537,7 @@ def _grade_my_grpo_advantages(fn):
     "def my_beta_tpo(p, k):\n"
     "    lam = math.exp(k / math.sqrt(k - 1))\n"
     "    return p * (lam - 1) / (1 - p + lam * p)",
+    kind="implement it",
 )
 def _grade_my_beta_tpo(fn):
     p = torch.linspace(0.01, 0.99, 25, dtype=torch.float64)
@@ -570,6 +575,7 @@ def _grade_my_beta_tpo(fn):
     "    u = torch.where(std > 1e-6, centred / std.clamp_min(1e-6), torch.zeros_like(centred))\n"
     "    q = torch.softmax(torch.log_softmax(seq_old, -1) + u / eta, -1)\n"
     "    return -(q * torch.log_softmax(seq_new, -1)).sum(-1).mean()",
+    kind="implement it",
 )
 def _grade_my_rlvr_loss(fn):
     from tpo_core.objectives import sequence_log_probs, tpo_loss
@@ -616,6 +622,7 @@ def multiple_choice(name: str, question: str, options: dict[str, tuple[str, str]
     EXERCISES[name] = Exercise(
         name, "\n".join(lines) + f"\nAnswer {', '.join(repr(k) for k in keys)}.", grade,
         f"({right}) {options[right][0]}: {options[right][1].removeprefix('right: ')}",
+        "multiple choice",
     )  # fmt: skip
 
 
@@ -782,6 +789,131 @@ multiple_choice(
     "a",
 )
 
+multiple_choice(
+    "00-large-eta",
+    "You raise TPO's temperature eta towards infinity, scores unchanged. The target q tends to",
+    {
+        "a": (
+            "p_old",
+            "right: q is proportional to p_old e^(u / eta), and u / eta goes to 0, so the tilt "
+            "vanishes and the update asks for no change.",
+        ),
+        "b": ("all mass on the best-scored candidate", "that is the limit eta -> 0."),
+        "c": ("the uniform distribution", "q keeps p_old's ratios wherever the scores tie."),
+    },
+    "a",
+)
+multiple_choice(
+    "00-gradient-sum",
+    "Summed over the group's K candidates, TPO's gradient p - q is",
+    {
+        "a": (
+            "0",
+            "right: p and q are both distributions, so each sums to 1; the step moves mass "
+            "between candidates (adding a constant to every logit would change nothing).",
+        ),
+        "b": ("1", "that is the sum of p (or of q) alone."),
+        "c": ("the sum of the z-scores", "the z-scores also sum to 0, but the gradient is p - q."),
+    },
+    "a",
+)
+multiple_choice(
+    "02-what-differs",
+    "In section 2 every method's exact update on context c points along e_y - pi_c, scaled by "
+    "beta(p_c), and the whole step is normalised. What then tells the methods apart?",
+    {
+        "a": ("the direction within each context", "all of them share e_y - pi_c there."),
+        "b": (
+            "how the step is shared among the contexts, through beta(p)",
+            "right: with the "
+            "direction per context fixed and the total length normalised, beta(p) decides which "
+            "contexts get the step.",
+        ),
+        "c": ("the total length of the step", "every step is normalised to the same length."),
+    },
+    "b",
+)
+multiple_choice(
+    "03-shared-weights",
+    "Unlike notebook 02's table of logits, the classifier shares its weights across inputs. A "
+    "TPO step on one input's group",
+    {
+        "a": (
+            "changes that input's probabilities only",
+            "that holds for a table, where each context owns its logits.",
+        ),
+        "b": (
+            "also moves the probabilities of other inputs, most of all similar ones",
+            "right: "
+            "the step changes shared weights, which helps inputs of the same class and can hurt "
+            "a confusable partner class (section 3's sweep).",
+        ),
+        "c": (
+            "cannot affect other inputs, because the loss involves only this one",
+            "the loss does, but its gradient flows into weights that every input uses.",
+        ),
+    },
+    "b",
+)
+multiple_choice(
+    "04-sequential-mistake",
+    "Under the sequential reward a token scores 1 only if it and every earlier token are right. "
+    "Compared with the bag reward, one wrong token at position 2",
+    {
+        "a": ("lowers the score of that token only", "that is the bag reward."),
+        "b": (
+            "zeroes the scores of that token and of every later token of the answer",
+            "right: "
+            "every later token has a wrong token before it, so the later states get no credit "
+            "even where they are right.",
+        ),
+        "c": (
+            "zeroes the scores of the earlier tokens",
+            "the earlier tokens have no wrong token before them; they keep their credit.",
+        ),
+    },
+    "b",
+)
+multiple_choice(
+    "07-final-error",
+    "The paper's final error for a method, at one setting, is",
+    {
+        "a": (
+            "the lowest error any run reached",
+            "that picks each run's luckiest moment; a run can relapse after it.",
+        ),
+        "b": (
+            "the last episode's error, averaged over seeds",
+            "right: one number per seed, taken at the end of training, then the mean over seeds "
+            "(report its interval beside it).",
+        ),
+        "c": (
+            "the best seed's mean error over its last 20 episodes",
+            "choosing the best seed selects on the outcome; the mean must be over all seeds.",
+        ),
+    },
+    "b",
+)
+multiple_choice(
+    "07-overlap",
+    "TPO's mean final error is below GRPO's, but their 95% bootstrap intervals over seeds "
+    "overlap almost entirely. You write",
+    {
+        "a": ("TPO beats GRPO", "the difference is well inside the uncertainty over seeds."),
+        "b": (
+            "the means fall in TPO's favour, not separated at this number of seeds",
+            "right: "
+            "and say how many seeds would separate them (stats.seeds_to_separate), or which other "
+            "measure, such as episodes to 5%, does separate them.",
+        ),
+        "c": (
+            "TPO and GRPO perform the same",
+            "overlapping intervals do not show equality either; the test lacks the power to tell.",
+        ),
+    },
+    "b",
+)
+
 
 def solutions_markdown() -> str:
     """Every exercise's question and worked solution, each solution folded behind a toggle:
@@ -801,9 +933,37 @@ def solutions_markdown() -> str:
     return "\n".join(parts)
 
 
+KINDS = ("multiple choice", "short answer", "implement it")
+MAP_START, MAP_END = "<!-- exercise map: start -->", "<!-- exercise map: end -->"
+
+
+def exercise_map_markdown() -> str:
+    """A table of every notebook's exercises by kind, for the instructors' page."""
+    notebooks = sorted({name[:2] for name in EXERCISES})
+    rows = ["| notebook | " + " | ".join(KINDS) + " |", "|---" * (len(KINDS) + 1) + "|"]
+    for nb in notebooks:
+        cells = [
+            ", ".join(
+                f"`{n}`" for n in sorted(EXERCISES) if n[:2] == nb and EXERCISES[n].kind == kind
+            )
+            or "-"
+            for kind in KINDS
+        ]
+        rows.append(f"| {nb} | " + " | ".join(cells) + " |")
+    return "\n".join([MAP_START, *rows, MAP_END])
+
+
+def with_exercise_map(page: str) -> str:
+    """``page`` with the table between its map markers replaced by the current one."""
+    start, end = page.index(MAP_START), page.index(MAP_END) + len(MAP_END)
+    return page[:start] + exercise_map_markdown() + page[end:]
+
+
 if __name__ == "__main__":
     from pathlib import Path
 
-    page = Path(__file__).resolve().parents[2] / "docs" / "SOLUTIONS.md"
-    page.write_text(solutions_markdown(), encoding="utf-8")
-    print(f"wrote {page.name}: {len(EXERCISES)} exercises")
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    (docs / "SOLUTIONS.md").write_text(solutions_markdown(), encoding="utf-8")
+    instructors = docs / "INSTRUCTORS.md"
+    instructors.write_text(with_exercise_map(instructors.read_text(encoding="utf-8")), "utf-8")
+    print(f"wrote SOLUTIONS.md and the map in INSTRUCTORS.md: {len(EXERCISES)} exercises")

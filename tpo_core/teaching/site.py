@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import plotly
 import plotly.graph_objects as go
 
 from tpo_core.teaching import twins
@@ -108,10 +109,42 @@ def site_notebook(nb, twin_htmls: dict[str, str]):
     return nb
 
 
+def slide_type(cell) -> str:
+    """The lecture deck's rule (JupyterLab's slideshow metadata, read by ``nbconvert --to slides``).
+
+    A ``#``/``##`` heading starts a slide and a ``###`` heading a sub-slide; other
+    prose continues its slide; a code cell that draws a figure gets a sub-slide
+    of its own; other code (set-up, printed checks, exercises) is skipped.
+    """
+    source = "".join(cell["source"]).lstrip()
+    if cell["cell_type"] == "markdown":
+        if re.match(r"#{1,2} ", source):
+            return "slide"
+        return "subslide" if source.startswith("### ") else "-"
+    draws = re.search(r"(^|\n)\s*(viz\.\w+_figure|\w+Explorer)\(", source)
+    return "subslide" if draws else "skip"
+
+
+def lecture_deck(nb) -> str:
+    """A reveal.js deck of notebook ``nb`` (code hidden), slides as its slideshow metadata says.
+
+    reveal.js, MathJax and plotly.js come from their CDNs, so a deck is presented online.
+    """
+    from nbconvert import SlidesExporter
+
+    html, _ = SlidesExporter(exclude_input=True, reveal_scroll=True).from_notebook_node(nb)
+    plotly_js = f"https://cdn.plot.ly/plotly-{plotly.offline.get_plotlyjs_version()}.min.js"
+    # before require.js, so that plotly.js defines window.Plotly rather than an AMD module
+    return html.replace("<head>", f'<head>\n<script src="{plotly_js}"></script>', 1)
+
+
 def fingerprint(notebook: Path, library: Path) -> str:
-    """SHA-256 of a notebook's file and every ``.py`` of the library: what its outputs depend on."""
+    """SHA-256 of a notebook's file and the library's ``.py`` files: what its outputs depend on.
+
+    This module is left out: only the site build imports it, no notebook does.
+    """
     digest = hashlib.sha256(notebook.read_bytes())
-    for path in sorted(library.rglob("*.py")):
+    for path in sorted(p for p in library.rglob("*.py") if p.resolve() != Path(__file__).resolve()):
         digest.update(path.relative_to(library).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
