@@ -19,7 +19,8 @@ def first_code_cell(path):
     return "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
 
 
-EXTRAS = {"06_llm_rlvr.ipynb": "[llm]"}  # what a notebook needs beyond the core package
+# what a notebook needs beyond the core package
+EXTRAS = {"06_llm_rlvr.ipynb": "[llm]", "07_capstone.ipynb": "[llm]"}
 
 
 def test_every_notebook_starts_with_the_same_bootstrap_and_its_own_extras():
