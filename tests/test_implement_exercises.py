@@ -1,11 +1,16 @@
 """Implement-it exercises: the worked solution passes, and each usual mistake is named."""
 
+import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from tpo_core.teaching import exercises
+
+ROOT = Path(__file__).resolve().parents[1]
 
 IMPLEMENT = {
     "01-my-tpo-target": "my_tpo_target",
@@ -111,24 +116,9 @@ def test_multiple_choice_explains_every_option(name, right):
     assert not exercises.check(name, "d").correct
 
 
-def test_every_exercise_a_notebook_asks_exists():
-    import json
-    import re
-    from pathlib import Path
-
-    for path in Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb"):
-        text = json.loads(path.read_text())["cells"]
-        asked = {m for c in text for m in re.findall(r'check\("([\w-]+)"', "".join(c["source"]))}
-        assert asked <= set(exercises.EXERCISES), f"{path.name}: {asked - set(exercises.EXERCISES)}"
-
-
 def test_every_exercise_is_asked_in_the_notebook_its_name_gives():
-    import json
-    import re
-    from pathlib import Path
-
     asked = {}
-    for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb")):
+    for path in sorted(ROOT.glob("notebooks/*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
         for c in cells:
             for name in re.findall(r'check\("([\w-]+)"', "".join(c["source"])):
@@ -137,9 +127,7 @@ def test_every_exercise_is_asked_in_the_notebook_its_name_gives():
 
 
 def test_the_instructors_exercise_map_is_current_and_sorts_by_kind():
-    from pathlib import Path
-
-    page = (Path(__file__).resolve().parents[1] / "docs" / "INSTRUCTORS.md").read_text()
+    page = (ROOT / "docs" / "INSTRUCTORS.md").read_text()
     assert exercises.exercise_map_markdown() in page, (
         "docs/INSTRUCTORS.md: the exercise map is stale; run python -m tpo_core.teaching.exercises"
     )
@@ -149,11 +137,7 @@ def test_the_instructors_exercise_map_is_current_and_sorts_by_kind():
 
 
 def test_every_notebook_asks_two_or_more_multiple_choice_questions():
-    import json
-    import re
-    from pathlib import Path
-
-    for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb")):
+    for path in sorted(ROOT.glob("notebooks/*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
         asked = {m for c in cells for m in re.findall(r'check\("([\w-]+)"', "".join(c["source"]))}
         assert len(asked & set(MULTIPLE_CHOICE)) >= 2, path.name
@@ -200,11 +184,24 @@ def test_the_unlikely_completion_question_matches_the_target():
 
 
 def test_solutions_page_is_current_and_folds_every_solution():
-    from pathlib import Path
-
-    page = Path(__file__).resolve().parents[1] / "docs" / "SOLUTIONS.md"
+    page = ROOT / "docs" / "SOLUTIONS.md"
     assert page.read_text(encoding="utf-8") == exercises.solutions_markdown(), (
         "docs/SOLUTIONS.md is stale: run python -m tpo_core.teaching.exercises"
     )
     text = page.read_text(encoding="utf-8")
     assert text.count("<summary>show the solution</summary>") == len(exercises.EXERCISES)
+
+
+def test_an_exercise_of_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        exercises.Exercise("xx-typo", "?", lambda a: (True, ""), "", kind="multiple-choice")
+
+
+def test_the_capstone_rubric_and_the_instructors_page_give_the_same_points():
+    capstone = json.loads((ROOT / "notebooks" / "07_capstone.ipynb").read_text())["cells"]
+    rubric = next("".join(c["source"]) for c in capstone if "**Rubric**" in "".join(c["source"]))
+    in_notebook = [int(n) for n in re.findall(r"\((\d+)(?: points?)?\)", rubric)]
+    page = (ROOT / "docs" / "INSTRUCTORS.md").read_text()
+    table = page[page.index("## The capstone's rubric") :].split("\n## ")[0]
+    on_page = [int(n) for n in re.findall(r"^\| (\d+) \|", table, re.M)]
+    assert in_notebook == on_page and sum(on_page) == 10

@@ -8,17 +8,16 @@ Screenshots land in ``artifacts/site/``.
 
 import functools
 import http.server
-import math
 import os
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from tpo_core.group import group_view, random_group
-from tpo_core.teaching.widgets import ETA_RANGE, TWIN_POINTS
+from tpo_core.teaching.site import TWIN_SETTINGS
+from tpo_core.teaching.widgets import ETA_RANGE, _grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_site"
@@ -27,8 +26,11 @@ CHROMIUM = shutil.which("chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
 
-if os.environ.get("TPO_SITE_TESTS") and not (SITE / "index.html").exists():
-    raise RuntimeError("site tests are required here but _site/ is not built (.ci/build-site)")
+if os.environ.get("TPO_SITE_TESTS"):
+    if not (SITE / "index.html").exists():
+        raise RuntimeError("site tests are required here but _site/ is not built (.ci/build-site)")
+    if CHROMIUM is None:
+        raise RuntimeError("site tests are required here but Debian's chromium is not installed")
 pytestmark = [
     pytest.mark.skipif(not (SITE / "index.html").exists(), reason="run .ci/build-site first"),
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed"),
@@ -49,11 +51,10 @@ def base():
     server.shutdown()
 
 
-OUTSIDE: list[str] = []
-
-
 @pytest.fixture(scope="module")
 def browser(base):
+    """A browser context in which any request that would leave the machine fails the tests."""
+    outside = []
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -64,12 +65,13 @@ def browser(base):
             if route.request.url.startswith(base):
                 route.continue_()
             else:
-                OUTSIDE.append(route.request.url)
+                outside.append(route.request.url)
                 route.abort()
 
         context.route("**/*", route)
         yield context
         b.close()
+    assert outside == [], f"requests that left the machine: {outside}"
 
 
 def open_page(browser, url):
@@ -121,7 +123,7 @@ def test_notebook_page_renders_figures_and_math_without_errors(browser, base, na
             rawMath: RAW_MATH(),
         };}"""
     )
-    assert state["cells"] > 0
+    assert state["cells"] > 0 and state["divs"] > 0
     assert state["drawn"] == state["divs"]  # every figure was drawn by the page's plotly.js
     assert state["math"] > 0 and state["rawMath"] is False
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -143,9 +145,9 @@ def test_one_group_twin_eta_slider_moves_q_to_the_library_values(browser, base):
     page.mouse.click(rail["x"] + rail["width"] * 0.9, rail["y"] + rail["height"] / 2)
     page.wait_for_timeout(300)
     i, j = page.evaluate(f"[0, 1].map(k => {find}.layout.sliders[k].active)")
-    etas = torch.logspace(math.log10(ETA_RANGE[0]), math.log10(ETA_RANGE[1]), TWIN_POINTS)
-    etas = sorted({*etas.tolist(), 1.0})
-    p_old, scores = random_group(5, 0)  # notebook 01's group: K = 5, seed 0
+    _, settings = TWIN_SETTINGS["group-target"]  # notebook 01's group and eta
+    etas, _ = _grid(ETA_RANGE, settings["eta"])  # the twin's eta steps
+    p_old, scores = random_group(settings["k"], settings["seed"])
     expected = group_view(p_old, scores, etas[i]).q.tolist()
     assert etas[i] > 5  # the slider moved far right
     after = page.evaluate(f"{find}.data[1].y.slice()")
@@ -173,8 +175,3 @@ def test_solutions_are_folded_behind_a_toggle(browser, base):
     assert page.evaluate("document.querySelector('details').open")
     assert errors == []
     page.close()
-
-
-def test_nothing_was_requested_from_outside():
-    """Runs last (file order): every page above loaded without leaving the machine."""
-    assert OUTSIDE == []

@@ -1,5 +1,6 @@
 """The site's pages without a browser: notebook outputs turned into page content, and the twins."""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -141,7 +142,7 @@ def test_the_pages_workflow_builds_the_site_and_deploys_it_on_pushes_to_main():
     flow = yaml.safe_load((ROOT / ".github" / "workflows" / "site.yml").read_text())
     trigger = flow.get("on", flow.get(True))  # YAML 1.1 reads a bare `on` as true
     assert trigger["push"]["branches"] == ["main"]
-    assert flow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    assert flow["permissions"] == {"contents": "read"}  # the build job needs no more
     steps = flow["jobs"]["build"]["steps"]
     runs = "\n".join(step.get("run", "") for step in steps)
     assert '-e ".[dev]"' in runs and ".ci/build-site" in runs
@@ -149,6 +150,7 @@ def test_the_pages_workflow_builds_the_site_and_deploys_it_on_pushes_to_main():
     assert upload["with"]["path"] == "_site"
     deploy = flow["jobs"]["deploy"]
     assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
     assert deploy["steps"][0]["uses"].startswith("actions/deploy-pages")
 
 
@@ -165,17 +167,64 @@ def test_the_slide_rule_starts_slides_at_headings_and_keeps_figures():
     assert site.slide_type(md("What to see: ...")) == "-"
     assert site.slide_type(py("viz.group_figure(view)")) == "subslide"
     assert site.slide_type(py("GroupExplorer(k=K)")) == "subslide"
+    assert site.slide_type(py("GroupInspector(rollout)")) == "subslide"
     assert site.slide_type(py('print(question("00-large-eta"))')) == "skip"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
 def test_each_notebooks_lecture_deck_builds_from_its_slideshow_metadata(path):
     nb = nbformat.read(path, as_version=4)
-    types = [cell.metadata.get("slideshow", {}).get("slide_type") for cell in nb.cells]
-    assert types == [site.slide_type(cell) for cell in nb.cells]  # every cell, by the rule
+    types = [
+        cell.metadata.get("slideshow", {}).get("slide_type", site.slide_type(cell))
+        for cell in nb.cells
+    ]  # an instructor may change a cell's slide type; a cell without one gets the rule's
+    headings = [t for c, t in zip(nb.cells, types, strict=True) if c.source.startswith("## ")]
+    assert set(headings) == {"slide"}  # every section starts a slide
     deck = site.lecture_deck(nb)
     assert deck.count("<section") >= types.count("slide") + types.count("subslide")
     assert 'class="jp-CodeMirrorEditor' not in deck  # code is hidden
     assert nb.cells[0].source.splitlines()[0].lstrip("# ") in deck  # the title slide
     head = deck[deck.index("<head>") :]
     assert head.index("cdn.plot.ly") < head.index("require")  # plotly before require.js
+
+
+def test_a_deck_gives_cells_without_slide_metadata_the_rules_type():
+    nb = notebook(
+        nbformat.v4.new_markdown_cell("# Title"),
+        code(
+            "print('quietly')",
+            [nbformat.v4.new_output("stream", name="stdout", text="skipped-output\n")],
+        ),
+        nbformat.v4.new_markdown_cell("## Second slide"),
+    )
+    deck = site.lecture_deck(nb)
+    assert "Second slide" in deck and "skipped-output" not in deck  # the print is skipped
+    assert "slideshow" not in nb.cells[1].metadata  # the notebook itself is left alone
+
+
+def twin_names(cell) -> list[str]:
+    tags = cell["metadata"].get("tags", [])
+    return [t[len(site.TWIN_TAG) :] for t in tags if t.startswith(site.TWIN_TAG)]
+
+
+def test_each_twin_has_the_arguments_of_its_cell_at_the_notebooks_defaults():
+    seen = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        sources = ["".join(c["source"]) for c in cells]
+        tagged = [(twin_names(c), s) for c, s in zip(cells, sources, strict=True) if twin_names(c)]
+        if not tagged:
+            continue
+        defaults: dict = {}  # what the parameters cell, right after its heading, sets
+        heading = next(i for i, s in enumerate(sources) if s.startswith("## Parameters"))
+        exec(sources[heading + 1], defaults)
+        for names, source in tagged:
+            calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)]
+            for name in names:
+                explorer, kwargs = site.TWIN_SETTINGS[name]
+                call = next(c for c in calls if getattr(c.func, "id", "") == explorer.__name__)
+                assert not call.args, f"{path.name}: pass {name}'s explorer keywords only"
+                used = {k.arg: eval(ast.unparse(k.value), defaults) for k in call.keywords}
+                assert used == kwargs, (path.name, name, used, kwargs)
+                seen.add(name)
+    assert seen == set(site.TWIN_SETTINGS)

@@ -131,7 +131,6 @@ def main(argv=None) -> int:
     cmd += ["-d", str(ROOT / "build" / "doctrees"), str(STAGE), str(HTML)]
     subprocess.run(cmd, env=env, check=True)
     shutil.move(HTML, OUT)
-    (OUT / ".nojekyll").touch()  # GitHub Pages: serve _static/ and friends as they are
     decks = build_decks(notebooks)
     print(f"wrote {len(decks)} lecture decks into {SLIDES.relative_to(ROOT)}/")
     pages = sorted(OUT.rglob("*.html"))

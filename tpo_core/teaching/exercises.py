@@ -48,9 +48,16 @@ class Exercise:
     question: str
     grade: Callable[[object], tuple[bool, str]]
     solution: str
-    kind: str = "short answer"  # or "multiple choice", "implement it"
+    kind: str = "short answer"  # one of KINDS
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"exercise {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
+            )
 
 
+KINDS = ("multiple choice", "short answer", "implement it")
 EXERCISES: dict[str, Exercise] = {}
 
 
@@ -799,7 +806,10 @@ multiple_choice(
             "vanishes and the update asks for no change.",
         ),
         "b": ("all mass on the best-scored candidate", "that is the limit eta -> 0."),
-        "c": ("the uniform distribution", "q keeps p_old's ratios wherever the scores tie."),
+        "c": (
+            "the uniform distribution",
+            "the tilt fades, so q returns to p_old, which is uniform only if p_old is.",
+        ),
     },
     "a",
 )
@@ -813,7 +823,11 @@ multiple_choice(
             "between candidates (adding a constant to every logit would change nothing).",
         ),
         "b": ("1", "that is the sum of p (or of q) alone."),
-        "c": ("the sum of the z-scores", "the z-scores also sum to 0, but the gradient is p - q."),
+        "c": (
+            "KL(q || p_old)",
+            "the KL measures how far the target moved; the gradient's entries sum to 0 however "
+            "far that is.",
+        ),
     },
     "a",
 )
@@ -845,8 +859,8 @@ multiple_choice(
         "b": (
             "also moves the probabilities of other inputs, most of all similar ones",
             "right: "
-            "the step changes shared weights, which helps inputs of the same class and can hurt "
-            "a confusable partner class (section 3's sweep).",
+            "the step changes shared weights, which moves inputs of the same class along with "
+            "it, and can move a confusable class's inputs the wrong way.",
         ),
         "c": (
             "cannot affect other inputs, because the loss involves only this one",
@@ -933,7 +947,6 @@ def solutions_markdown() -> str:
     return "\n".join(parts)
 
 
-KINDS = ("multiple choice", "short answer", "implement it")
 MAP_START, MAP_END = "<!-- exercise map: start -->", "<!-- exercise map: end -->"
 
 

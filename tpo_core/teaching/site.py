@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
@@ -43,18 +44,23 @@ LIVE_NOTE = (
     "button at the top of this page) or locally to drag its controls.{twin}</p></div>"
 )
 TWIN_NOTE = (
-    " Below is its kernel-free twin: the same figure over states that <code>tpo_core</code> "
-    "computed beforehand, at the notebook's default settings."
+    " Below is a kernel-free twin of its main figure: sliders over states that "
+    "<code>tpo_core</code> computed beforehand, at the notebook's default settings."
 )
 
 
+TWIN_SETTINGS = {
+    "group-target": (GroupExplorer, dict(k=5, eta=1.0, seed=0)),
+    "overshoot": (OvershootExplorer, dict(k=5, lr=1.0, epochs=50, eta=1.0, seed=0)),
+    "beta": (BetaExplorer, dict(k=10)),
+}
+"""Each twin's explorer and its arguments: those of the tagged cell at the notebook's defaults
+(a test evaluates the cell's call in its notebook's parameters)."""
+
+
 def twin_figures() -> dict[str, object]:
-    """The twins that cells tagged ``twin:NAME`` show, at notebook 01's and 02's defaults."""
-    return {
-        "group-target": GroupExplorer(k=5, eta=1.0, seed=0).kernel_free(),
-        "overshoot": OvershootExplorer(k=5, lr=1.0, epochs=50, eta=1.0, seed=0).kernel_free(),
-        "beta": BetaExplorer(k=10).kernel_free(),
-    }
+    """The twins that cells tagged ``twin:NAME`` show."""
+    return {name: cls(**kwargs).kernel_free() for name, (cls, kwargs) in TWIN_SETTINGS.items()}
 
 
 def link_badges(markdown: str) -> str:
@@ -121,17 +127,21 @@ def slide_type(cell) -> str:
         if re.match(r"#{1,2} ", source):
             return "slide"
         return "subslide" if source.startswith("### ") else "-"
-    draws = re.search(r"(^|\n)\s*(viz\.\w+_figure|\w+Explorer)\(", source)
+    draws = re.search(r"(^|\n)\s*(viz\.\w+_figure|\w+Explorer|GroupInspector)\(", source)
     return "subslide" if draws else "skip"
 
 
 def lecture_deck(nb) -> str:
     """A reveal.js deck of notebook ``nb`` (code hidden), slides as its slideshow metadata says.
 
-    reveal.js, MathJax and plotly.js come from their CDNs, so a deck is presented online.
+    A cell without that metadata gets :func:`slide_type`'s. reveal.js, MathJax
+    and plotly.js come from their CDNs, so a deck is presented online.
     """
     from nbconvert import SlidesExporter
 
+    nb = nbformat.from_dict(nb)
+    for cell in nb.cells:
+        cell.metadata.setdefault("slideshow", {}).setdefault("slide_type", slide_type(cell))
     html, _ = SlidesExporter(exclude_input=True, reveal_scroll=True).from_notebook_node(nb)
     plotly_js = f"https://cdn.plot.ly/plotly-{plotly.offline.get_plotlyjs_version()}.min.js"
     # before require.js, so that plotly.js defines window.Plotly rather than an AMD module
@@ -139,12 +149,21 @@ def lecture_deck(nb) -> str:
 
 
 def fingerprint(notebook: Path, library: Path) -> str:
-    """SHA-256 of a notebook's file and the library's ``.py`` files: what its outputs depend on.
+    """SHA-256 of what a notebook's outputs depend on: its file, the library's files (code
+    and shipped results) and the versions of the packages that compute them.
 
     This module is left out: only the site build imports it, no notebook does.
     """
     digest = hashlib.sha256(notebook.read_bytes())
-    for path in sorted(p for p in library.rglob("*.py") if p.resolve() != Path(__file__).resolve()):
+    this = Path(__file__).resolve()
+    for path in sorted(p for p in library.rglob("*") if p.is_file() and p.resolve() != this):
+        if "__pycache__" in path.parts:
+            continue
         digest.update(path.relative_to(library).as_posix().encode())
         digest.update(path.read_bytes())
+    for package in ("torch", "numpy", "plotly", "transformers", "peft", "reasoning-gym"):
+        try:
+            digest.update(f"{package}=={metadata.version(package)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{package} absent".encode())
     return digest.hexdigest()

@@ -27,13 +27,17 @@ TWIN_POINTS = 25
 
 
 def _grid(bounds: tuple[float, float], current: float, log: bool = True) -> tuple[list[float], int]:
-    """``TWIN_POINTS`` values over ``bounds`` (log-spaced or even), plus ``current``; its index."""
-    if log:
-        grid = torch.logspace(math.log10(bounds[0]), math.log10(bounds[1]), TWIN_POINTS)
-    else:
-        grid = torch.linspace(bounds[0], bounds[1], TWIN_POINTS)
-    values = sorted({*grid.tolist(), float(current)})
-    return values, values.index(float(current))
+    """``TWIN_POINTS`` values over ``bounds`` (log-spaced or even) with ``current``; its index.
+
+    A grid point within rounding of ``current`` is replaced by it, so no two steps share a label.
+    """
+    lo, hi = (math.log10(b) for b in bounds) if log else bounds
+    grid = torch.linspace(lo, hi, TWIN_POINTS, dtype=torch.float64)
+    grid = (10**grid if log else grid).tolist()
+    current = float(current)
+    values = [v for v in grid if not math.isclose(v, current, rel_tol=1e-9, abs_tol=1e-12)]
+    values = sorted([*values, current])
+    return values, values.index(current)
 
 
 def _log_slider(description: str, value: float, bounds: tuple[float, float]) -> w.FloatLogSlider:
@@ -136,6 +140,8 @@ class GroupExplorer(_Explorer):
         Its two sliders step eta over ``ETA_RANGE`` and candidate ``score_index``'s
         score over the slider's range; it starts at the current values.
         """
+        if not self.standardize_toggle.value:
+            raise ValueError("the twin shows the z-scored target: switch standardisation on")
         etas, i = _grid(ETA_RANGE, self.eta_slider.value)
         slider = self.score_sliders[score_index]
         values, j = _grid((slider.min, slider.max), slider.value, log=False)
