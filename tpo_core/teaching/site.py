@@ -2,9 +2,8 @@
 
 ``.ci/build-site`` executes every notebook once (or takes the outputs that the
 test suite's nbval run recorded, when their :func:`fingerprint` still matches),
-passes it through
-:func:`site_notebook` and renders the result with Sphinx and MyST-NB. On the
-site:
+passes it through :func:`site_notebook` and renders the result with Sphinx and
+MyST-NB; :func:`lecture_deck` makes each notebook's slides. On the site:
 
 * plotly figures become HTML fragments that use the page's one copy of plotly.js;
 * an explorer needs a kernel, so its widget output becomes a note saying so and,
@@ -47,7 +46,6 @@ TWIN_NOTE = (
     " Below is a kernel-free twin of its main figure: sliders over states that "
     "<code>tpo_core</code> computed beforehand, at the notebook's default settings."
 )
-
 
 TWIN_SETTINGS = {
     "group-target": (GroupExplorer, dict(k=5, eta=1.0, seed=0)),
