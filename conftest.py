@@ -1,7 +1,7 @@
 """Keep what nbval's run of each notebook printed, so the site needs no second run.
 
 When every code cell of a notebook passes, the notebook with those outputs is
-written to ``build/executed/`` with its :func:`tpo_core.teaching.site.fingerprint`;
+written to ``build/executed/`` by :func:`tpo_core.teaching.site.record`;
 ``.ci/build-site`` uses it while the fingerprint still matches and executes the
 notebook itself otherwise.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent
@@ -33,7 +32,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session):
-    from tpo_core.teaching.site import fingerprint
+    from tpo_core.teaching.site import record
 
     for notebook, items in _cells.items():
         nb = items[0].parent.nb
@@ -42,6 +41,4 @@ def pytest_sessionfinish(session):
             continue
         for item in items:
             item.cell.outputs = item.test_outputs
-        nb.metadata["tpo_site"] = {"fingerprint": fingerprint(notebook, ROOT / "tpo_core")}
-        EXECUTED.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, EXECUTED / notebook.name)
+        record(nb, notebook, EXECUTED)

@@ -86,7 +86,7 @@ def test_every_explorer_cell_is_tagged_with_a_known_twin_or_as_an_explorer():
             if cell["cell_type"] != "code" or not EXPLORER_CALL.search("".join(cell["source"])):
                 continue
             tags = cell["metadata"].get("tags", [])
-            names = {t[len(site.TWIN_TAG) :] for t in tags if t.startswith(site.TWIN_TAG)}
+            names = set(site.twin_names(cell))
             assert names <= known, (path.name, names - known)
             assert names or site.EXPLORER_TAG in tags, (path.name, "".join(cell["source"])[:60])
 
@@ -136,6 +136,19 @@ def test_the_fingerprint_follows_the_notebook_and_the_library(tmp_path):
     second = site.fingerprint(nb, lib)
     nb.write_text('{"cells": []}')
     assert len({first, second, site.fingerprint(nb, lib)}) == 3
+
+
+def test_a_recording_is_handed_back_only_while_its_notebook_is_unchanged(tmp_path):
+    source = tmp_path / "nb.ipynb"
+    nbformat.write(notebook(code("1 + 1")), source)
+    run = nbformat.read(source, as_version=4)
+    run.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="2\n")]
+    assert site.recorded(source, tmp_path / "runs") is None  # nothing kept yet
+    site.record(run, source, tmp_path / "runs")
+    kept = site.recorded(source, tmp_path / "runs")
+    assert kept is not None and kept.cells[0].outputs[0].text == "2\n"
+    nbformat.write(notebook(code("1 + 2")), source)  # the notebook changes: the run is stale
+    assert site.recorded(source, tmp_path / "runs") is None
 
 
 def test_the_pages_workflow_builds_the_site_and_deploys_it_on_pushes_to_main():
@@ -202,17 +215,16 @@ def test_a_deck_gives_cells_without_slide_metadata_the_rules_type():
     assert "slideshow" not in nb.cells[1].metadata  # the notebook itself is left alone
 
 
-def twin_names(cell) -> list[str]:
-    tags = cell["metadata"].get("tags", [])
-    return [t[len(site.TWIN_TAG) :] for t in tags if t.startswith(site.TWIN_TAG)]
-
-
 def test_each_twin_has_the_arguments_of_its_cell_at_the_notebooks_defaults():
     seen = set()
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
         sources = ["".join(c["source"]) for c in cells]
-        tagged = [(twin_names(c), s) for c, s in zip(cells, sources, strict=True) if twin_names(c)]
+        tagged = [
+            (site.twin_names(c), s)
+            for c, s in zip(cells, sources, strict=True)
+            if site.twin_names(c)
+        ]
         if not tagged:
             continue
         defaults: dict = {}  # what the parameters cell, right after its heading, sets

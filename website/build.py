@@ -30,9 +30,10 @@ from nbclient import NotebookClient
 
 from tpo_core.teaching import twins
 from tpo_core.teaching.site import (
-    fingerprint,
     lecture_deck,
     link_badges,
+    record,
+    recorded,
     site_notebook,
     twin_figures,
 )
@@ -57,21 +58,16 @@ TOCTREE = """
 
 def executed(path: Path, recorded_only: bool = False) -> tuple[nbformat.NotebookNode, str]:
     """The notebook with its outputs, and where they came from."""
-    stamp = fingerprint(path, ROOT / "tpo_core")
-    recorded = EXECUTED / path.name
-    if recorded.exists():
-        nb = nbformat.read(recorded, as_version=4)
-        if nb.metadata.get("tpo_site", {}).get("fingerprint") == stamp:
-            return nb, "recorded outputs (test suite or an earlier build)"
+    nb = recorded(path, EXECUTED)
+    if nb is not None:
+        return nb, "recorded outputs (test suite or an earlier build)"
     if recorded_only:
         sys.exit(f"{path.name}: no current recording in {EXECUTED} (run the notebook tests first)")
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     resources = {"metadata": {"path": str(path.parent)}}
     NotebookClient(nb, timeout=600, store_widget_state=False, resources=resources).execute()
-    nb.metadata["tpo_site"] = {"fingerprint": stamp}
-    EXECUTED.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, recorded)
+    record(nb, path, EXECUTED)
     return nb, f"executed in {time.perf_counter() - start:.0f} s"
 
 

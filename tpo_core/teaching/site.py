@@ -35,6 +35,7 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 TWIN_TAG = "twin:"
 EXPLORER_TAG = "explorer"
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+LIBRARY = Path(__file__).resolve().parents[1]  # tpo_core: what a notebook's outputs depend on
 BADGE = re.compile(r"\[!\[([^\]]*)\]\([^)]*\)\]\(([^)]*)\)")  # [![alt](image)](target)
 
 LIVE_NOTE = (
@@ -70,10 +71,16 @@ def _html_output(html: str) -> nbformat.NotebookNode:
     return nbformat.v4.new_output("display_data", data={"text/html": html})
 
 
+def twin_names(cell) -> list[str]:
+    """The twins a cell's ``twin:NAME`` tags ask for."""
+    tags = cell.get("metadata", {}).get("tags", [])
+    return [t[len(TWIN_TAG) :] for t in tags if t.startswith(TWIN_TAG)]
+
+
 def _site_outputs(cell, twin_htmls: dict[str, str]) -> list:
     tags = cell.get("metadata", {}).get("tags", [])
-    twin_names = [t[len(TWIN_TAG) :] for t in tags if t.startswith(TWIN_TAG)]
-    unknown = set(twin_names) - set(twin_htmls)
+    names = twin_names(cell)
+    unknown = set(names) - set(twin_htmls)
     if unknown:
         raise ValueError(f"unknown twin(s) {sorted(unknown)} tagged on: {cell.source[:60]!r}")
     outputs, noted = [], False
@@ -82,11 +89,11 @@ def _site_outputs(cell, twin_htmls: dict[str, str]) -> list:
         if PLOTLY_MIME in data:
             outputs.append(_html_output(twins.twin_html(_figure(data[PLOTLY_MIME]))))
         elif WIDGET_MIME in data:
-            if noted or not (twin_names or EXPLORER_TAG in tags):
+            if noted or not (names or EXPLORER_TAG in tags):
                 continue
             noted = True
-            outputs.append(_html_output(LIVE_NOTE.format(twin=TWIN_NOTE if twin_names else "")))
-            outputs += [_html_output(twin_htmls[name]) for name in twin_names]
+            outputs.append(_html_output(LIVE_NOTE.format(twin=TWIN_NOTE if names else "")))
+            outputs += [_html_output(twin_htmls[name]) for name in names]
         else:
             outputs.append(output)
     return outputs
@@ -165,3 +172,21 @@ def fingerprint(notebook: Path, library: Path) -> str:
         except metadata.PackageNotFoundError:
             digest.update(f"{package} absent".encode())
     return digest.hexdigest()
+
+
+def record(nb, notebook: Path, folder: Path) -> None:
+    """Keep executed ``nb`` (the run of file ``notebook``) in ``folder``, stamped with its
+    :func:`fingerprint`, for :func:`recorded` to hand back while that still matches."""
+    nb.metadata["tpo_site"] = {"fingerprint": fingerprint(notebook, LIBRARY)}
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / notebook.name)
+
+
+def recorded(notebook: Path, folder: Path):
+    """The run of ``notebook`` that :func:`record` kept in ``folder``; None if stale or absent."""
+    path = folder / notebook.name
+    if not path.exists():
+        return None
+    nb = nbformat.read(path, as_version=4)
+    current = nb.metadata.get("tpo_site", {}).get("fingerprint") == fingerprint(notebook, LIBRARY)
+    return nb if current else None
