@@ -483,7 +483,7 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Replay:
-    """Where one batch's groups went while a method refitted it, per epoch ``e = 0..E``.
+    """A replay: where one batch's groups went while a method refitted it, per epoch ``e = 0..E``.
 
     * ``kl_to_target``: ``KL(q || p_e)``, mean over informative groups (scores not all equal);
     * ``success_mass``: ``p_e``'s mass on the best-scored candidates, informative groups;
@@ -501,31 +501,31 @@ class Replay:
     informative_groups: int
     flat_groups: int
 
+    @classmethod
+    def from_epochs(cls, algo: str, old_log_probs, scores, log_probs_by_epoch, eta: float = 1.0):
+        """The replay of one batch from the snapshot's candidate log-probs and scores (..., K)
+        and the candidates' log-probs after each epoch (a list of (..., K), the snapshot's first).
 
-def replay_record(algo: str, old_log_probs, scores, log_probs_by_epoch, eta: float = 1.0) -> Replay:
-    """Build a :class:`Replay` from the snapshot's candidate log-probs and scores (..., K) and
-    the candidates' log-probs after each epoch (a list of (..., K), the snapshot's first).
+        Each group's policy is ``p = softmax(l)``; its target is ``q = tpo_target(l_old, s, eta)``.
+        """
+        q = tpo_target(old_log_probs, scores, eta)  # (..., K)
+        p_0 = torch.softmax(old_log_probs.to(q.dtype), -1)
+        informative = scores.to(q.dtype).std(-1, unbiased=False) >= ZERO_STD  # (...,)
+        best = (scores == scores.amax(-1, keepdim=True)).to(q.dtype)  # (..., K)
 
-    Each group's policy is ``p = softmax(l)``; its target is ``q = tpo_target(l_old, s, eta)``.
-    """
-    q = tpo_target(old_log_probs, scores, eta)  # (..., K)
-    p_0 = torch.softmax(old_log_probs.to(q.dtype), -1)
-    informative = scores.to(q.dtype).std(-1, unbiased=False) >= ZERO_STD  # (...,)
-    best = (scores == scores.amax(-1, keepdim=True)).to(q.dtype)  # (..., K)
+        def mean(values):
+            return float(values.mean()) if values.numel() else math.nan
 
-    def mean(values):
-        return float(values.mean()) if values.numel() else math.nan
-
-    policies = [torch.softmax(lp.to(q.dtype), -1) for lp in log_probs_by_epoch]
-    return Replay(
-        algo=algo,
-        kl_to_target=[mean(kl_divergence(q, p)[informative]) for p in policies],
-        success_mass=[mean((p * best).sum(-1)[informative]) for p in policies],
-        flat_drift=[mean(kl_divergence(p_0, p)[~informative]) for p in policies],
-        target_success_mass=mean((q * best).sum(-1)[informative]),
-        informative_groups=int(informative.sum()),
-        flat_groups=int((~informative).sum()),
-    )
+        policies = [torch.softmax(lp.to(q.dtype), -1) for lp in log_probs_by_epoch]
+        return cls(
+            algo=algo,
+            kl_to_target=[mean(kl_divergence(q, p)[informative]) for p in policies],
+            success_mass=[mean((p * best).sum(-1)[informative]) for p in policies],
+            flat_drift=[mean(kl_divergence(p_0, p)[~informative]) for p in policies],
+            target_success_mass=mean((q * best).sum(-1)[informative]),
+            informative_groups=int(informative.sum()),
+            flat_groups=int((~informative).sum()),
+        )
 
 
 __all__ = [
@@ -544,7 +544,6 @@ __all__ = [
     "masked_mean",
     "pg_loss",
     "ppo_loss",
-    "replay_record",
     "sequence_log_probs",
     "standardize_scores",
     "tpo_loss",

@@ -49,7 +49,6 @@ from tpo_core.objectives import (
     grpo_loss,
     kl_k3,
     masked_mean,
-    replay_record,
     sequence_log_probs,
     standardize_scores,
     tpo_loss,
@@ -691,7 +690,7 @@ def refit_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs:
         with torch.no_grad():
             new = token_log_probs(trained, rollout, rows, config.temperature)
         history.append(sequence_log_probs(new, mask).view(1, -1))
-    return replay_record(config.loss, history[0], rewards, history, config.eta)
+    return Replay.from_epochs(config.loss, history[0], rewards, history, config.eta)
 
 
 def snapshot_log_probs(model, rollout: Rollout, config: RLVRConfig) -> Rollout:

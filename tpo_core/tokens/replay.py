@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from tpo_core.objectives import Replay, replay_record
+from tpo_core.objectives import Replay
 from tpo_core.tokens.algorithms import get_algorithm
 from tpo_core.tokens.model import TinyTransformer
 from tpo_core.tokens.rollouts import SequenceBatch, TokenBatch
@@ -60,4 +60,4 @@ def replay(config: TrainConfig, model: TinyTransformer, batch, epochs: int) -> R
         old, scores = batch.old_log_probs.sum(-1), batch.scores
     else:
         old, scores = batch.old_log_probs, batch.rewards
-    return replay_record(config.algo, old, scores, history, config.eta)
+    return Replay.from_epochs(config.algo, old, scores, history, config.eta)
