@@ -1,7 +1,94 @@
-"""The teaching layer on top of the course stages.
+"""The teaching layer on top of the course stages: what the notebooks import.
 
-:mod:`~tpo_core.teaching.viz` turns data into plotly figures (no widgets),
-:mod:`~tpo_core.teaching.widgets` wires live ipywidgets explorers to those
-figures, and :mod:`~tpo_core.teaching.exercises` checks answers and names the
-misconception. This layer may import any stage; no stage imports it.
+One import gives a notebook every figure, explorer and exercise helper::
+
+    from tpo_core import teaching as tt
+
+    tt.simplex_figure(p_old, scores, lrs=[0.5], epochs=30)   # a figure: data in, plotly out
+    tt.GroupExplorer(k=5)                                    # an explorer: live sliders
+    tt.check("01-predict-q", [0.84, 0.12, 0.04])             # an exercise: graded, with why
+
+Figures are plain functions (data in, plotly figure out, no widgets);
+explorers wire ipywidgets controls to those figures and each can hand back a
+kernel-free twin (a figure whose sliders step through precomputed states);
+exercises grade an answer and name the misconception. This layer may import
+any stage; no stage imports it.
 """
+
+from tpo_core.teaching.exercises import EXERCISES, check, question, solution
+from tpo_core.teaching.twins import beta_twin, overshoot_twin, target_twin, twin_html
+from tpo_core.teaching.viz import (
+    COLORS,
+    METHOD_LABELS,
+    beta_figure,
+    binned_figure,
+    budget_figure,
+    curves_figure,
+    endpoint_figure,
+    group_figure,
+    live_curves_figure,
+    muon_figure,
+    overshoot_figure,
+    panel_figure,
+    replay_figure,
+    rlvr_figure,
+    simplex_figure,
+    state_figure,
+    sweep_figure,
+    table3_figure,
+    targets_figure,
+)
+from tpo_core.teaching.widgets import (
+    ETA_RANGE,
+    LR_RANGE,
+    BetaExplorer,
+    GroupExplorer,
+    GroupInspector,
+    LiveCurves,
+    LiveRLVR,
+    OvershootExplorer,
+    SimplexExplorer,
+    TokenStateExplorer,
+)
+from tpo_core.teaching.widgets import _grid as twin_grid
+
+__all__ = [
+    "COLORS",
+    "ETA_RANGE",
+    "EXERCISES",
+    "LR_RANGE",
+    "METHOD_LABELS",
+    "BetaExplorer",
+    "GroupExplorer",
+    "GroupInspector",
+    "LiveCurves",
+    "LiveRLVR",
+    "OvershootExplorer",
+    "SimplexExplorer",
+    "TokenStateExplorer",
+    "beta_figure",
+    "beta_twin",
+    "binned_figure",
+    "budget_figure",
+    "check",
+    "curves_figure",
+    "endpoint_figure",
+    "group_figure",
+    "live_curves_figure",
+    "muon_figure",
+    "overshoot_figure",
+    "overshoot_twin",
+    "panel_figure",
+    "question",
+    "replay_figure",
+    "rlvr_figure",
+    "simplex_figure",
+    "solution",
+    "state_figure",
+    "sweep_figure",
+    "table3_figure",
+    "target_twin",
+    "targets_figure",
+    "twin_grid",
+    "twin_html",
+]
