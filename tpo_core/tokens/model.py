@@ -368,3 +368,20 @@ def make_optimizers(
         else torch.optim.Adam(rest, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     )
     return [Muon(groups, lr=lr, momentum=0.95, nesterov=True, ns_steps=5, ns_dtype=ns_dtype), adam]
+
+
+def muon_spectrum(gradient, scales=(1.0, 1e-4)) -> dict[str, list[float]]:
+    """Singular values (largest first) of ``scale * gradient`` and of Muon's Newton-Schulz
+    orthogonalisation of it, for each scale: ``{"gradient × s": [...], "Muon step × s": [...]}``.
+
+    Whatever the gradient's size, the step's singular values all sit near 1.
+    """
+    g = torch.as_tensor(gradient, dtype=torch.float32)
+    if g.dim() != 2:
+        raise ValueError(f"gradient must be a matrix, got shape {tuple(g.shape)}")
+    spectrum = {}
+    for scale in scales:
+        step = Muon.orthogonalise(scale * g, NS_STEPS, NS_COEFFICIENTS, NS_EPS, torch.float32)
+        spectrum[f"gradient × {scale:g}"] = torch.linalg.svdvals(scale * g).tolist()
+        spectrum[f"Muon step × {scale:g}"] = torch.linalg.svdvals(step).tolist()
+    return spectrum
