@@ -39,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from llm_step import QWEN25_05B, TOY, build_model, coin_flip_rewards  # noqa: E402
 
 from tpo_core import llm  # noqa: E402
-from tpo_core.llm import rlvr  # noqa: E402
+from tpo_core.llm import model as llm_model  # noqa: E402
+from tpo_core.llm import rollouts  # noqa: E402
+from tpo_core.llm import train as llm_train  # noqa: E402
 from tpo_core.tokens.experiments import provenance  # noqa: E402
 from tpo_core.tokens.replicas import train_replicas  # noqa: E402
 from tpo_core.tokens.train import TrainConfig, train  # noqa: E402
@@ -97,17 +99,18 @@ def check_large(folder, device, smoke) -> dict:
 def check_small_t4(folder, device, smoke) -> dict:
     size = dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else dict(
         k=8, prompts_per_step=8, max_new_tokens=256)  # fmt: skip
-    real = rlvr.autocast_dtype
+    real = llm_model.autocast_dtype
     if device == "cuda":
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
         torch.cuda.set_per_process_memory_fraction(min(1.0, T4_GIB / total))
-        rlvr.autocast_dtype = lambda d: torch.float16 if d.type == "cuda" else None
+        float16 = lambda d: torch.float16 if d.type == "cuda" else None  # noqa: E731
+        llm_model.autocast_dtype = llm_train.autocast_dtype = float16
     try:
         return steps(rlvr_config(folder, device, micro_batch_groups=1, **size), device) | dict(
             precision="float16 with loss scaling" if device == "cuda" else "float32 (CPU)"
         )
     finally:
-        rlvr.autocast_dtype = real
+        llm_model.autocast_dtype = llm_train.autocast_dtype = real
         if device == "cuda":
             torch.cuda.set_per_process_memory_fraction(1.0)
 
@@ -136,7 +139,7 @@ def check_log_probs(folder, device, smoke) -> dict:
         new.sum().backward()
     out["completion_only"] = m
     model.zero_grad()
-    with measured(device) as m, rlvr._autocast(torch.device(device)):
+    with measured(device) as m, llm_model.autocast(torch.device(device)):
         logits = model(
             input_ids=rollout.input_ids,
             attention_mask=rollout.attention_mask,
@@ -196,7 +199,7 @@ def main() -> int:
     device = "cpu" if smoke else "cuda"
     if not smoke and not torch.cuda.is_available():
         parser.exit(2, "error: no CUDA GPU here; use --cpu-smoke to check the script on a CPU\n")
-    rlvr.reward = coin_flip_rewards(0.3, seed=0)  # a random model never answers right
+    rollouts.reward = coin_flip_rewards(0.3, seed=0)  # a random model never answers right
     tmp = Path(tempfile.mkdtemp())
     large = build_model(tmp / "large", TOY if smoke else QWEN3_17B)
     small = build_model(tmp / "small", TOY if smoke else QWEN25_05B)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from tpo_core import llm
-from tpo_core.llm import rlvr
+from tpo_core.llm import rollouts
 
 QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = build_model(Path(tempfile.mkdtemp()) / "model", TOY if args.tiny else QWEN25_05B)
-    rlvr.reward = coin_flip_rewards(0.3, seed=0)  # a random model never answers right
+    rollouts.reward = coin_flip_rewards(0.3, seed=0)  # a random model never answers right
     report = dict(model="toy" if args.tiny else "Qwen2.5-0.5B shape, random weights",
                   device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
                   k=args.k, prompts_per_step=args.prompts,

@@ -301,7 +301,7 @@ def test_trl_two_training_steps(tiny_model, tmp_path):
 
 
 def test_live_rlvr_and_group_inspector(tiny_model):
-    from tpo_core.teaching.widgets import GroupInspector, LiveRLVR
+    from tpo_core.teaching import GroupInspector, LiveRLVR
 
     live = LiveRLVR(["tpo", "grpo_per_token"])
     cfg = tiny_config(tiny_model, steps=3)

@@ -1,69 +1,69 @@
 """LLM RLVR (notebook 06): TPO or per-token GRPO on a Hugging Face causal LM, verifiers, TRL.
 
-:mod:`~tpo_core.llm.rlvr` is the training loop, :mod:`~tpo_core.llm.verifiers`
-the reward functions (sums, arithmetic, GSM8K, Reasoning Gym tasks), and
-:mod:`~tpo_core.llm.trl` TRL's ``GRPOTrainer`` with TPO's loss (needs ``trl``,
-so it is not imported here).
+Data flows one way through the modules, as in :mod:`tpo_core.tokens`::
+
+    verifiers (problems, rewards) -> config (RLVRConfig) -> model (load_policy, precision)
+      -> rollouts (sample, score, per-token log-probs) -> losses (rlvr_loss)
+      -> train (rlvr_train, evaluate; checkpoint) -> replay (one group up close)
+
+and ``scale`` picks a run's size for the hardware. :mod:`~tpo_core.llm.trl` is
+TRL's ``GRPOTrainer`` with TPO's loss (needs ``trl``, so it is not imported here).
 """
 
 from tpo_core.llm import verifiers
-from tpo_core.llm.rlvr import (
-    CHECKPOINT,
-    LOSSES,
-    METRICS,
-    SMALL_GPU_GIB,
+from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from tpo_core.llm.config import LOSSES, RLVRConfig
+from tpo_core.llm.losses import rlvr_loss
+from tpo_core.llm.model import (
     SUM_CHARACTERS,
-    RLVRConfig,
-    RLVRResult,
-    Rollout,
-    Scale,
     autocast_dtype,
     build_tiny_sums_model,
-    choose_scale,
+    load_policy,
+    resolve_device,
+)
+from tpo_core.llm.replay import group_table, refit_group
+from tpo_core.llm.rollouts import (
+    Rollout,
     completion_mask,
     end_token_ids,
-    evaluate,
-    evaluation_seed,
     format_prompts,
     group_slices,
-    group_table,
-    load_checkpoint,
-    load_policy,
-    refit_group,
-    resolve_device,
-    rlvr_loss,
-    rlvr_train,
-    rollout_metrics,
     sample_rollout,
     sampling_config,
-    save_checkpoint,
     snapshot_log_probs,
     token_log_probs,
 )
+from tpo_core.llm.scale import SMALL_GPU_GIB, Scale, choose_scale
+from tpo_core.llm.train import (
+    METRICS,
+    RLVRResult,
+    evaluate,
+    evaluation_seed,
+    rlvr_train,
+    rollout_metrics,
+)
 
 __all__ = [
-    "save_checkpoint",
-    "load_checkpoint",
-    "evaluation_seed",
-    "evaluate",
     "CHECKPOINT",
-    "sampling_config",
-    "end_token_ids",
-    "autocast_dtype",
-    "SMALL_GPU_GIB",
     "LOSSES",
     "METRICS",
+    "SMALL_GPU_GIB",
     "SUM_CHARACTERS",
     "RLVRConfig",
     "RLVRResult",
     "Rollout",
     "Scale",
+    "autocast_dtype",
     "build_tiny_sums_model",
     "choose_scale",
     "completion_mask",
+    "end_token_ids",
+    "evaluate",
+    "evaluation_seed",
     "format_prompts",
     "group_slices",
     "group_table",
+    "load_checkpoint",
     "load_policy",
     "refit_group",
     "resolve_device",
@@ -71,6 +71,8 @@ __all__ = [
     "rlvr_train",
     "rollout_metrics",
     "sample_rollout",
+    "sampling_config",
+    "save_checkpoint",
     "snapshot_log_probs",
     "token_log_probs",
     "verifiers",

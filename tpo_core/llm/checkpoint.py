@@ -1,0 +1,55 @@
+"""Checkpoints of an RLVR run: everything a resumed run needs to continue exactly."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import torch
+
+CHECKPOINT = "state.pt"
+
+
+def save_checkpoint(folder: Path, model, optimizer, scaler, scheduler, result, step: int):
+    """After ``step`` steps: the trainable weights, optimiser, loss scaler, LR schedule, RNG and
+    history, in one file written to a temporary name and renamed (a crash never leaves half a
+    checkpoint); a LoRA adapter also as peft's own folder, for ``PeftModel.from_pretrained``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(folder / "adapter")
+    state = dict(
+        step=step,
+        history=result.history,
+        evaluations=result.evaluations,
+        weights={n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+        optimizer=optimizer.state_dict(),
+        scaler=scaler.state_dict(),
+        scheduler=scheduler.state_dict(),
+        torch_rng=torch.get_rng_state(),
+        python_rng=random.getstate(),
+    )
+    tmp = folder / f".{CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    tmp.replace(folder / CHECKPOINT)
+
+
+def load_checkpoint(folder: Path, model, optimizer, scaler, scheduler, result) -> int:
+    """Restore what :func:`save_checkpoint` wrote; return the number of steps already done."""
+    state = torch.load(folder / CHECKPOINT, weights_only=False)
+    missing = set(state["weights"]) - {n for n, p in model.named_parameters() if p.requires_grad}
+    if missing:
+        raise ValueError(
+            f"the checkpoint holds weights this model does not train: {sorted(missing)[:3]}"
+        )
+    model.load_state_dict(state["weights"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    steps = len(state["history"]["reward"])
+    # a checkpoint from an earlier version lacks the metrics added since: NaN for its steps
+    result.history = {m: state["history"].get(m, [math.nan] * steps) for m in result.history}
+    result.evaluations = state["evaluations"]
+    return state["step"]

@@ -1,0 +1,79 @@
+"""One RLVR run's settings: :class:`RLVRConfig`, checked by ``validate``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tpo_core.llm.verifiers import LLM_TASKS
+
+LOSSES = ("tpo", "grpo_per_token")
+
+
+@dataclass(frozen=True)
+class RLVRConfig:
+    """One RLVR run. Defaults are a CPU teaching size; :func:`choose_scale` picks GPU sizes."""
+
+    model: str  # hub name or local folder
+    task: str = "sums"
+    loss: str = "tpo"  # one of LOSSES: "tpo" or "grpo_per_token"
+    k: int = 8  # completions per prompt
+    prompts_per_step: int = 8
+    steps: int = 50
+    lr: float = 1e-5
+    epochs: int = 1  # optimiser steps per batch of rollouts
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    eta: float = 1.0  # TPO's temperature
+    clip_eps: float = 0.2  # GRPO's clip
+    beta: float = 0.0  # weight of the k3 KL to the initial policy (both losses)
+    track_kl: bool = False  # measure the KL to the start even at beta = 0 (an extra pass)
+    micro_batch_groups: int = 1  # groups of K per forward/backward pass
+    max_grad_norm: float = 1.0
+    lora_rank: int = 0  # 0: train every weight
+    merge_lora_for_generation: bool = False  # generate with W + BA merged (faster; rounds in bf16)
+    gradient_checkpointing: bool = False
+    chat_template: bool | None = None  # None: use the tokenizer's if it has one
+    enable_thinking: bool = False  # Qwen3's <think> mode; off, so answers fit the token budget
+    gsm8k_path: str | None = None  # a local GSM8K file instead of the hub
+    gsm8k_test_path: str | None = None  # a local GSM8K test split, for the evaluations
+    warmup_steps: int = 0  # linear learning-rate warmup over the first optimiser steps
+    eval_every: int = 0  # evaluate on held-out problems every N steps and at the end (0: never)
+    eval_problems: int = 64
+    checkpoint_dir: str | None = None  # save trainable weights, optimiser and history here ...
+    checkpoint_every: int = 0  # ... every N steps; rlvr_train(resume=True) continues from it
+    device: str | None = None  # None: cuda if available, else cpu
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.task not in LLM_TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(LLM_TASKS)}")
+        if self.k < 2:
+            raise ValueError(f"k must be at least 2 (a group compares completions), got {self.k}")
+        for name in (
+            "prompts_per_step",
+            "steps",
+            "epochs",
+            "max_new_tokens",
+            "micro_batch_groups",
+            "eval_problems",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "temperature", "eta", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if not (0 < self.clip_eps < 1):
+            raise ValueError(f"clip_eps must lie in (0, 1), got {self.clip_eps}")
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be a non-negative number, got {self.beta}")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise ValueError("checkpoint_every needs a checkpoint_dir to save into")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")

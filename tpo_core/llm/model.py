@@ -1,0 +1,161 @@
+"""The policy: device and precision, loading a causal LM (LoRA, checkpointing), the reference
+policy for the KL, and a tiny local model for CPU runs."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+from pathlib import Path
+
+import torch
+
+from tpo_core.llm.config import RLVRConfig
+
+
+def resolve_device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The precision the card computes fast: bfloat16 from compute capability 8.0 (A100, L4,
+    H100), float16 on older GPUs (a T4 is 7.5: torch reports bf16 as supported there, but only
+    emulates it, without tensor cores), full float32 on a CPU (None)."""
+    if device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def autocast(device: torch.device):
+    dtype = autocast_dtype(device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+
+
+def load_policy(config: RLVRConfig):
+    """Tokenizer and model from ``config.model`` (``from_pretrained``), LoRA and checkpointing on.
+
+    Weights stay in float32 (AdamW's master copy); with LoRA on a GPU the frozen
+    base is loaded in the card's :func:`autocast_dtype` (peft keeps the adapters
+    in float32). No ``trust_remote_code``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    tokenizer.padding_side = "left"  # generation continues at the right edge of every prompt
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = (autocast_dtype(device) if config.lora_rank else None) or torch.float32
+    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if config.lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=2 * config.lora_rank,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    return tokenizer, model
+
+
+def reference_policy(model, config: RLVRConfig):
+    """A way to run the initial policy: LoRA's disabled adapter, or a frozen copy."""
+    if not (config.beta > 0 or config.track_kl):
+        return None
+    if config.lora_rank:
+        return model  # the base without adapters is the initial policy
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def reference_context(ref, config: RLVRConfig):
+    return ref.disable_adapter() if config.lora_rank else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def merged_lora(model, merge: bool):
+    """With ``merge``, the LoRA adapter folded into its base weights for the block: one matmul per
+    layer instead of three. Exact in float32; in a bf16 base the merged weight is rounded, so
+    the sampler then differs from the trained policy by that rounding."""
+    if not (merge and hasattr(model, "merge_adapter")):
+        yield
+        return
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+
+
+SUM_CHARACTERS = list("0123456789+=")
+
+
+def build_tiny_sums_model(path: str | Path, seed: int = 0, warmup_steps: int = 50) -> Path:
+    """Write a tiny causal LM and its tokenizer to ``path``, loadable with ``from_pretrained``.
+
+    A 2-layer Llama-architecture model over the characters of ``a+b=c``,
+    character-level tokenizer, pretrained for only ``warmup_steps`` steps of
+    64 examples on ``a+b=c<eos>``. Like a small base model it knows the
+    format and leans towards the right sums without being sure of them: at
+    the default 50 steps it puts about 0.3 on the right digit, and RL
+    sharpens it.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from tpo_core.llm.verifiers import SUM_PAIRS
+
+    path = Path(path)
+    specials = ["<pad>", "<eos>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials + SUM_CHARACTERS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        padding_side="left",
+    )
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=16,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    rng = random.Random(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(warmup_steps):
+        pairs = [rng.choice(SUM_PAIRS) for _ in range(64)]
+        texts = [f"{a}+{b}={a + b}" for a, b in pairs]
+        ids = torch.tensor([tokenizer(t)["input_ids"] + [1] for t in texts])
+        labels = ids.clone()
+        labels[:, :4] = -100  # learn only what follows "a+b="
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = 1
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,79 @@
+"""One prompt's group up close (notebook 06): its table of ``p_old``, ``u``, ``q`` and GRPO's
+advantages, and a replay that fits that group alone, epoch by epoch."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import torch
+
+from tpo_core.llm.config import RLVRConfig
+from tpo_core.llm.losses import rlvr_loss
+from tpo_core.llm.rollouts import Rollout, token_log_probs
+from tpo_core.objectives import (
+    Replay,
+    grpo_advantages,
+    sequence_log_probs,
+    standardize_scores,
+    tpo_target,
+)
+
+
+def group_table(rollout: Rollout, group: int, eta: float = 1.0) -> dict:
+    """One prompt's group, as notebook 01 draws it: completions, rewards, ``p_old``, ``u``, ``q``
+    and GRPO's advantages (``p_old`` over the group, from the snapshot's sequence log-probs)."""
+    if rollout.old_log_probs is None:
+        raise ValueError(
+            "the rollout has no snapshot log-probs; compute them with snapshot_log_probs"
+        )
+    rows = rollout.rows(slice(group, group + 1))
+    seq_old = sequence_log_probs(rollout.old_log_probs[rows], rollout.completion_mask[rows])
+    r = rollout.rewards[group].to(seq_old)
+    return dict(
+        prompt=rollout.prompts[group],
+        completions=rollout.completions[rows],
+        rewards=r.tolist(),
+        p_old=torch.softmax(seq_old, -1).tolist(),
+        u=standardize_scores(r).tolist(),
+        q=tpo_target(seq_old, r, eta).tolist(),
+        advantages=grpo_advantages(r).tolist(),
+    )
+
+
+def refit_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs: int) -> Replay:
+    """Fit one prompt's group for ``epochs`` epochs of ``config.loss`` and watch its policy.
+
+    A copy of ``model`` takes AdamW steps at ``config.lr`` on that group alone
+    (no KL term), and after each epoch the completions' sequence log-probs
+    give the group policy ``p = softmax(log pi(y|x))``, measured against TPO's
+    target (:class:`tpo_core.objectives.Replay`). ``model`` is left untouched.
+    """
+    if rollout.old_log_probs is None:
+        raise ValueError(
+            "the rollout has no snapshot log-probs; compute them with snapshot_log_probs"
+        )
+    if not 0 <= group < len(rollout.problems):
+        raise ValueError(f"group must be in [0, {len(rollout.problems)}), got {group}")
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    trained = copy.deepcopy(model)
+    params = [p for p in trained.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    no_kl = replace(config, beta=0.0)
+    rows = rollout.rows(slice(group, group + 1))
+    old, mask = rollout.old_log_probs[rows], rollout.completion_mask[rows]  # (K, T)
+    rewards = rollout.rewards[group : group + 1].to(old.device)  # (1, K)
+    history = [sequence_log_probs(old, mask).view(1, -1)]
+    for _ in range(epochs):
+        trained.train()
+        optimizer.zero_grad(set_to_none=True)
+        new = token_log_probs(trained, rollout, rows, config.temperature)
+        rlvr_loss(no_kl, new, old, rewards, mask).backward()
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        trained.eval()
+        with torch.no_grad():
+            new = token_log_probs(trained, rollout, rows, config.temperature)
+        history.append(sequence_log_probs(new, mask).view(1, -1))
+    return Replay.from_epochs(config.loss, history[0], rewards, history, config.eta)
