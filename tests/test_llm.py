@@ -343,7 +343,7 @@ def test_gpu_benchmark_script_runs_on_a_toy_shape():
     assert "tpo_loss_overhead_share_of_step" in report
 
 
-def test_refit_group_walks_tpo_to_its_target_and_leaves_the_model_alone(tiny_model):
+def test_replay_group_walks_tpo_to_its_target_and_leaves_the_model_alone(tiny_model):
     cfg = tiny_config(tiny_model, steps=1)
     result = llm.rlvr_train(cfg, progress=False)
     rollout = llm.snapshot_log_probs(result.model, result.last_rollout, cfg)
@@ -354,7 +354,7 @@ def test_refit_group_walks_tpo_to_its_target_and_leaves_the_model_alone(tiny_mod
     rollout.rewards[group] = torch.tensor([float(t == texts[0]) for t in texts])
     table = llm.group_table(rollout, group)
     before = [p.detach().clone() for p in result.model.parameters()]
-    fit = llm.refit_group(result.model, rollout, group, cfg, epochs=40)
+    fit = llm.replay_group(result.model, rollout, group, cfg, epochs=40)
     assert all(torch.equal(a, b) for a, b in zip(before, result.model.parameters(), strict=True))
     q, p_old = torch.tensor(table["q"]), torch.tensor(table["p_old"])
     assert fit.kl_to_target[0] == pytest.approx(float(tc.kl_divergence(q, p_old)), rel=1e-4)
@@ -362,7 +362,7 @@ def test_refit_group_walks_tpo_to_its_target_and_leaves_the_model_alone(tiny_mod
     assert fit.target_success_mass == pytest.approx(float(q[right].sum()), rel=1e-5)
     assert fit.kl_to_target[-1] < 0.05 * fit.kl_to_target[0]
     with pytest.raises(ValueError, match="group must be"):
-        llm.refit_group(result.model, rollout, 9, cfg, epochs=2)
+        llm.replay_group(result.model, rollout, 9, cfg, epochs=2)
 
 
 def test_trl_loss_on_a_vllm_batch_uses_the_trainers_snapshot_and_no_sampling_ratio(

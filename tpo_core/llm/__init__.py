@@ -13,7 +13,7 @@ TRL's ``GRPOTrainer`` with TPO's loss (needs ``trl``, so it is not imported here
 from tpo_core.llm import verifiers
 from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tpo_core.llm.config import LOSSES, RLVRConfig
-from tpo_core.llm.losses import rlvr_loss
+from tpo_core.llm.losses import LossTerms, rlvr_loss, rlvr_loss_terms
 from tpo_core.llm.model import (
     SUM_CHARACTERS,
     autocast_dtype,
@@ -21,7 +21,7 @@ from tpo_core.llm.model import (
     load_policy,
     resolve_device,
 )
-from tpo_core.llm.replay import group_table, refit_group
+from tpo_core.llm.replay import group_table, replay_group
 from tpo_core.llm.rollouts import (
     Rollout,
     completion_mask,
@@ -35,20 +35,26 @@ from tpo_core.llm.rollouts import (
 )
 from tpo_core.llm.scale import SMALL_GPU_GIB, Scale, choose_scale
 from tpo_core.llm.train import (
+    FP16_INIT_SCALE,
     METRICS,
+    Optimisation,
     RLVRResult,
     evaluate,
     evaluation_seed,
+    fit_rollout,
     rlvr_train,
     rollout_metrics,
 )
 
 __all__ = [
     "CHECKPOINT",
+    "FP16_INIT_SCALE",
     "LOSSES",
     "METRICS",
     "SMALL_GPU_GIB",
     "SUM_CHARACTERS",
+    "LossTerms",
+    "Optimisation",
     "RLVRConfig",
     "RLVRResult",
     "Rollout",
@@ -60,14 +66,16 @@ __all__ = [
     "end_token_ids",
     "evaluate",
     "evaluation_seed",
+    "fit_rollout",
     "format_prompts",
     "group_slices",
     "group_table",
     "load_checkpoint",
     "load_policy",
-    "refit_group",
     "resolve_device",
+    "replay_group",
     "rlvr_loss",
+    "rlvr_loss_terms",
     "rlvr_train",
     "rollout_metrics",
     "sample_rollout",

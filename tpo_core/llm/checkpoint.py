@@ -11,10 +11,12 @@ import torch
 CHECKPOINT = "state.pt"
 
 
-def save_checkpoint(folder: Path, model, optimizer, scaler, scheduler, result, step: int):
+def save_checkpoint(folder: Path, model, opt, result, step: int):
     """After ``step`` steps: the trainable weights, optimiser, loss scaler, LR schedule, RNG and
     history, in one file written to a temporary name and renamed (a crash never leaves half a
-    checkpoint); a LoRA adapter also as peft's own folder, for ``PeftModel.from_pretrained``."""
+    checkpoint); a LoRA adapter also as peft's own folder, for ``PeftModel.from_pretrained``.
+    ``opt`` holds the ``optimizer``, ``scaler`` and ``scheduler`` (the loop's ``Optimisation``).
+    Only tensors, numbers, strings and containers of them: it loads with ``weights_only``."""
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):
         model.save_pretrained(folder / "adapter")
@@ -23,9 +25,9 @@ def save_checkpoint(folder: Path, model, optimizer, scaler, scheduler, result, s
         history=result.history,
         evaluations=result.evaluations,
         weights={n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-        optimizer=optimizer.state_dict(),
-        scaler=scaler.state_dict(),
-        scheduler=scheduler.state_dict(),
+        optimizer=opt.optimizer.state_dict(),
+        scaler=opt.scaler.state_dict(),
+        scheduler=opt.scheduler.state_dict(),
         torch_rng=torch.get_rng_state(),
         python_rng=random.getstate(),
     )
@@ -34,18 +36,22 @@ def save_checkpoint(folder: Path, model, optimizer, scaler, scheduler, result, s
     tmp.replace(folder / CHECKPOINT)
 
 
-def load_checkpoint(folder: Path, model, optimizer, scaler, scheduler, result) -> int:
-    """Restore what :func:`save_checkpoint` wrote; return the number of steps already done."""
-    state = torch.load(folder / CHECKPOINT, weights_only=False)
+def load_checkpoint(folder: Path, model, opt, result) -> int:
+    """Restore what :func:`save_checkpoint` wrote; return the number of steps already done.
+
+    The file is read with ``weights_only=True``: a checkpoint folder from
+    elsewhere can hold tensors and plain data, never code that runs on loading.
+    """
+    state = torch.load(folder / CHECKPOINT, weights_only=True)
     missing = set(state["weights"]) - {n for n, p in model.named_parameters() if p.requires_grad}
     if missing:
         raise ValueError(
             f"the checkpoint holds weights this model does not train: {sorted(missing)[:3]}"
         )
     model.load_state_dict(state["weights"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    scheduler.load_state_dict(state["scheduler"])
+    opt.optimizer.load_state_dict(state["optimizer"])
+    opt.scaler.load_state_dict(state["scaler"])
+    opt.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
     steps = len(state["history"]["reward"])

@@ -28,8 +28,14 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def autocast(device: torch.device):
+    """Mixed precision in the card's :func:`autocast_dtype` (nothing on a CPU)."""
     dtype = autocast_dtype(device)
-    return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def needs_loss_scaling(device: torch.device) -> bool:
+    """float16's narrow range needs the loss scaled up before backward (bfloat16's does not)."""
+    return autocast_dtype(device) == torch.float16
 
 
 def load_policy(config: RLVRConfig):

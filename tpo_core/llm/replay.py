@@ -11,6 +11,7 @@ import torch
 from tpo_core.llm.config import RLVRConfig
 from tpo_core.llm.losses import rlvr_loss
 from tpo_core.llm.rollouts import Rollout, token_log_probs
+from tpo_core.llm.train import Optimisation
 from tpo_core.objectives import (
     Replay,
     grpo_advantages,
@@ -41,13 +42,14 @@ def group_table(rollout: Rollout, group: int, eta: float = 1.0) -> dict:
     )
 
 
-def refit_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs: int) -> Replay:
+def replay_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs: int) -> Replay:
     """Fit one prompt's group for ``epochs`` epochs of ``config.loss`` and watch its policy.
 
     A copy of ``model`` takes AdamW steps at ``config.lr`` on that group alone
     (no KL term), and after each epoch the completions' sequence log-probs
     give the group policy ``p = softmax(log pi(y|x))``, measured against TPO's
     target (:class:`tpo_core.objectives.Replay`). ``model`` is left untouched.
+    In float16 the steps go through a loss scaler, as the training loop's do.
     """
     if rollout.old_log_probs is None:
         raise ValueError(
@@ -58,20 +60,17 @@ def refit_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs:
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     trained = copy.deepcopy(model)
-    params = [p for p in trained.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    no_kl = replace(config, beta=0.0)
+    no_kl = replace(config, beta=0.0, warmup_steps=0)
+    opt = Optimisation.for_model(trained, no_kl)
     rows = rollout.rows(slice(group, group + 1))
     old, mask = rollout.old_log_probs[rows], rollout.completion_mask[rows]  # (K, T)
     rewards = rollout.rewards[group : group + 1].to(old.device)  # (1, K)
     history = [sequence_log_probs(old, mask).view(1, -1)]
     for _ in range(epochs):
         trained.train()
-        optimizer.zero_grad(set_to_none=True)
-        new = token_log_probs(trained, rollout, rows, config.temperature)
-        rlvr_loss(no_kl, new, old, rewards, mask).backward()
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
+        new = token_log_probs(trained, rollout, rows, config.temperature)  # (K, T)
+        opt.backward(rlvr_loss(no_kl, new, old, rewards, mask))
+        opt.step(config.max_grad_norm)
         trained.eval()
         with torch.no_grad():
             new = token_log_probs(trained, rollout, rows, config.temperature)

@@ -16,11 +16,11 @@ from tqdm.auto import tqdm
 
 from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tpo_core.llm.config import RLVRConfig
-from tpo_core.llm.losses import rlvr_loss
+from tpo_core.llm.losses import rlvr_loss_terms
 from tpo_core.llm.model import (
     autocast,
-    autocast_dtype,
     load_policy,
+    needs_loss_scaling,
     reference_context,
     reference_policy,
 )
@@ -34,7 +34,6 @@ from tpo_core.llm.rollouts import (
     token_log_probs,
 )
 from tpo_core.llm.verifiers import Problem, held_out_problems, problem_stream, reward
-from tpo_core.objectives import clipped_fraction, grpo_advantages, kl_k3
 
 
 @dataclass
@@ -45,6 +44,11 @@ class RLVRResult:
     tokenizer: object = field(default=None, repr=False)
     last_rollout: Rollout | None = field(default=None, repr=False)
     evaluations: list[dict] = field(default_factory=list)  # {step, greedy, pass_at_k}
+
+    def record(self, metrics: dict[str, float]) -> None:
+        """Append one step's metrics to the history."""
+        for name, value in metrics.items():
+            self.history[name].append(value)
 
     def to_dict(self) -> dict:
         return dict(config=asdict(self.config), history=self.history, evaluations=self.evaluations)
@@ -64,6 +68,7 @@ METRICS = (
     "generate_seconds",
     "completion_tokens",
     "tokens_per_second",
+    "generate_peak_gpu_gb",
     "peak_gpu_gb",
 )
 
@@ -81,10 +86,33 @@ def rollout_metrics(rollout: Rollout) -> dict[str, float]:
     )
 
 
-@torch.no_grad()
 def evaluate(model, tokenizer, problems: list[Problem], config: RLVRConfig) -> dict[str, float]:
     """Held-out accuracy: ``greedy`` (one greedy completion per problem) and ``pass_at_k`` (a
-    problem counts if any of K sampled completions is right)."""
+    problem counts if any of K sampled completions is right).
+
+    Problems go through in chunks the size of a training step's generation
+    (``prompts_per_step`` groups of K for sampling, as many single rows for
+    greedy decoding), so evaluating never holds more KV cache than training.
+    """
+    chunk = config.prompts_per_step
+    greedy_chunk = chunk * config.k
+    right = sum(
+        _greedy_rewards(model, tokenizer, problems[i : i + greedy_chunk], config)
+        for i in range(0, len(problems), greedy_chunk)
+    )
+    passed = sum(
+        (rollout.rewards.amax(-1) > 0).sum().item()
+        for rollout in (
+            sample_rollout(model, tokenizer, problems[i : i + chunk], config, seed)
+            for seed, i in enumerate(range(0, len(problems), chunk), evaluation_seed(config))
+        )
+    )
+    return dict(greedy=right / len(problems), pass_at_k=passed / len(problems))
+
+
+@torch.no_grad()
+def _greedy_rewards(model, tokenizer, problems: list[Problem], config: RLVRConfig) -> float:
+    """The summed reward of one greedy completion per problem."""
     from transformers import GenerationConfig
 
     device = next(model.parameters()).device
@@ -103,16 +131,115 @@ def evaluate(model, tokenizer, problems: list[Problem], config: RLVRConfig) -> d
     with autocast(device):
         out = model.generate(**enc, generation_config=greedy)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    sampled = sample_rollout(model, tokenizer, problems, config, seed=evaluation_seed(config))
-    return dict(
-        greedy=sum(reward(t, p) for t, p in zip(texts, problems, strict=True)) / len(problems),
-        pass_at_k=(sampled.rewards.amax(-1) > 0).float().mean().item(),
-    )
+    return sum(reward(t, p) for t, p in zip(texts, problems, strict=True))
 
 
 def evaluation_seed(config: RLVRConfig) -> int:
     """The sampling seed of evaluations: fixed, so two evaluations of one policy agree."""
     return config.seed * 100_003 + 99_991
+
+
+# float16 needs loss scaling; TPO's gradient reaches every token of a completion at full size
+# ((p_i - q_i) / G, not divided by the token count as GRPO's), so start lower than torch's 2^16
+FP16_INIT_SCALE = 2.0**10
+
+
+@dataclass
+class Optimisation:
+    """AdamW on the trainable weights, a loss scaler for float16 and the warmup schedule."""
+
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    @classmethod
+    def for_model(cls, model, config: RLVRConfig) -> Optimisation:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        device = next(model.parameters()).device
+        scaler = torch.amp.GradScaler(
+            device.type,
+            init_scale=FP16_INIT_SCALE,
+            enabled=needs_loss_scaling(device),
+        )
+        warmup = config.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda done: min(1.0, (done + 1) / warmup) if warmup else 1.0
+        )
+        return cls(params, optimizer, scaler, scheduler)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self, max_grad_norm: float) -> float:
+        """Unscale, clip and step; an overflow or a NaN drops this update (not the run).
+        Returns the gradient norm before clipping (not finite where the update was dropped)."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm).item()
+        if math.isfinite(grad_norm):
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+
+def fit_rollout(model, ref, rollout: Rollout, config: RLVRConfig, opt: Optimisation) -> dict:
+    """``config.epochs`` optimiser steps on one rollout, each over micro-batches of whole groups.
+
+    Returns the last gradient norm, the number of dropped updates, GRPO's
+    clipped share (over every epoch's tokens) and the rollout's k3 KL to the
+    reference (first epoch).
+    """
+    if config.epochs > 1:  # later passes need the snapshot; one pass reuses its own forward
+        rollout.old_log_probs = frozen_log_probs(model, rollout, config)
+    if ref is not None:
+        with reference_context(ref, config):
+            rollout.ref_log_probs = frozen_log_probs(ref, rollout, config)
+    model.train()
+    total_tokens = int(rollout.completion_mask.sum())
+    groups = len(rollout.problems)
+    kl, clipped, skipped = 0.0, 0.0, 0
+    for epoch in range(config.epochs):
+        for part in group_slices(groups, config.micro_batch_groups):
+            rows = rollout.rows(part)
+            new = token_log_probs(model, rollout, rows, config.temperature)  # (rows, T)
+            old = new.detach() if rollout.old_log_probs is None else rollout.old_log_probs[rows]
+            ref_rows = None if ref is None else rollout.ref_log_probs[rows]
+            terms = rlvr_loss_terms(
+                config,
+                new,
+                old,
+                rollout.rewards[part].to(new.device),
+                rollout.completion_mask[rows],
+                ref_rows,
+                total_groups=groups,
+                total_tokens=total_tokens,
+            )
+            opt.backward(terms.loss)
+            share = terms.tokens / total_tokens  # the micro-batch's share of the step's tokens
+            if terms.clipped is not None:
+                clipped += float(terms.clipped) * share / config.epochs
+            if terms.kl is not None and epoch == 0:
+                kl += float(terms.kl) * share
+        grad_norm = opt.step(config.max_grad_norm)
+        skipped += not math.isfinite(grad_norm)
+    return dict(
+        grad_norm=grad_norm,
+        skipped=skipped,
+        clipped=clipped if config.loss == "grpo_per_token" else math.nan,
+        kl=kl if ref is not None else math.nan,
+    )
+
+
+def _peak_gib(device: torch.device) -> float:
+    """The peak GPU memory since the last reset, then reset (NaN on a CPU)."""
+    if device.type != "cuda":
+        return math.nan
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return peak
 
 
 def rlvr_train(
@@ -133,112 +260,48 @@ def rlvr_train(
     torch.manual_seed(config.seed)
     tokenizer, model = policy or load_policy(config)
     ref = reference_policy(model, config)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    opt = Optimisation.for_model(model, config)
     device = next(model.parameters()).device
-    # float16 autocast (GPUs before compute capability 8.0) needs loss scaling
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
-    warmup = config.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda done: min(1.0, (done + 1) / warmup) if warmup else 1.0
-    )
     stream = problem_stream(config.task, config.seed, config.gsm8k_path)
     result = RLVRResult(config, {m: [] for m in METRICS}, model, tokenizer)
-    held_out = (
-        held_out_problems(config.task, config.eval_problems, config.gsm8k_test_path)
-        if config.eval_every
-        else None
-    )
+    held_out = None
+    if config.eval_every:
+        held_out = held_out_problems(config.task, config.eval_problems, config.gsm8k_test_path)
     folder = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     first = 0
     if resume and folder is not None and (folder / CHECKPOINT).exists():
-        first = load_checkpoint(folder, model, optimizer, scaler, scheduler, result)
+        first = load_checkpoint(folder, model, opt, result)
     for _ in range(first * config.prompts_per_step):  # the problems the earlier steps drew
         next(stream)
-    for step in tqdm(
-        range(first, config.steps),
-        desc=f"{config.loss} on {config.task}",
-        disable=not progress,
-        initial=first,
-        total=config.steps,
-    ):
+    _peak_gib(device)
+    steps, desc = range(first, config.steps), f"{config.loss} on {config.task}"
+    for step in tqdm(steps, desc, disable=not progress, initial=first, total=config.steps):
         start = time.perf_counter()
         problems = list(itertools.islice(stream, config.prompts_per_step))
-        rollout = sample_rollout(
-            model, tokenizer, problems, config, seed=config.seed * 100_003 + step
+        rollout = sample_rollout(model, tokenizer, problems, config, config.seed * 100_003 + step)
+        generated, generate_peak = time.perf_counter(), _peak_gib(device)
+        fitted = fit_rollout(model, ref, rollout, config, opt)
+        tokens = int(rollout.completion_mask.sum())
+        result.record(
+            rollout_metrics(rollout)
+            | fitted
+            | dict(
+                seconds=time.perf_counter() - start,
+                generate_seconds=generated - start,
+                completion_tokens=tokens,
+                tokens_per_second=tokens / (generated - start),
+                generate_peak_gpu_gb=generate_peak,
+                peak_gpu_gb=max(generate_peak, _peak_gib(device)),
+            )
         )
-        generated = time.perf_counter()
-        if config.epochs > 1:  # later passes need the snapshot; one pass reuses its own forward
-            rollout.old_log_probs = frozen_log_probs(model, rollout, config)
-        if ref is not None:
-            with reference_context(ref, config):
-                rollout.ref_log_probs = frozen_log_probs(ref, rollout, config)
-        model.train()
-        kl_sum, kl_tokens, skipped, clipped = 0.0, 0, 0, 0.0
-        total_tokens = int(rollout.completion_mask.sum())
-        for epoch in range(config.epochs):
-            optimizer.zero_grad(set_to_none=True)
-            for part in group_slices(len(problems), config.micro_batch_groups):
-                rows = rollout.rows(part)
-                new = token_log_probs(model, rollout, rows, config.temperature)
-                old = new.detach() if rollout.old_log_probs is None else rollout.old_log_probs[rows]
-                mask = rollout.completion_mask[rows]
-                ref_rows = None if ref is None else rollout.ref_log_probs[rows]
-                rewards = rollout.rewards[part].to(new.device)
-                loss = rlvr_loss(
-                    config,
-                    new,
-                    old,
-                    rewards,
-                    mask,
-                    ref_rows,
-                    total_groups=len(problems),
-                    total_tokens=total_tokens,
-                )
-                scaler.scale(loss).backward()
-                if config.loss == "grpo_per_token":  # tokens whose clip is active
-                    advantages = grpo_advantages(rewards).view(-1, 1)
-                    share = clipped_fraction(new, old, advantages, config.clip_eps, mask)
-                    clipped += float(share) * int(mask.sum()) / (total_tokens * config.epochs)
-                if ref_rows is not None and epoch == 0:  # KL of the rollout, over every token
-                    kl_sum += kl_k3(new.detach(), ref_rows)[mask].sum().item()
-                    kl_tokens += int(mask.sum())
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
-            if math.isfinite(grad_norm):
-                scaler.step(optimizer)
-            else:  # an overflow or a NaN: drop this update rather than the run
-                skipped += 1
-            scaler.update()
-            scheduler.step()
-        seconds = time.perf_counter() - start
-        metrics = rollout_metrics(rollout) | dict(
-            grad_norm=grad_norm,
-            skipped=skipped,
-            clipped=clipped if config.loss == "grpo_per_token" else math.nan,
-            kl=kl_sum / kl_tokens if kl_tokens else math.nan,
-            seconds=seconds,
-            generate_seconds=generated - start,
-            completion_tokens=total_tokens,
-            tokens_per_second=total_tokens / (generated - start),
-            peak_gpu_gb=torch.cuda.max_memory_allocated(device) / 2**30
-            if device.type == "cuda"
-            else math.nan,
-        )
-        for name, value in metrics.items():
-            result.history[name].append(value)
-        result.last_rollout = rollout
-        done = step + 1
+        result.last_rollout, done = rollout, step + 1
         if held_out is not None and (done % config.eval_every == 0 or done == config.steps):
             result.evaluations.append(
                 dict(step=done, **evaluate(model, tokenizer, held_out, config))
             )
-        if (
-            folder is not None
-            and config.checkpoint_every
-            and (done % config.checkpoint_every == 0 or done == config.steps)
-        ):
-            save_checkpoint(folder, model, optimizer, scaler, scheduler, result, done)
+        every = config.checkpoint_every
+        if folder is not None and every and (done % every == 0 or done == config.steps):
+            save_checkpoint(folder, model, opt, result, done)
         if callback is not None:
             callback(step, result)
     return result
