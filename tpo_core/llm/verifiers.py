@@ -13,8 +13,9 @@ draws problems (:func:`make_problems`) and scores a completion with 1 or 0
   paper), generated locally by the ``reasoning-gym`` package when it is
   installed and scored by its own checker.
 
-Numeric answers are read with :func:`extract_answer`: the last ``\\boxed{}``,
-else the number after the last ``####``, else the last number in the text.
+Numeric answers are read with :func:`extract_answer`: the last ``\\boxed{}``
+that holds a number, else the number after the last ``####``, else the last
+number in the text, compared by exact value.
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation, localcontext
+from fractions import Fraction
 
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# a number: digits with optional thousands commas, or a leading-dot decimal; optional exponent
+NUMBER = re.compile(r"-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
+FRACTION = re.compile(r"(-?)\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")  # \frac{a}{b}, \dfrac, \tfrac
+MAX_EXPONENT = 1000  # numbers beyond 10^(+-1000) are not read (their exact value is huge)
 REASONING_GYM_TASKS = ("graph_color", "knights_knaves")
 LLM_TASKS = ("sums", "arithmetic", "gsm8k", *REASONING_GYM_TASKS)
 
@@ -38,31 +45,84 @@ class Problem:
     entry: dict = field(default_factory=dict, compare=False, repr=False)  # Reasoning Gym's record
 
 
-def _normalise_number(text: str) -> str | None:
-    match = NUMBER.search(text.replace("$", ""))
-    if match is None:
+def _value(number: str) -> Fraction | None:
+    """The exact value of a number as written (``1,234``, ``.5``, ``1e3``, Unicode digits)."""
+    try:
+        value = Decimal(number.replace(",", ""))
+    except InvalidOperation:
         return None
-    number = match.group().replace(",", "")
-    if "." in number:
-        number = number.rstrip("0").rstrip(".")
-    return "0" if number in ("-0", "") else number
+    if not value.is_finite() or abs(value.adjusted()) > MAX_EXPONENT:
+        return None
+    return Fraction(value)
+
+
+def _canonical(value: Fraction) -> str:
+    """One spelling per value: ``42``, ``-0.5``, ``1/3`` (a decimal only where it terminates)."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    den = value.denominator
+    for prime in (2, 5):
+        while den % prime == 0:
+            den //= prime
+    if den != 1:
+        return f"{value.numerator}/{value.denominator}"
+    with localcontext() as context:
+        context.prec = 2 * MAX_EXPONENT + 10  # enough for any terminating value read here
+        decimal = Decimal(value.numerator) / Decimal(value.denominator)
+    return f"{decimal.normalize():f}"
+
+
+def _read_number(fragment: str) -> str | None:
+    """The first number of ``fragment``, or its ``\\frac{a}{b}`` if that comes first, canonical."""
+    fragment = fragment.replace("$", "")
+    number, fraction = NUMBER.search(fragment), FRACTION.search(fragment)
+    if fraction is not None and (number is None or fraction.start() <= number.start()):
+        top, bottom = _read_number(fraction[2]), _read_number(fraction[3])
+        if top is None or bottom is None or Fraction(bottom) == 0:
+            return None
+        value = Fraction(top) / Fraction(bottom)
+        return _canonical(-value if fraction[1] else value)
+    value = None if number is None else _value(number.group())
+    return None if value is None else _canonical(value)
+
+
+def _normalise_number(text: str) -> str | None:
+    """The first number of ``text`` in canonical form (``"42.0"`` and ``"4.2e1"`` give ``"42"``)."""
+    return _read_number(unicodedata.normalize("NFKC", text))
+
+
+def boxed_contents(text: str) -> list[str]:
+    """What every ``\\boxed{...}`` holds, nested braces included, in one pass over the text."""
+    closing, opened = {}, []
+    for brace in re.finditer(r"[{}]", text):
+        if brace.group() == "{":
+            opened.append(brace.start())
+        elif opened:
+            closing[opened.pop()] = brace.start()
+    starts = (m.end() - 1 for m in re.finditer(r"\\boxed\{", text))
+    return [text[i + 1 : closing[i]] for i in starts if i in closing]
 
 
 def extract_answer(text: str) -> str | None:
-    """A completion's final number: ``\\boxed{x}``, then ``#### x``, then the last number."""
-    boxed = re.findall(r"\\boxed\{([^{}]*)\}", text)
+    """A completion's final number: the last non-empty ``\\boxed{}``, then ``#### x``, then the
+    last number; in canonical form (exact values: ``1e3`` is 1000, ``\\frac{1}{2}`` 0.5).
+    None where the one that decides holds no number."""
+    text = unicodedata.normalize("NFKC", text)  # full-width digits and signs as ASCII
+    boxed = [content for content in boxed_contents(text) if content.strip()]
     if boxed:
-        return _normalise_number(boxed[-1])
+        return _read_number(boxed[-1])
     if "####" in text:
-        return _normalise_number(text.rsplit("####", 1)[1])
+        return _read_number(text.rsplit("####", 1)[1])
     numbers = NUMBER.findall(text)
-    return _normalise_number(numbers[-1]) if numbers else None
+    return _read_number(numbers[-1]) if numbers else None
 
 
 def extract_tagged(text: str) -> str:
-    """The text inside the last ``<answer>...</answer>``, else the whole completion, stripped."""
-    tagged = re.findall(r"<answer>(.*?)</answer>", text, flags=re.DOTALL)
-    return (tagged[-1] if tagged else text).strip()
+    """The text between the last ``</answer>`` and the ``<answer>`` before it, else the whole
+    completion; stripped. Two searches from the end: linear in the text's length."""
+    end = text.rfind("</answer>")
+    start = -1 if end < 0 else text.rfind("<answer>", 0, end)
+    return (text[start + len("<answer>") : end] if start >= 0 else text).strip()
 
 
 def reward(completion: str, problem: Problem) -> float:
@@ -70,7 +130,15 @@ def reward(completion: str, problem: Problem) -> float:
     if problem.task in REASONING_GYM_TASKS:
         score = _reasoning_gym().get_score_answer_fn(problem.task)
         return float(score(answer=extract_tagged(completion), entry=problem.entry) >= 1.0)
-    return float(extract_answer(completion) == _normalise_number(problem.answer))
+    if problem.answer is None:
+        raise ValueError(
+            f"this {problem.task} problem has no answer to compare with; only Reasoning Gym "
+            "tasks leave the answer to their own checker"
+        )
+    answer = _normalise_number(problem.answer)
+    if answer is None:
+        raise ValueError(f"the problem's answer {problem.answer!r} is not a number")
+    return float(extract_answer(completion) == answer)
 
 
 # ---------------------------------------------------------------- generators
