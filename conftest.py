@@ -1,7 +1,7 @@
 """Keep what nbval's run of each notebook printed, so the site needs no second run.
 
 When every code cell of a notebook passes, the notebook with those outputs is
-written to ``build/executed/`` by :func:`tpo_core.teaching.site.record`;
+written to ``build/executed/`` by :func:`website.pages.record`;
 ``.ci/build-site`` uses it while the fingerprint still matches and executes the
 notebook itself otherwise.
 """
@@ -32,7 +32,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session):
-    from tpo_core.teaching.site import record
+    from website.pages import record
 
     for notebook, items in _cells.items():
         nb = items[0].parent.nb

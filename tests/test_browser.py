@@ -35,13 +35,23 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+WIDGET_CALL = re.compile(r"\b(\w+Explorer|GroupInspector|LiveCurves|LiveRLVR)\(")
+
+
 def notebooks_with_widgets():
+    """The notebooks whose code builds an explorer or a live figure."""
     found = []
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        sources = [c["source"] for c in json.loads(path.read_text())["cells"]]
-        if any("from tpo_core.teaching.widgets import" in "".join(s) for s in sources):
+        cells = json.loads(path.read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        if any(WIDGET_CALL.search(source) for source in code):
             found.append(path.name)
     return found
+
+
+def test_the_notebooks_with_widgets_are_found():
+    """The scan that picks the notebooks below finds the four that have explorers."""
+    assert {"01_one_group.ipynb", "02_tabular_bandits.ipynb"} <= set(notebooks_with_widgets())
 
 
 def free_port():
@@ -62,11 +72,18 @@ def lab(tmp_path_factory):
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-        "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--allow-root",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None",
         f"--LabApp.user_settings_dir={root / 'settings'}",
-    ]  # fmt: skip
+    ]
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

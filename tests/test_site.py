@@ -2,8 +2,10 @@
 
 Needs ``_site/`` (``.ci/build-site``) and Debian's ``chromium``. Without a built
 site these tests are skipped with that reason, unless ``TPO_SITE_TESTS`` is set
-(``.ci/run`` sets it after building the site), in which case they fail.
-Screenshots land in ``artifacts/site/``.
+(``.ci/run`` sets it after building the site), in which case they fail. Every
+request that would leave the machine is blocked and fails the module: the pages
+and the lecture decks must work without a network. Screenshots land in
+``artifacts/site/``.
 """
 
 import functools
@@ -11,13 +13,14 @@ import http.server
 import os
 import shutil
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from tpo_core.group import group_view, random_group
-from tpo_core.teaching.site import TWIN_SETTINGS
-from tpo_core.teaching.widgets import ETA_RANGE, _grid
+from tpo_core.teaching import ETA_RANGE, twin_grid
+from website.pages import TWIN_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_site"
@@ -74,6 +77,17 @@ def browser(base):
     assert outside == [], f"requests that left the machine: {outside}"
 
 
+RAW_TEXT = """(pattern) => {  // markdown left unrendered, in prose or in an output
+    const walk = document.createTreeWalker(document.querySelector('main'), 4);
+    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+        if (!n.parentElement.closest('pre, code, mjx-container') && pattern.test(n.data)) {
+            return n.data;
+        }
+    }
+    return false;
+}"""
+
+
 def open_page(browser, url):
     """The page once loaded and idle, with every console error and uncaught exception."""
     page = browser.new_page()
@@ -105,27 +119,24 @@ def test_front_page_is_the_course_map_with_navigation(browser, base):
 def test_notebook_page_renders_figures_and_math_without_errors(browser, base, name):
     page, errors = open_page(browser, f"{base}/notebooks/{name}.html")
     state = page.evaluate(
-        """() => {
-        const RAW_MATH = () => {  // $...$ left in prose (code blocks may hold shell's $)
-            const walk = document.createTreeWalker(document.querySelector('main'), 4);
-            for (let n = walk.nextNode(); n; n = walk.nextNode()) {
-                if (!n.parentElement.closest('pre, code') && /\\$[^$\\s][^$]*\\$/.test(n.data)) {
-                    return n.data;
-                }
-            }
-            return false;
-        };
-        return {
+        f"""() => {{
+        const rawText = {RAW_TEXT};
+        return {{
             divs: document.querySelectorAll('.plotly-graph-div').length,
             drawn: document.querySelectorAll('.plotly-graph-div.js-plotly-plot').length,
             cells: document.querySelectorAll('.cell_output').length,
+            tables: document.querySelectorAll('.cell_output table').length,
             math: document.querySelectorAll('mjx-container').length,
-            rawMath: RAW_MATH(),
-        };}"""
+            rawMath: rawText(/\\$[^$\\s][^$]*\\$/),
+            rawTable: rawText(/^\\s*\\|.*\\|\\s*$|\\|\\s*:?-{{3,}}/m),
+        }};}}"""
     )
     assert state["cells"] > 0 and state["divs"] > 0
     assert state["drawn"] == state["divs"]  # every figure was drawn by the page's plotly.js
-    assert state["math"] > 0 and state["rawMath"] is False
+    assert state["math"] > 0 and state["rawMath"] is False, state["rawMath"]
+    assert state["rawTable"] is False, state["rawTable"]  # markdown tables render as tables
+    if name == "05_sparse_reward":
+        assert state["tables"] >= 1  # Table 3, from display(Markdown(...))
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SHOTS / f"{name}.png")
     assert errors == []
@@ -146,7 +157,7 @@ def test_one_group_twin_eta_slider_moves_q_to_the_library_values(browser, base):
     page.wait_for_timeout(300)
     i, j = page.evaluate(f"[0, 1].map(k => {find}.layout.sliders[k].active)")
     _, settings = TWIN_SETTINGS["group-target"]  # notebook 01's group and eta
-    etas, _ = _grid(ETA_RANGE, settings["eta"])  # the twin's eta steps
+    etas, _ = twin_grid(ETA_RANGE, settings["eta"])  # the twin's eta steps
     p_old, scores = random_group(settings["k"], settings["seed"])
     expected = group_view(p_old, scores, etas[i]).q.tolist()
     assert etas[i] > 5  # the slider moved far right
@@ -175,3 +186,61 @@ def test_solutions_are_folded_behind_a_toggle(browser, base):
     assert page.evaluate("document.querySelector('details').open")
     assert errors == []
     page.close()
+
+
+def test_a_lecture_deck_shows_math_and_figures_with_the_network_blocked(browser, base):
+    """The browser context aborts every request that leaves the machine (and the module fails
+    if one was tried): the deck must typeset its math and draw its figures from the site."""
+    page, errors = open_page(browser, f"{base}/slides/01_one_group.slides.html")
+    page.wait_for_function("window.Reveal && Reveal.isReady()")
+    state = page.evaluate(
+        """() => ({
+        slides: document.querySelectorAll('.reveal .slides section').length,
+        math: document.querySelectorAll('.reveal mjx-container').length,
+        figures: document.querySelectorAll('.reveal .plotly-graph-div').length,
+        drawn: document.querySelectorAll('.reveal .plotly-graph-div .main-svg').length,
+    })"""
+    )
+    assert state["slides"] > 5 and state["math"] > 0
+    assert state["figures"] > 0 and state["drawn"] >= state["figures"]
+    first_figure = page.evaluate(
+        """() => { const s = document.querySelector('.reveal .plotly-graph-div').closest('section');
+                   return Reveal.getIndices(s); }"""
+    )
+    page.evaluate(f"Reveal.slide({first_figure['h']}, {first_figure.get('v') or 0})")
+    page.wait_for_timeout(500)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / "01_deck_figure.png")
+    assert errors == []
+    page.close()
+
+
+def test_every_notebook_page_links_its_deck_and_hands_out_the_notebook(browser, base):
+    for name in NOTEBOOKS:
+        assert (SITE / "slides" / f"{name}.slides.html").exists(), name
+        handed_out = SITE / "_sources" / "notebooks" / f"{name}.ipynb"
+        assert handed_out.read_bytes() == (ROOT / "notebooks" / f"{name}.ipynb").read_bytes()
+    page, errors = open_page(browser, f"{base}/notebooks/01_one_group.html")
+    links = page.evaluate("[...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
+    assert "../slides/01_one_group.slides.html" in links
+    assert "../_sources/notebooks/01_one_group.ipynb" in links  # the download button
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        binder_ref = tomllib.load(f)["tool"]["tpo-notebooks"]["binder-ref"]
+    binder = [h for h in links if h and h.startswith("https://mybinder.org/")]
+    assert binder and all(f"/{binder_ref}?urlpath=" in h for h in binder), binder
+    assert errors == []
+    page.close()
+
+
+def test_plotly_and_mathjax_load_only_where_used():
+    def loads(page: str, script: str) -> bool:
+        return f'src="{script}' in page or f"/{script}" in page
+
+    glossary = (SITE / "docs" / "GLOSSARY.html").read_text()
+    notebook = (SITE / "notebooks" / "01_one_group.html").read_text()
+    assert not loads(glossary, "_static/plotly.min.js")  # text only: no 4.6 MB of plotly.js
+    assert loads(notebook, "_static/plotly.min.js")
+    mathjax = SITE / "_static" / "mathjax"
+    files = [p for p in mathjax.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 2_500_000  # MathJax in full is 24 MB
+    assert (mathjax / "tex-chtml-full.js").exists() and any(p.suffix == ".woff" for p in files)

@@ -8,10 +8,9 @@ from pathlib import Path
 import nbformat
 import plotly.graph_objects as go
 import pytest
-import yaml
 
-from tpo_core.teaching import site, twins
-from tpo_core.teaching.widgets import BetaExplorer, GroupExplorer, OvershootExplorer
+from tpo_core.teaching import BetaExplorer, GroupExplorer, OvershootExplorer, twin_html
+from website import pages as site
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPLORER_CALL = re.compile(r"^(?!from |import ).*\b(\w+Explorer|GroupInspector)\(", re.M)
@@ -38,8 +37,12 @@ def code(source, outputs=(), tags=()):
 def test_a_plotly_output_becomes_html_that_uses_the_pages_plotly():
     fig = go.Figure(go.Bar(y=[0.125, 0.875], name="q"))
     spec = dict(fig.to_plotly_json(), config={"responsive": True})
-    nb = site.site_notebook(notebook(code("fig", [nbformat.v4.new_output(
-        "display_data", data={site.PLOTLY_MIME: spec})])), {})  # fmt: skip
+    nb = site.site_notebook(
+        notebook(
+            code("fig", [nbformat.v4.new_output("display_data", data={site.PLOTLY_MIME: spec})])
+        ),
+        {},
+    )
     (output,) = nb.cells[0].outputs
     html = output.data["text/html"]
     assert list(output.data) == ["text/html"]
@@ -52,8 +55,11 @@ def test_widget_outputs_become_a_note_and_the_tagged_twin_or_go():
     stream = nbformat.v4.new_output("stream", name="stdout", text="kept\n")
     nb = site.site_notebook(
         notebook(
-            code("# NBVAL_CHECK_OUTPUT\nGroupExplorer()", [widget_output(), stream],
-                 tags=["twin:demo"]),
+            code(
+                "# NBVAL_CHECK_OUTPUT\nGroupExplorer()",
+                [widget_output(), stream],
+                tags=["twin:demo"],
+            ),
             code("SimplexExplorer(p, s)", [widget_output()], tags=["explorer"]),
             code("live = LiveCurves(names)\ndisplay(live)", [widget_output()]),
             nbformat.v4.new_markdown_cell(
@@ -61,7 +67,7 @@ def test_widget_outputs_become_a_note_and_the_tagged_twin_or_go():
             ),
         ),
         {"demo": "<div id='demo-twin'></div>"},
-    )  # fmt: skip
+    )
     twin_cell, note_cell, live_cell, text = nb.cells
     note, twin, kept = twin_cell.outputs
     assert "Live in the notebook" in note.data["text/html"] and "twin" in note.data["text/html"]
@@ -108,7 +114,7 @@ def test_a_group_explorers_twin_starts_at_its_current_state():
     i, j = (slider.active for slider in fig.layout.sliders)
     assert flat(fig.layout.meta["states"][i][j]["y"]) == pytest.approx(drawn(explorer.figure))
     assert fig.layout.sliders[0].steps[i].label == "2.5"
-    assert len(twins.twin_html(fig)) < 2e6
+    assert len(twin_html(fig)) < 2e6
 
 
 def test_overshoot_and_beta_twins_start_where_their_explorers_are():
@@ -123,7 +129,7 @@ def test_overshoot_and_beta_twins_start_where_their_explorers_are():
     assert fig.layout.sliders[0].steps[fig.layout.sliders[0].active].label == "12"
     data = fig.layout.sliders[0].steps[fig.layout.sliders[0].active].args[0]
     assert flat(data["y"]) == pytest.approx(drawn(beta.beta_figure))
-    assert len(twins.twin_html(fig)) < 2e6
+    assert len(twin_html(fig)) < 2e6
 
 
 def test_the_fingerprint_follows_the_notebook_and_the_library(tmp_path):
@@ -151,68 +157,31 @@ def test_a_recording_is_handed_back_only_while_its_notebook_is_unchanged(tmp_pat
     assert site.recorded(source, tmp_path / "runs") is None
 
 
-def test_the_pages_workflow_builds_the_site_and_deploys_it_on_pushes_to_main():
-    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "site.yml").read_text())
-    trigger = flow.get("on", flow.get(True))  # YAML 1.1 reads a bare `on` as true
-    assert trigger["push"]["branches"] == ["main"]
-    assert flow["permissions"] == {"contents": "read"}  # the build job needs no more
-    steps = flow["jobs"]["build"]["steps"]
-    runs = "\n".join(step.get("run", "") for step in steps)
-    assert '-e ".[dev]"' in runs and ".ci/build-site" in runs
-    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
-    assert upload["with"]["path"] == "_site"
-    deploy = flow["jobs"]["deploy"]
-    assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
-    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
-    assert deploy["steps"][0]["uses"].startswith("actions/deploy-pages")
-
-
-def test_the_slide_rule_starts_slides_at_headings_and_keeps_figures():
-    def md(text):
-        return {"cell_type": "markdown", "source": text}
-
-    def py(text):
-        return {"cell_type": "code", "source": text}
-
-    assert site.slide_type(md("# 01 · Title")) == "slide"
-    assert site.slide_type(md("## 2 · A section\n\ntext")) == "slide"
-    assert site.slide_type(md("### A subsection")) == "subslide"
-    assert site.slide_type(md("What to see: ...")) == "-"
-    assert site.slide_type(py("viz.group_figure(view)")) == "subslide"
-    assert site.slide_type(py("GroupExplorer(k=K)")) == "subslide"
-    assert site.slide_type(py("GroupInspector(rollout)")) == "subslide"
-    assert site.slide_type(py('print(question("00-large-eta"))')) == "skip"
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
-def test_each_notebooks_lecture_deck_builds_from_its_slideshow_metadata(path):
-    nb = nbformat.read(path, as_version=4)
-    types = [
-        cell.metadata.get("slideshow", {}).get("slide_type", site.slide_type(cell))
-        for cell in nb.cells
-    ]  # an instructor may change a cell's slide type; a cell without one gets the rule's
-    headings = [t for c, t in zip(nb.cells, types, strict=True) if c.source.startswith("## ")]
-    assert set(headings) == {"slide"}  # every section starts a slide
-    deck = site.lecture_deck(nb)
-    assert deck.count("<section") >= types.count("slide") + types.count("subslide")
-    assert 'class="jp-CodeMirrorEditor' not in deck  # code is hidden
-    assert nb.cells[0].source.splitlines()[0].lstrip("# ") in deck  # the title slide
-    head = deck[deck.index("<head>") :]
-    assert head.index("cdn.plot.ly") < head.index("require")  # plotly before require.js
-
-
-def test_a_deck_gives_cells_without_slide_metadata_the_rules_type():
-    nb = notebook(
-        nbformat.v4.new_markdown_cell("# Title"),
-        code(
-            "print('quietly')",
-            [nbformat.v4.new_output("stream", name="stdout", text="skipped-output\n")],
-        ),
-        nbformat.v4.new_markdown_cell("## Second slide"),
+def test_links_to_the_published_reference_pages_stay_within_the_site():
+    text = (
+        "the [refresher](https://alice.github.io/course/docs/REFRESHER.html) §1 and the "
+        "[glossary](https://alice.github.io/course/docs/GLOSSARY.html#grpo); "
+        "[elsewhere](https://alice.github.io/course/notebooks/01.html)"
     )
-    deck = site.lecture_deck(nb)
-    assert "Second slide" in deck and "skipped-output" not in deck  # the print is skipped
-    assert "slideshow" not in nb.cells[1].metadata  # the notebook itself is left alone
+    assert site.site_links(text) == (
+        "the [refresher](../docs/REFRESHER.md) §1 and the [glossary](../docs/GLOSSARY.md#grpo); "
+        "[elsewhere](https://alice.github.io/course/notebooks/01.html)"
+    )
+    nb = site.site_notebook(notebook(nbformat.v4.new_markdown_cell(text)), {})
+    assert "../docs/REFRESHER.md" in nb.cells[0].source
+
+
+def test_a_notebook_page_links_its_lecture_deck_under_the_title():
+    nb = notebook(nbformat.v4.new_markdown_cell("# Title"), code("1 + 1"))
+    linked = site.with_deck_link(nb, "01_one_group")
+    assert [c.cell_type for c in linked.cells] == ["markdown", "markdown", "code"]
+    assert 'href="../slides/01_one_group.slides.html"' in linked.cells[1].source
+    assert len(nb.cells) == 2  # the site copy itself is left alone
+
+
+def called(call: ast.Call) -> str:
+    """What a call calls: ``GroupExplorer`` in ``GroupExplorer()`` and ``tt.GroupExplorer()``."""
+    return getattr(call.func, "attr", getattr(call.func, "id", ""))
 
 
 def test_each_twin_has_the_arguments_of_its_cell_at_the_notebooks_defaults():
@@ -234,7 +203,7 @@ def test_each_twin_has_the_arguments_of_its_cell_at_the_notebooks_defaults():
             calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)]
             for name in names:
                 explorer, kwargs = site.TWIN_SETTINGS[name]
-                call = next(c for c in calls if getattr(c.func, "id", "") == explorer.__name__)
+                call = next(c for c in calls if called(c) == explorer.__name__)
                 assert not call.args, f"{path.name}: pass {name}'s explorer keywords only"
                 used = {k.arg: eval(ast.unparse(k.value), defaults) for k in call.keywords}
                 assert used == kwargs, (path.name, name, used, kwargs)

@@ -1,41 +1,46 @@
 """Sphinx configuration of the course site; ``.ci/build-site`` copies it into the staged sources.
 
-The repository address comes from ``pyproject.toml`` (``[project.urls]``), the one
-place it lives, through the ``TPO_REPOSITORY`` variable the build sets. Nothing on
-a page is fetched from another site: plotly.js, MathJax and the theme's fonts are
+The repository address and the Binder branch come from ``pyproject.toml``, the one
+place they live, through the ``TPO_REPOSITORY`` and ``TPO_BINDER_REF`` variables
+the build sets. Nothing on a page is fetched from another site: plotly.js (on the
+pages that draw figures), MathJax (on the pages with math) and the theme's fonts are
 served from ``_static``.
 """
 
 import os
 
 repository = os.environ["TPO_REPOSITORY"]  # https://github.com/OWNER/NAME
+binder_ref = os.environ.get("TPO_BINDER_REF", "main")  # the branch Binder builds
 
 project = "tpo-notebooks"
 author = "the tpo-notebooks authors"
 copyright = "the tpo-notebooks authors, MIT licence"
-extensions = ["myst_nb", "sphinx-mathjax-offline"]
+extensions = ["myst_nb"]
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 
-# The notebooks arrive executed; MyST-NB renders their outputs as they are.
+# The notebooks arrive executed; MyST-NB renders their outputs as they are. A markdown
+# output (Table 3 with display(Markdown(...))) is MyST, as JupyterLab shows it: tables, math.
 nb_execution_mode = "off"
 nb_ipywidgets_js = {}  # explorers are replaced by notes and kernel-free twins
 nb_merge_streams = True
+nb_render_markdown_format = "myst"
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 suppress_warnings = ["myst.header"]
 
+mathjax_path = "mathjax/tex-chtml-full.js"  # in _static, copied by website/assets.py
+
 html_theme = "sphinx_book_theme"
 html_title = "TPO notebooks"
 html_static_path = ["_static"]
-html_js_files = ["plotly.min.js"]  # once per page, from this site; figures call window.Plotly
 html_css_files = ["site.css"]
-html_copy_source = False  # the notebooks are one launch button away
+html_copy_source = True  # the download button's files; the build puts the notebooks there
 html_theme_options = {
     "repository_url": repository,
     "repository_branch": "main",
     "path_to_docs": "",
     "use_repository_button": True,
-    "use_download_button": False,  # the original notebooks: repository and launch buttons
+    "use_download_button": True,  # the notebook as in the repository, or the page as a PDF
     "launch_buttons": {
         "binderhub_url": "https://mybinder.org",
         "colab_url": "https://colab.research.google.com",
@@ -45,3 +50,23 @@ html_theme_options = {
     "home_page_in_toc": True,
 }
 html_context = {"default_mode": "light"}  # readers can switch; projectors like light
+
+
+def plotly_where_drawn(app, pagename, templatename, context, doctree):
+    """plotly.js (4.6 MB) only on the pages that draw a figure."""
+    if "plotly-graph-div" in context.get("body", ""):
+        app.builder.add_js_file("plotly.min.js")
+
+
+def binder_on_its_branch(app, pagename, templatename, context, doctree):
+    """The Binder button builds the branch an instructor moves (Colab's opens ``main``)."""
+    for group in context.get("header_buttons", []):
+        for button in group.get("buttons", []):
+            url = button.get("url", "")
+            if url.startswith("https://mybinder.org/"):
+                button["url"] = url.replace("/main?urlpath=", f"/{binder_ref}?urlpath=", 1)
+
+
+def setup(app):
+    app.connect("html-page-context", plotly_where_drawn)
+    app.connect("html-page-context", binder_on_its_branch, priority=600)

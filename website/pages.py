@@ -3,7 +3,7 @@
 ``.ci/build-site`` executes every notebook once (or takes the outputs that the
 test suite's nbval run recorded, when their :func:`fingerprint` still matches),
 passes it through :func:`site_notebook` and renders the result with Sphinx and
-MyST-NB; :func:`lecture_deck` makes each notebook's slides. On the site:
+MyST-NB. On the site:
 
 * plotly figures become HTML fragments that use the page's one copy of plotly.js;
 * an explorer needs a kernel, so its widget output becomes a note saying so and,
@@ -12,7 +12,8 @@ MyST-NB; :func:`lecture_deck` makes each notebook's slides. On the site:
   a cell tagged ``explorer`` gets the note alone; other widget outputs (progress
   bars, live training curves, each followed by a static copy) are dropped;
 * Colab and Binder badges become plain links (a badge image is a request to
-  another site), and the ``# NBVAL_CHECK_OUTPUT`` markers and saved widget state go.
+  another site), links to the published site's reference pages become links
+  within the site, and saved widget state goes.
 """
 
 from __future__ import annotations
@@ -24,19 +25,18 @@ from importlib import metadata
 from pathlib import Path
 
 import nbformat
-import plotly
 import plotly.graph_objects as go
 
-from tpo_core.teaching import twins
-from tpo_core.teaching.widgets import BetaExplorer, GroupExplorer, OvershootExplorer
+from tpo_core.teaching import BetaExplorer, GroupExplorer, OvershootExplorer, twin_html
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 TWIN_TAG = "twin:"
 EXPLORER_TAG = "explorer"
-CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
-LIBRARY = Path(__file__).resolve().parents[1]  # tpo_core: what a notebook's outputs depend on
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"  # nbval's old in-cell marker; its cell tag needs nothing
+LIBRARY = Path(__file__).resolve().parents[1] / "tpo_core"  # what a notebook's outputs depend on
 BADGE = re.compile(r"\[!\[([^\]]*)\]\([^)]*\)\]\(([^)]*)\)")  # [![alt](image)](target)
+SITE_PAGE = re.compile(r"\]\(https://[\w-]+\.github\.io/[\w.-]+/docs/(\w+)\.html(#[\w-]+)?\)")
 
 LIVE_NOTE = (
     '<div class="admonition note live-note"><p class="admonition-title">Live in the notebook</p>'
@@ -46,6 +46,10 @@ LIVE_NOTE = (
 TWIN_NOTE = (
     " Below is a kernel-free twin of its main figure: sliders over states that "
     "<code>tpo_core</code> computed beforehand, at the notebook's default settings."
+)
+DECK_NOTE = (
+    '<p class="deck-link">Teaching from this notebook? Its <a href="../slides/{stem}.slides.html">'
+    "lecture slides</a> open in any browser, without a network.</p>"
 )
 
 TWIN_SETTINGS = {
@@ -65,6 +69,12 @@ def twin_figures() -> dict[str, object]:
 def link_badges(markdown: str) -> str:
     """``[![alt](image)](target)`` becomes ``[alt](target)``: no image from another site."""
     return BADGE.sub(r"[\1](\2)", markdown)
+
+
+def site_links(markdown: str) -> str:
+    """Links to the published site's ``docs/PAGE.html`` become ``../docs/PAGE.md``: on the site a
+    notebook links its reference pages within the site, so they work offline too."""
+    return SITE_PAGE.sub(r"](../docs/\1.md\2)", markdown)
 
 
 def _html_output(html: str) -> nbformat.NotebookNode:
@@ -87,7 +97,7 @@ def _site_outputs(cell, twin_htmls: dict[str, str]) -> list:
     for output in cell.get("outputs", []):
         data = output.get("data", {})
         if PLOTLY_MIME in data:
-            outputs.append(_html_output(twins.twin_html(_figure(data[PLOTLY_MIME]))))
+            outputs.append(_html_output(twin_html(_figure(data[PLOTLY_MIME]))))
         elif WIDGET_MIME in data:
             if noted or not (names or EXPLORER_TAG in tags):
                 continue
@@ -112,7 +122,7 @@ def site_notebook(nb, twin_htmls: dict[str, str]):
     nb.metadata.pop("widgets", None)  # the explorers' saved state: megabytes no page can use
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = link_badges(cell.source)
+            cell.source = site_links(link_badges(cell.source))
         elif cell.cell_type == "code":
             cell.outputs = _site_outputs(cell, twin_htmls)
             lines = [line for line in cell.source.splitlines() if line.strip() != CHECK_MARKER]
@@ -120,48 +130,19 @@ def site_notebook(nb, twin_htmls: dict[str, str]):
     return nb
 
 
-def slide_type(cell) -> str:
-    """The lecture deck's rule (JupyterLab's slideshow metadata, read by ``nbconvert --to slides``).
-
-    A ``#``/``##`` heading starts a slide and a ``###`` heading a sub-slide; other
-    prose continues its slide; a code cell that draws a figure gets a sub-slide
-    of its own; other code (set-up, printed checks, exercises) is skipped.
-    """
-    source = "".join(cell["source"]).lstrip()
-    if cell["cell_type"] == "markdown":
-        if re.match(r"#{1,2} ", source):
-            return "slide"
-        return "subslide" if source.startswith("### ") else "-"
-    draws = re.search(r"(^|\n)\s*(viz\.\w+_figure|\w+Explorer|GroupInspector)\(", source)
-    return "subslide" if draws else "skip"
-
-
-def lecture_deck(nb) -> str:
-    """A reveal.js deck of notebook ``nb`` (code hidden), slides as its slideshow metadata says.
-
-    A cell without that metadata gets :func:`slide_type`'s. reveal.js, MathJax
-    and plotly.js come from their CDNs, so a deck is presented online.
-    """
-    from nbconvert import SlidesExporter
-
+def with_deck_link(nb, stem: str):
+    """A copy of site notebook ``nb`` with a link to its lecture deck under the title."""
     nb = nbformat.from_dict(nb)
-    for cell in nb.cells:
-        cell.metadata.setdefault("slideshow", {}).setdefault("slide_type", slide_type(cell))
-    html, _ = SlidesExporter(exclude_input=True, reveal_scroll=True).from_notebook_node(nb)
-    plotly_js = f"https://cdn.plot.ly/plotly-{plotly.offline.get_plotlyjs_version()}.min.js"
-    # before require.js, so that plotly.js defines window.Plotly rather than an AMD module
-    return html.replace("<head>", f'<head>\n<script src="{plotly_js}"></script>', 1)
+    note = nbformat.v4.new_markdown_cell(DECK_NOTE.format(stem=stem))
+    nb.cells.insert(1, note)
+    return nb
 
 
 def fingerprint(notebook: Path, library: Path) -> str:
     """SHA-256 of what a notebook's outputs depend on: its file, the library's files (code
-    and shipped results) and the versions of the packages that compute them.
-
-    This module is left out: only the site build imports it, no notebook does.
-    """
+    and shipped results) and the versions of the packages that compute them."""
     digest = hashlib.sha256(notebook.read_bytes())
-    this = Path(__file__).resolve()
-    for path in sorted(p for p in library.rglob("*") if p.is_file() and p.resolve() != this):
+    for path in sorted(p for p in library.rglob("*") if p.is_file()):
         if "__pycache__" in path.parts:
             continue
         digest.update(path.relative_to(library).as_posix().encode())
