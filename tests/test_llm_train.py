@@ -181,3 +181,142 @@ def test_evaluation_goes_through_in_chunks_the_size_of_a_training_step(tiny_mode
     alone = llm.evaluate(model, tokenizer, problems, one_by_one)  # greedy: 2 problems a chunk
     assert scores["greedy"] == alone["greedy"]
     assert 0 <= scores["pass_at_k"] <= 1
+
+
+# ---------------------------------------------------------------- the loop's records and runs
+
+
+@pytest.mark.parametrize("loss", ["tpo", "grpo_per_token"])
+def test_step_loss_is_the_same_however_the_step_is_cut_with_unequal_lengths(loss):
+    torch.manual_seed(0)
+    g, k, t = 4, 3, 6
+    new = -torch.rand(g * k, t, dtype=torch.float64, requires_grad=True)
+    old, ref = new.detach() - 0.1 * torch.rand(g * k, t), -torch.rand(g * k, t)
+    lengths = torch.randint(1, t + 1, (g * k,))
+    mask = torch.arange(t)[None] < lengths[:, None]  # completions of unequal length
+    rewards = torch.randint(0, 2, (g, k)).double()
+    config = RLVRConfig(model="m", loss=loss, k=k, beta=0.1)
+    whole = llm.rlvr_loss(config, new, old, rewards, mask, ref)
+    totals = dict(total_groups=g, total_tokens=int(mask.sum()))
+    for per in (1, 2, 3):
+        parts = [slice(a, min(a + per, g)) for a in range(0, g, per)]
+        summed = sum(
+            llm.rlvr_loss(
+                config,
+                new[p.start * k : p.stop * k],
+                old[p.start * k : p.stop * k],
+                rewards[p],
+                mask[p.start * k : p.stop * k],
+                ref[p.start * k : p.stop * k],
+                **totals,
+            )
+            for p in parts
+        )
+        torch.testing.assert_close(summed, whole)
+    # weighting each micro-batch's own token mean by its share of groups would not be
+    by_groups = sum(
+        llm.rlvr_loss(
+            config,
+            new[a * k : a * k + k],
+            old[a * k : a * k + k],
+            rewards[a : a + 1],
+            mask[a * k : a * k + k],
+            ref[a * k : a * k + k],
+        )
+        / g
+        for a in range(g)
+    )
+    assert not torch.allclose(by_groups, whole)
+
+
+@pytest.mark.parametrize(
+    ("capability", "dtype"),
+    [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
+)
+def test_precision_follows_the_card(monkeypatch, capability, dtype):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert llm.autocast_dtype(torch.device("cuda")) == dtype
+    assert llm.autocast_dtype(torch.device("cpu")) is None
+
+
+def test_history_has_truncation_length_and_throughput(tiny_model):
+    result = llm.rlvr_train(config_for(tiny_model, max_new_tokens=1), progress=False)
+    h = result.history
+    assert h["truncated"][0] == pytest.approx(1 - result.last_rollout.ended.float().mean().item())
+    assert h["truncated"][0] > 0  # one token leaves no room for the sum and its end token
+    assert h["completion_length"][0] == pytest.approx(1.0)
+    assert h["tokens_per_second"][0] > 0 and math.isnan(h["peak_gpu_gb"][0])
+    assert h["skipped"] == [0] and math.isnan(h["kl"][0])  # no KL pass unless asked
+
+
+def test_a_run_resumed_from_its_checkpoint_is_the_run_that_never_stopped(tiny_model, tmp_path):
+    settings = dict(lora_rank=4, prompts_per_step=2, max_new_tokens=2, warmup_steps=2)
+    straight = llm.rlvr_train(config_for(tiny_model, steps=4, **settings), progress=False)
+    folder = str(tmp_path / "ckpt")
+    first = config_for(tiny_model, steps=2, checkpoint_dir=folder, checkpoint_every=1, **settings)
+    llm.rlvr_train(first, progress=False)
+    assert (tmp_path / "ckpt" / llm.CHECKPOINT).exists() and (
+        tmp_path / "ckpt" / "adapter"
+    ).is_dir()
+    later = config_for(tiny_model, steps=4, checkpoint_dir=folder, checkpoint_every=1, **settings)
+    resumed = llm.rlvr_train(later, progress=False, resume=True)
+    for name in ("reward", "grad_norm", "completion_tokens"):
+        assert resumed.history[name] == pytest.approx(straight.history[name], rel=1e-6)
+
+
+def test_warmup_scales_the_first_steps_down(tiny_model):
+    def change(**settings):
+        config = config_for(tiny_model, steps=1, **settings)
+        tokenizer, model = llm.load_policy(config)
+        before = [p.detach().clone() for p in model.parameters()]
+        llm.rlvr_train(config, progress=False, policy=(tokenizer, model))
+        return sum((p - b).norm() for p, b in zip(model.parameters(), before, strict=True))
+
+    assert change(warmup_steps=1000) < 0.01 * change()  # Adam's first step is ~ lr per weight
+
+
+def test_evaluations_on_held_out_problems(tiny_model):
+    result = llm.rlvr_train(
+        config_for(tiny_model, steps=3, eval_every=2, eval_problems=5), progress=False
+    )
+    assert [e["step"] for e in result.evaluations] == [2, 3]  # every 2 steps and at the end
+    for e in result.evaluations:
+        assert 0 <= e["greedy"] <= 1 and 0 <= e["pass_at_k"] <= 1
+    problems = llm.verifiers.held_out_problems("sums", 5)
+    again = llm.evaluate(result.model, result.tokenizer, problems, result.config)
+    assert again == llm.evaluate(result.model, result.tokenizer, problems, result.config)
+    assert again == {k: v for k, v in result.evaluations[-1].items() if k != "step"}
+    assert problems != llm.verifiers.make_problems("sums", 5, seed=0)  # not a training stream
+
+
+def test_held_out_gsm8k_is_its_test_split(tmp_path):
+    import json
+
+    test = tmp_path / "test.jsonl"
+    rows = [dict(question=f"What is {i} + 1?", answer=f"step\\n#### {i + 1}") for i in range(3)]
+    test.write_text("\n".join(json.dumps(r) for r in rows))
+    problems = llm.verifiers.held_out_problems("gsm8k", 2, gsm8k_test_path=str(test))
+    assert [p.answer for p in problems] == ["1", "2"]
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        RLVRConfig(model="m", checkpoint_every=5).validate()
+
+
+def test_clipped_fraction_counts_the_tokens_whose_clip_is_active():
+    old = torch.zeros(2, 3)
+    new = torch.log(torch.tensor([[1.3, 1.1, 0.7], [0.7, 1.3, 1.0]]))
+    advantages = torch.tensor([[1.0], [-1.0]])  # one per completion, on every token
+    # active: 1.3 with A > 0, and 0.7 with A < 0; 0.7 with A > 0 and 1.3 with A < 0 are not
+    assert float(tc.clipped_fraction(new, old, advantages)) == pytest.approx(2 / 6)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert float(tc.clipped_fraction(new, old, advantages, mask=mask)) == pytest.approx(2 / 3)
+
+
+def test_history_has_the_clipped_share_of_grpo_tokens(tiny_model):
+    one = llm.rlvr_train(config_for(tiny_model, loss="grpo_per_token"), progress=False)
+    assert one.history["clipped"] == [0.0]  # a single epoch: every ratio is 1
+    many = llm.rlvr_train(
+        config_for(tiny_model, loss="grpo_per_token", epochs=6, lr=0.05), progress=False
+    )
+    assert 0 < many.history["clipped"][0] < 1
+    tpo = llm.rlvr_train(config_for(tiny_model), progress=False)
+    assert math.isnan(tpo.history["clipped"][0])  # TPO has no clip

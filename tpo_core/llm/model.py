@@ -90,16 +90,25 @@ def reference_context(ref, config: RLVRConfig):
 @contextlib.contextmanager
 def merged_lora(model, merge: bool):
     """With ``merge``, the LoRA adapter folded into its base weights for the block: one matmul per
-    layer instead of three. Exact in float32; in a bf16 base the merged weight is rounded, so
-    the sampler then differs from the trained policy by that rounding."""
+    layer instead of three. Unmerging subtracts the update again, which in a bf16 base does not
+    give the base back ((W + BA) - BA is not W once rounded): so the base weights are copied to
+    the CPU first and restored bit for bit afterwards. In a bf16 base the merged weight is
+    rounded, so the sampler then differs from the trained policy by that rounding."""
     if not (merge and hasattr(model, "merge_adapter")):
         yield
         return
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    bases = [m.get_base_layer() for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    saved = [base.weight.detach().to("cpu", copy=True) for base in bases]
     model.merge_adapter()
     try:
         yield
     finally:
         model.unmerge_adapter()
+        with torch.no_grad():
+            for base, weight in zip(bases, saved, strict=True):
+                base.weight.copy_(weight)
 
 
 SUM_CHARACTERS = list("0123456789+=")
