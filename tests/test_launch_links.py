@@ -50,10 +50,11 @@ def test_the_site_takes_its_launch_buttons_from_the_one_address(tool, monkeypatc
 
 
 def test_one_command_moves_every_link_and_back(tmp_path, tool):
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    shutil.copy(ROOT / "README.md", tmp_path)
+    for name in ("pyproject.toml", "README.md", "CITATION.cff"):
+        shutil.copy(ROOT / name, tmp_path)
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
     before = {p: p.read_text(encoding="utf-8") for p in tool["linked_files"](tmp_path)}
+    assert tmp_path / "CITATION.cff" in before
     old = tool["repository"](tmp_path)
     assert run("alice/course", "--root", str(tmp_path)).returncode == 0
     assert tool["repository"](tmp_path) == "alice/course"
@@ -61,6 +62,11 @@ def test_one_command_moves_every_link_and_back(tmp_path, tool):
         text = path.read_text(encoding="utf-8")
         assert tool["addresses"](text) == {"alice/course"} and old not in text
     assert "https://alice.github.io/course/" in (tmp_path / "README.md").read_text()
+    assert "https://alice.github.io/course/docs/REFRESHER.html" in (
+        tmp_path / "notebooks" / "01_one_group.ipynb"
+    ).read_text(encoding="utf-8")
+    citation = (tmp_path / "CITATION.cff").read_text()
+    assert 'repository-code: "https://github.com/alice/course"' in citation
     assert run("--check", "--root", str(tmp_path)).returncode == 0
     assert run(old, "--root", str(tmp_path)).returncode == 0
     assert all(p.read_text(encoding="utf-8") == text for p, text in before.items())

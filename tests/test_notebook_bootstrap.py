@@ -82,3 +82,33 @@ def test_notebook_opens_with_its_own_colab_badge(path):
     first = "".join(json.loads(path.read_text())["cells"][0]["source"])
     address = re.search(r'Repository = "https://github.com/(.+)"', PYPROJECT).group(1)
     assert f"colab.research.google.com/github/{address}/blob/main/notebooks/{path.name}" in first
+
+
+GPU_NOTEBOOKS = {"06_llm_rlvr.ipynb", "07_capstone.ipynb"}
+
+
+def title_cell(path) -> str:
+    return "".join(json.loads(path.read_text())["cells"][0]["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_gpu_notebook_asks_for_a_gpu_runtime_before_its_first_cell(path):
+    """On Colab a runtime change restarts the session: 06 and 07 say so before anything runs."""
+    asks = "choose a GPU runtime" in title_cell(path) and "Change runtime type" in title_cell(path)
+    assert asks == (path.name in GPU_NOTEBOOKS)
+
+
+def test_reference_links_open_the_course_sites_pages_on_colab_and_the_site():
+    """A notebook on Colab has no ../docs/ beside it: it links the published site's pages (the
+    site build turns them back into links within the site)."""
+    address = re.search(r'Repository = "https://github.com/(.+)"', PYPROJECT).group(1)
+    owner, name = address.split("/")
+    site = f"https://{owner}.github.io/{name}/docs/"
+    linked = set()
+    for path in NOTEBOOKS:
+        cells = json.loads(path.read_text())["cells"]
+        text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        assert "](../docs/" not in text, path.name
+        linked |= set(re.findall(re.escape(site) + r"(\w+)\.html", text))
+    assert {"REFRESHER", "GLOSSARY"} <= linked
+    assert all((ROOT / "docs" / f"{page}.md").exists() for page in linked), linked
