@@ -22,13 +22,23 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def opinionated_model(tiny_model, tmp_path_factory):
-    """The tiny model with a generation_config like Qwen's: a repetition penalty and top-k."""
+    """The tiny model with a saved generation_config like Qwen3's (temperature 0.6, top-p 0.95)
+    and Qwen2.5's (a repetition penalty), plus top-k and two options that reshape the logits
+    without being sampling options: a banned token and an end token forced at the length limit."""
     from transformers import GenerationConfig
 
     path = tmp_path_factory.mktemp("opinionated") / "sums"
     shutil.copytree(tiny_model, path)
     GenerationConfig(
-        do_sample=True, repetition_penalty=1.3, top_k=5, pad_token_id=0, eos_token_id=1
+        do_sample=True,
+        temperature=0.6,
+        top_p=0.95,
+        repetition_penalty=1.3,
+        top_k=5,
+        bad_words_ids=[[4]],
+        forced_eos_token_id=1,
+        pad_token_id=0,
+        eos_token_id=1,
     ).save_pretrained(path)
     return path
 
@@ -48,10 +58,9 @@ def config_for(path, **changes):
     return RLVRConfig(**(settings | changes))
 
 
-def sampler_and_trainer_log_probs(path, explicit: bool):
+def sampler_and_trainer_log_probs(path, explicit: bool, lora_rank: int = 0):
     """The sampler's own log-probs of the tokens it drew, and the training forward's."""
-
-    config = config_for(path)
+    config = config_for(path, lora_rank=lora_rank)
     tokenizer, model = llm.load_policy(config)
     problems = [sum_problem(random.Random(s)) for s in range(3)]
     if explicit:
@@ -90,8 +99,9 @@ def sampler_and_trainer_log_probs(path, explicit: bool):
     return sampler[mask], trainer[mask]
 
 
-def test_rollouts_are_sampled_from_the_policy_the_loss_trains(opinionated_model):
-    sampler, trainer = sampler_and_trainer_log_probs(opinionated_model, explicit=True)
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_rollouts_are_sampled_from_the_policy_the_loss_trains(opinionated_model, lora_rank):
+    sampler, trainer = sampler_and_trainer_log_probs(opinionated_model, True, lora_rank)
     torch.testing.assert_close(sampler, trainer, atol=1e-4, rtol=0)
 
 

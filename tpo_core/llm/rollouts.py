@@ -105,6 +105,25 @@ def sampling_config(model, tokenizer, config: RLVRConfig):
     )
 
 
+def generate_exactly(model, enc, generation):
+    """``model.generate`` with ``generation`` and nothing else.
+
+    ``generate`` fills every option a config leaves unset from the model's own
+    ``generation_config`` (a saved ``bad_words_ids`` or ``forced_eos_token_id``
+    reshapes the logits; transformers 4.56-4.57 even replaced explicit values
+    equal to the library's defaults, such as ``temperature=1``). So for the
+    call the model's own config *is* ``generation``: nothing can leak in,
+    whatever the version.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    saved = inner.generation_config
+    inner.generation_config = generation
+    try:
+        return model.generate(**enc, generation_config=generation)
+    finally:
+        inner.generation_config = saved
+
+
 def completion_mask(completion_ids: torch.Tensor, eos_id: int | list[int]) -> torch.Tensor:
     """True up to and including each row's first end token (everything if there is none)."""
     ends = torch.tensor(eos_id if isinstance(eos_id, list) else [eos_id])
@@ -133,7 +152,7 @@ def sample_rollout(
     generation = sampling_config(model, tokenizer, config)
     generation.output_scores = generation.return_dict_in_generate = sampler_scores
     with autocast(device), merged_lora(model, config.merge_lora_for_generation):
-        out = model.generate(**enc, generation_config=generation)
+        out = generate_exactly(model, enc, generation)
     sampled = None
     if sampler_scores:
         out, scores = out.sequences, out.scores  # scores: T x (G*K, vocab), as sampled from

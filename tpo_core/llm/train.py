@@ -29,6 +29,7 @@ from tpo_core.llm.rollouts import (
     end_token_ids,
     format_prompts,
     frozen_log_probs,
+    generate_exactly,
     group_slices,
     sample_rollout,
     token_log_probs,
@@ -129,7 +130,7 @@ def _greedy_rewards(model, tokenizer, problems: list[Problem], config: RLVRConfi
     )
     model.eval()
     with autocast(device):
-        out = model.generate(**enc, generation_config=greedy)
+        out = generate_exactly(model, enc, greedy)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return sum(reward(t, p) for t, p in zip(texts, problems, strict=True))
 
