@@ -18,10 +18,9 @@ def tiny_model(tmp_path_factory):
 
 
 def trl_trainer(tiny_model, tmp_path, **changes):
-    import trl
     from datasets import Dataset
 
-    from tpo_core.llm.trl import TPOTrainer
+    from tpo_core.llm.trl import TPOConfig, TPOTrainer
 
     problems = verifiers.make_problems("sums", 32, seed=0)
     data = Dataset.from_dict(
@@ -47,9 +46,14 @@ def trl_trainer(tiny_model, tmp_path, **changes):
         use_cpu=True,
         seed=0,
     )
-    args = trl.GRPOConfig(**(settings | changes))
+    args = TPOConfig(**(settings | changes))
+    evaluation = data if args.eval_strategy != "no" else None
     return TPOTrainer(
-        model=str(tiny_model), reward_funcs=exact_match, args=args, train_dataset=data
+        model=str(tiny_model),
+        reward_funcs=exact_match,
+        args=args,
+        train_dataset=data,
+        eval_dataset=evaluation,
     )
 
 
@@ -75,9 +79,7 @@ def test_trl_loss_equals_tpo_loss_on_the_same_batch(tiny_model, tmp_path):
         advantages=trl_advantages,
     )
     model.train()
-    trainer.current_gradient_accumulation_steps = (
-        2  # set by the training loop; the loss divides by it
-    )
+    trainer.current_gradient_accumulation_steps = 2  # set by the training loop; the loss divides
     loss = trainer._compute_loss(model, inputs) * 2
     ids = torch.cat([enc["input_ids"], completion_ids], 1)
     attention = torch.cat([enc["attention_mask"], completion_mask], 1)
@@ -167,3 +169,112 @@ def test_trl_loss_on_a_vllm_batch_uses_the_trainers_snapshot_and_no_sampling_rat
     expected = tc.tpo_loss(seq_new, tc.tpo_target(seq_old, grouped))
     torch.testing.assert_close(losses[0], expected, atol=1e-5, rtol=1e-4)
     assert torch.equal(losses[0], losses[1])  # the sampling ratio does not enter
+
+
+def group_batch(trainer, prompts, completion_ids, completion_mask, rewards):
+    """A TRL batch: ``len(prompts)`` groups of ``rewards.shape[1]`` completions."""
+    k = rewards.shape[1]
+    enc = trainer.processing_class(
+        [p for p in prompts for _ in range(k)], return_tensors="pt", padding=True
+    )
+    advantages = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
+    return dict(
+        prompt_ids=enc["input_ids"],
+        prompt_mask=enc["attention_mask"],
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        advantages=advantages.flatten(),
+    )
+
+
+def sequence_log_probs_of(trainer, inputs):
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    t = inputs["completion_ids"].shape[1]
+    token_lp, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, attention, t)
+    return tc.sequence_log_probs(token_lp, inputs["completion_mask"].bool())
+
+
+def test_a_fully_masked_completion_leaves_its_group(tiny_model, tmp_path):
+    """A truncated completion masked out (mask_truncated_completions) has sequence log-prob 0:
+    left in, it would take p_old ~ 1 and silence its group. It must drop out of the group."""
+    trainer = trl_trainer(tiny_model, tmp_path, mask_truncated_completions=True)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    completion_ids = torch.tensor([[8, 1], [9, 1], [8, 1], [7, 5], [5, 1], [9, 1], [4, 1], [3, 1]])
+    completion_mask = torch.ones_like(completion_ids)
+    completion_mask[3] = 0  # truncated: masked out entirely
+    rewards = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]])
+    inputs = group_batch(trainer, ["2+5=", "3+3="], completion_ids, completion_mask, rewards)
+    loss = trainer._compute_loss(trainer.model, inputs)
+    seq = sequence_log_probs_of(trainer, inputs).view(2, 4)
+    first = tc.tpo_loss(seq[:1, :3], tc.tpo_target(seq[:1, :3].detach(), rewards[:1, :3]))
+    second = tc.tpo_loss(seq[1:], tc.tpo_target(seq[1:].detach(), rewards[1:]))
+    torch.testing.assert_close(loss, (first + second) / 2, atol=1e-5, rtol=1e-4)
+    completion_mask[:4] = 0  # a group with nothing left adds 0
+    inputs = group_batch(trainer, ["2+5=", "3+3="], completion_ids, completion_mask, rewards)
+    torch.testing.assert_close(
+        trainer._compute_loss(trainer.model, inputs), second / 2, atol=1e-5, rtol=1e-4
+    )
+
+
+def test_evaluation_groups_by_num_generations_eval(tiny_model, tmp_path):
+    evaluation = dict(per_device_eval_batch_size=4, eval_strategy="steps", eval_steps=1)
+    trainer = trl_trainer(tiny_model, tmp_path, num_generations_eval=2, **evaluation)
+    assert trainer.num_generations == 4 and trainer.num_generations_eval == 2
+    trainer.model.eval()
+    completion_ids = torch.tensor([[8, 1], [9, 1], [5, 1], [6, 1]])
+    rewards = torch.tensor([[1.0, 0], [0, 1]])  # two groups of two
+    mask = torch.ones_like(completion_ids)
+    inputs = group_batch(trainer, ["2+5=", "3+3="], completion_ids, mask, rewards)
+    loss = trainer._compute_loss(trainer.model, inputs)
+    with torch.no_grad():
+        seq = sequence_log_probs_of(trainer, inputs).view(2, 2)
+    expected = tc.tpo_loss(seq, tc.tpo_target(seq, rewards))
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="generations"):  # a group would be split
+        trl_trainer(tiny_model, tmp_path, num_generations_eval=3, **evaluation)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        dict(loss_type="grpo"),
+        dict(top_entropy_quantile=0.2),
+        dict(off_policy_mask_threshold=0.5),
+        dict(entropy_coef=0.01),
+        dict(epsilon=0.3),
+        dict(epsilon_high=0.28),
+        dict(importance_sampling_level="sequence"),
+    ],
+)
+def test_grpo_options_tpo_does_not_use_are_refused_by_name(tiny_model, tmp_path, option):
+    (name,) = option
+    with pytest.raises(ValueError, match=f"does not use {name}="):
+        trl_trainer(tiny_model, tmp_path, **option)
+
+
+def test_eta_is_a_config_field_the_argument_parser_sets(tiny_model, tmp_path):
+    from transformers import HfArgumentParser
+
+    from tpo_core.llm.trl import TPOConfig, TPOTrainer
+
+    (args,) = HfArgumentParser(TPOConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--eta", "0.25", "--use_cpu", "true"]
+    )
+    assert args.eta == 0.25
+    trainer = trl_trainer(tiny_model, tmp_path, eta=0.25)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    completion_ids = torch.tensor([[8, 1], [9, 1], [8, 1], [7, 1]])
+    rewards = torch.tensor([[1.0, 0, 0, 0]])
+    mask = torch.ones_like(completion_ids)
+    inputs = group_batch(trainer, ["2+5="], completion_ids, mask, rewards)
+    loss = trainer._compute_loss(trainer.model, inputs)
+    seq = sequence_log_probs_of(trainer, inputs).view(1, 4)
+    expected = tc.tpo_loss(seq, tc.tpo_target(seq.detach(), rewards, eta=0.25))
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(expected, tc.tpo_loss(seq, tc.tpo_target(seq.detach(), rewards)))
+    with pytest.raises(ValueError, match="eta"):
+        TPOConfig(output_dir=str(tmp_path), eta=0.0, use_cpu=True)
+    assert "Triple Preference Optimization" in TPOTrainer.__doc__

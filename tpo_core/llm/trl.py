@@ -28,17 +28,31 @@ no such estimate: it fits a target over the K candidates at hand, built from
 the trainer's snapshot log-probs, so which sampler proposed the candidates
 does not enter it, and the ratio is deliberately not applied.
 
-Usage is GRPOTrainer's, plus ``eta``::
+Usage is GRPOTrainer's, with :class:`TPOConfig` (a ``GRPOConfig`` with TPO's
+settings as fields, so ``HfArgumentParser`` sets them from the command line)::
 
-    trainer = TPOTrainer(model="Qwen/Qwen3-1.7B", reward_funcs=my_reward, args=GRPOConfig(...),
-                         train_dataset=dataset, eta=1.0)
+    args = TPOConfig(output_dir="tpo", num_generations=16, per_device_train_batch_size=16, eta=1.0)
+    trainer = TPOTrainer(model="Qwen/Qwen3-1.7B", reward_funcs=my_reward, args=args,
+                         train_dataset=dataset)
     trainer.train()
+
+GRPO options whose meaning is GRPO's per-token loss (``loss_type``, the
+clip's ``epsilon``, entropy masks and bonuses, ...) have no counterpart in
+TPO's loss: the trainer refuses them with an error naming each one rather
+than ignoring them. A completion masked out entirely (``mask_truncated_completions``)
+drops out of its group's target and softmax, as if it had not been sampled.
+
+Not to be confused with ``trl.experimental.tpo.TPOTrainer``: that is Triple
+Preference Optimization, an offline preference method on fixed datasets. This
+one is Target Policy Optimization, an online RL update (the paper's).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
+
 import torch
-from trl import GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer
 
 from tpo_core.objectives import (
     check_eta,
@@ -103,10 +117,12 @@ def split_rows(batch: dict, parts: int) -> list[dict]:
     n = next(r for r in map(_rows, batch.values()) if r)
     size = n // parts
     return [
-        {key: _take(v, torch.arange(i * size, (i + 1) * size)) if _rows(v) == n else v
-         for key, v in batch.items()}
+        {
+            key: _take(v, torch.arange(i * size, (i + 1) * size)) if _rows(v) == n else v
+            for key, v in batch.items()
+        }
         for i in range(parts)
-    ]  # fmt: skip
+    ]
 
 
 def tpo_trl_loss(
@@ -117,22 +133,89 @@ def tpo_trl_loss(
     num_generations: int,
     eta: float = 1.0,
 ) -> torch.Tensor:
-    """TPO's loss on a TRL batch: rows in whole groups of ``num_generations``."""
+    """TPO's loss on a TRL batch: rows in whole groups of ``num_generations``, a mean over groups.
+
+    A row whose completion mask is off everywhere (a truncated completion under
+    ``mask_truncated_completions``) is no candidate: its sequence log-prob
+    would be 0, ``p_old`` near 1, and the group's target silenced. It is left
+    out of its group's z-scores, target and softmax; a group with no candidate
+    left adds 0.
+    """
     mask = completion_mask.bool()
     k = num_generations
-    seq_new = sequence_log_probs(per_token_logps, mask).view(-1, k)
-    seq_old = sequence_log_probs(old_per_token_logps, mask).view(-1, k)
-    scores = advantages.reshape(-1, k)  # affine in the rewards within each group
-    return tpo_loss(seq_new, tpo_target(seq_old, scores, eta))
+    candidates = mask.any(-1).view(-1, k)  # (G, K)
+    live = candidates.any(-1)  # (G,) groups with a candidate
+    if not live.any():
+        return per_token_logps.sum() * 0.0  # nothing to fit; keeps the graph
+    seq_new = sequence_log_probs(per_token_logps, mask).view(-1, k)[live]
+    seq_old = sequence_log_probs(old_per_token_logps, mask).view(-1, k)[live]
+    scores = advantages.reshape(-1, k)[live]  # affine in the rewards within each group
+    kept = candidates[live]
+    target = tpo_target(seq_old, scores, eta, mask=kept)
+    return tpo_loss(seq_new, target, mask=kept) * live.sum() / live.numel()
+
+
+@dataclass
+class TPOConfig(GRPOConfig):
+    """``GRPOConfig`` plus TPO's settings, as fields ``HfArgumentParser`` can set."""
+
+    eta: float = field(
+        default=1.0,
+        metadata={"help": "TPO's temperature: q = softmax(log p_old + u / eta) over each group."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_eta(self.eta)
+
+
+# GRPO options TPO's loss has no counterpart for, with the value that leaves them off
+UNSUPPORTED_DEFAULTS = {
+    name: next(f.default for f in fields(GRPOConfig) if f.name == name)
+    for name in (
+        "loss_type",  # GRPO's token aggregation (TPO's loss is a mean over groups)
+        "epsilon",  # GRPO's clip (TPO has none)
+        "epsilon_high",
+        "delta",
+        "importance_sampling_level",
+        "top_entropy_quantile",
+        "off_policy_mask_threshold",
+        "entropy_coef",
+        "use_adaptive_entropy",
+    )
+}
+
+
+def check_supported(args: GRPOConfig) -> None:
+    """Refuse, naming each, the GRPO options that TPO's loss would silently ignore."""
+    changed = {
+        name: getattr(args, name)
+        for name, default in UNSUPPORTED_DEFAULTS.items()
+        if getattr(args, name) != default
+    }
+    if changed:
+        settings = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+        raise ValueError(
+            f"TPOTrainer does not use {settings}: these options shape GRPO's per-token loss, "
+            "which TPO's loss replaces; leave them at their defaults"
+        )
 
 
 class TPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` with TPO's loss (see the module docstring); ``eta`` is TPO's temperature."""
+    """``GRPOTrainer`` with TPO's loss (see the module docstring); ``args`` is a :class:`TPOConfig`
+    (a plain ``GRPOConfig`` runs TPO at ``eta = 1``).
 
-    def __init__(self, *args, eta: float = 1.0, **kwargs):
-        self.eta = check_eta(eta)
+    This is Target Policy Optimization. ``trl.experimental.tpo.TPOTrainer`` is another method:
+    Triple Preference Optimization, an offline preference method.
+    """
+
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.eta = check_eta(getattr(self.args, "eta", 1.0))
+        check_supported(self.args)
         check_group_layout(self.args.per_device_train_batch_size, self.num_generations)
+        if self.args.eval_strategy != "no":
+            check_group_layout(self.args.per_device_eval_batch_size, self.num_generations_eval)
 
     def _prepare_inputs(self, generation_batch):
         if not self.model.training:
@@ -145,7 +228,8 @@ class TPOTrainer(GRPOTrainer):
         return self._buffered_inputs[self._step % self.args.steps_per_generation]
 
     def _compute_loss(self, model, inputs):
-        k = self.num_generations
+        mode = "train" if self.model.training else "eval"
+        k = self.num_generations if mode == "train" else self.num_generations_eval
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         check_whole_groups(prompt_ids, prompt_mask, k)
@@ -154,17 +238,26 @@ class TPOTrainer(GRPOTrainer):
         )
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-        per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, completion_ids.size(1)
+        per_token_logps, _, aux_loss = self._get_per_token_logps_and_entropies(
+            model,
+            input_ids,
+            attention_mask,
+            completion_ids.size(1),
+            compute_aux_loss=self.aux_loss_enabled,
         )
         old = inputs.get("old_per_token_logps")
         old = per_token_logps.detach() if old is None else old
         loss = tpo_trl_loss(per_token_logps, old, inputs["advantages"], mask, k, self.eta)
-        mode = "train" if self.model.training else "eval"
-        if self.beta != 0.0:
-            kl = masked_mean(kl_k3(per_token_logps, inputs["ref_per_token_logps"]), mask.bool())
+        if self.beta != 0.0 and mask.any():
+            kl = kl_k3(per_token_logps, inputs["ref_per_token_logps"])
+            if self.args.use_bias_correction_kl:  # TRL's importance weight on the KL, as GRPO's
+                kl = kl * torch.exp(per_token_logps - old)
+            kl = masked_mean(kl, mask.bool())
             loss = loss + self.beta * kl
             self._metrics[mode]["kl"].append(self.accelerator.gather(kl.detach()).mean().item())
         if mode == "train":
             loss = loss / self.current_gradient_accumulation_steps
+        if self.aux_loss_enabled:  # a mixture-of-experts router's balancing loss, as GRPO adds it
+            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+            loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
         return loss
