@@ -42,7 +42,7 @@ from tpo_core import llm  # noqa: E402
 from tpo_core.llm import model as llm_model  # noqa: E402
 from tpo_core.llm import rollouts  # noqa: E402
 from tpo_core.llm import train as llm_train  # noqa: E402
-from tpo_core.tokens.experiments import provenance  # noqa: E402
+from tpo_core.tokens.grid import provenance  # noqa: E402
 from tpo_core.tokens.replicas import train_replicas  # noqa: E402
 from tpo_core.tokens.train import TrainConfig, train  # noqa: E402
 

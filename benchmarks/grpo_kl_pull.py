@@ -43,8 +43,10 @@ def main() -> None:
     params = list(model.parameters())
     optimizers = make_optimizers(model)
     generator = torch.Generator().manual_seed(args.seed)
-    print(f"GRPO, {'per-token' if args.per_token else 'whole-answer'} ratios, H = {args.length}:"
-          " per epoch [surrogate grad | KL grad | clipped share]")  # fmt: skip
+    print(
+        f"GRPO, {'per-token' if args.per_token else 'whole-answer'} ratios, H = {args.length}:"
+        " per epoch [surrogate grad | KL grad | clipped share]"
+    )
     for episode in range(args.episodes):
         model.eval()
         batch = sequence_rollouts(model, "reverse_copy", "terminal", 100, 8, generator)
@@ -63,8 +65,9 @@ def main() -> None:
             ratio = (new - old).exp()
             cut = ((ratio > 1.2) & (advantages > 0)) | ((ratio < 0.8) & (advantages < 0))
             share = cut[informative].float().mean().item() if informative.any() else math.nan
-            cells.append(f"{grad_norm(surrogate, params):7.1e} | "
-                         f"{grad_norm(kl, params):7.1e} | {share:4.2f}")  # fmt: skip
+            cells.append(
+                f"{grad_norm(surrogate, params):7.1e} | {grad_norm(kl, params):7.1e} | {share:4.2f}"
+            )
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             (surrogate + kl).backward()

@@ -16,7 +16,8 @@ ratios (``grpo_per_token``, not in the paper's table) is printed too.
 import argparse
 import sys
 
-from tpo_core.tokens import experiments
+from tpo_core.tokens.grid import grid_configs, load_run, run_grid, shipped_runs
+from tpo_core.tokens.table3 import table3_line, table3_rows
 
 
 def main() -> int:
@@ -30,24 +31,23 @@ def main() -> int:
     args = parser.parse_args()
     if args.out:
         algos = ["tpo", "grpo", "grpo_per_token"]
-        configs = experiments.grid_configs(algos, [7], args.seeds, episodes=args.episodes)
-        argv = sys.argv[1:]
-        experiments.run_grid(configs, args.out, argv, workers=args.workers)
-        runs = experiments.load_runs(args.out)
+        configs = grid_configs(algos, [7], args.seeds, episodes=args.episodes)
+        paths = run_grid(configs, args.out, sys.argv[1:], workers=args.workers)
+        runs = [load_run(path) for path in paths]
     else:
-        runs = experiments.shipped_runs("sparse_h7")
-    rows = {
-        r["method"]: r for r in experiments.table3_rows([r for r in runs if r.config.length == 7])
-    }
+        runs = shipped_runs("sparse_h7")
+    rows = {r["method"]: r for r in table3_rows([r for r in runs if r.config.length == 7])}
     for algo in ("tpo", "grpo", "grpo_per_token"):
         if algo in rows:
-            print(experiments.table3_line(rows[algo], "prompts"))
+            print(table3_line(rows[algo], "prompts"))
     tpo, grpo = rows["tpo"], rows["grpo"]
     lower = tpo["ours"] < grpo["ours"]
     apart = tpo["ci"][1] < grpo["ci"][0]
-    print(f"TPO lower than GRPO, as in the paper: {'yes' if lower else 'NO'} "
-          f"(GRPO - TPO = {grpo['ours'] - tpo['ours']:.1f} points; 95% intervals "
-          f"{'do not overlap' if apart else 'overlap'})")  # fmt: skip
+    print(
+        f"TPO lower than GRPO, as in the paper: {'yes' if lower else 'NO'} "
+        f"(GRPO - TPO = {grpo['ours'] - tpo['ours']:.1f} points; 95% intervals "
+        f"{'do not overlap' if apart else 'overlap'})"
+    )
     return 0 if lower else 1
 
 

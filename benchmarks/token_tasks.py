@@ -61,8 +61,9 @@ print(json.dumps(dict(seconds=r.seconds_per_episode, final=r.final_error(20),
 
 def extract(ref: str, into: Path) -> Path:
     """``tpo_core`` as it was at commit ``ref``, unpacked under ``into``."""
-    archive = subprocess.run(["git", "archive", ref, "tpo_core"], cwd=ROOT, capture_output=True,
-                             check=True).stdout  # fmt: skip
+    archive = subprocess.run(
+        ["git", "archive", ref, "tpo_core"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return into
@@ -70,8 +71,14 @@ def extract(ref: str, into: Path) -> Path:
 
 def timed_run(tree: Path, settings: dict) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, "-c", TIMED_RUN, json.dumps(settings)], cwd=tree,
-                         env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", TIMED_RUN, json.dumps(settings)],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -81,8 +88,10 @@ def speed(args):
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"baseline": extract(args.baseline, Path(tmp)), "this tree": ROOT}
         threads = torch.get_num_threads()
-        print(f"baseline {args.baseline} vs this tree, {episodes} episodes, seed 0, "
-              f"{threads} threads, {args.rounds} round(s), alternating")  # fmt: skip
+        print(
+            f"baseline {args.baseline} vs this tree, {episodes} episodes, seed 0, "
+            f"{threads} threads, {args.rounds} round(s), alternating"
+        )
         for name in names:
             settings, algo = SPEED_RUNS[name]
             config = dict(settings, algo=algo, episodes=episodes, seed=0)
@@ -92,8 +101,10 @@ def speed(args):
                     run = timed_run(tree, config)
                     times[label].append(run["seconds"])
                     seconds, final, peak = run["seconds"], run["final"], run["peak_mb"]
-                    print(f"  {name:>20} {label:>9}: {seconds:.3f} s/episode, "
-                          f"final error {final:.3f}, peak {peak:.0f} MB")  # fmt: skip
+                    print(
+                        f"  {name:>20} {label:>9}: {seconds:.3f} s/episode, "
+                        f"final error {final:.3f}, peak {peak:.0f} MB"
+                    )
             base, ours = (statistics.median(times[label]) for label in trees)
             goal = f" (goal <= {GOAL})" if name == next(iter(SPEED_RUNS)) else ""
             print(f"{name:>22}: {ours:.3f} vs {base:.3f} s/episode, ratio {ours / base:.2f}{goal}")
@@ -102,9 +113,13 @@ def speed(args):
 def replicas(args):
     """One seed alone against ``--replicas`` seeds trained together, on this machine's device."""
     episodes = args.episodes or 30
-    config = TrainConfig(algo=(args.algos or ["tpo"])[0], episodes=episodes, length=7,
-                         **{k: v for k, v in TERMINAL.items() if k != "length"})  # fmt: skip
-    device = config.resolved()["device"]
+    config = TrainConfig(
+        algo=(args.algos or ["tpo"])[0],
+        episodes=episodes,
+        length=7,
+        **{k: v for k, v in TERMINAL.items() if k != "length"},
+    )
+    device = config.resolved.device
     alone = train(config, progress=False).seconds_per_episode
     together = train_replicas(config, list(range(args.replicas)), progress=False)
     per_episode = together[0].seconds_per_episode
@@ -119,27 +134,35 @@ def terminal(args):
     for algo in args.algos or ["tpo"]:
         finals = []
         for seed in range(args.seeds):
-            r = train(TrainConfig(algo=algo, seed=seed, episodes=args.episodes or 200, **TERMINAL),
-                      progress=False)  # fmt: skip
+            r = train(
+                TrainConfig(algo=algo, seed=seed, episodes=args.episodes or 200, **TERMINAL),
+                progress=False,
+            )
             finals.append(r.final_error(20))
             curve = " ".join(f"{e:.2f}" for e in r.error[::20])
             print(
                 f"{algo} seed {seed}: final exact-match error {finals[-1]:.3f}  every 20: {curve}"
             )
         mean = statistics.mean(finals)
-        print(f"{algo}: mean final error over seeds 0-{args.seeds - 1}: {mean:.3f} "
-              "(seed code TPO: 0.039; goal < 0.06)")  # fmt: skip
+        print(
+            f"{algo}: mean final error over seeds 0-{args.seeds - 1}: {mean:.3f} "
+            "(seed code TPO: 0.039; goal < 0.06)"
+        )
 
 
 def dense(args):
     for algo in args.algos or ["tpo_token"]:
         steps = []
         for seed in range(args.seeds):
-            r = train(TrainConfig(algo=algo, seed=seed, episodes=args.episodes or 150, **DENSE),
-                      progress=False)  # fmt: skip
+            r = train(
+                TrainConfig(algo=algo, seed=seed, episodes=args.episodes or 150, **DENSE),
+                progress=False,
+            )
             steps.append(r.steps_to(0.01))
-            print(f"{algo} seed {seed}: steps to 1% token error {steps[-1]}  "
-                  f"({r.seconds_per_episode:.2f} s/episode)")  # fmt: skip
+            print(
+                f"{algo} seed {seed}: steps to 1% token error {steps[-1]}  "
+                f"({r.seconds_per_episode:.2f} s/episode)"
+            )
         reached = [s for s in steps if s is not None]
         mean = (
             f"{statistics.mean(reached):.0f}"

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
+from tpo_core import teaching as tt
 from tpo_core.objectives import kl_divergence, tpo_target
-from tpo_core.teaching import viz
+from tpo_core.tokens.model import muon_spectrum
 from tpo_core.tokens.replay import group_log_probs, replay
 from tpo_core.tokens.rollouts import sequence_rollouts, token_rollouts
 from tpo_core.tokens.train import TrainConfig, initial_model, loss_function, optimizers_for
@@ -110,7 +111,7 @@ def test_replay_refuses_the_wrong_batch_or_method(model, answers):
 
 def test_replay_figure_draws_each_method_and_the_target(model, answers):
     runs = {a: replay(_config(a), model, answers, epochs=2) for a in ("tpo", "grpo")}
-    fig = viz.replay_figure(runs)
+    fig = tt.replay_figure(runs)
     assert [t.name for t in fig.data if t.showlegend is not False][:2] == ["tpo", "grpo"]
     target = fig.data[-1]
     assert list(target.y) == pytest.approx([runs["tpo"].target_success_mass] * 2)
@@ -119,11 +120,11 @@ def test_replay_figure_draws_each_method_and_the_target(model, answers):
 def test_muon_figure_shows_a_step_whose_size_ignores_the_gradients():
     g = torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
     g[:, :5] *= 100  # an ill-conditioned gradient
-    series = viz.muon_series(g, scales=(1.0, 1e-4))
+    series = muon_spectrum(g, scales=(1.0, 1e-4))
     assert series["gradient × 1"][0] / series["gradient × 0.0001"][0] == pytest.approx(
         1e4, rel=1e-4
     )
     big, small = series["Muon step × 1"], series["Muon step × 0.0001"]
     assert big == pytest.approx(small, rel=1e-3)  # the step does not shrink with the gradient
     assert all(0.5 < s < 1.5 for s in big)  # and its singular values all sit near 1
-    assert len(viz.muon_figure(g).data) == 4
+    assert len(tt.muon_figure(g).data) == 4

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import tpo_core as tc
+from tpo_core import teaching as tt
 from tpo_core.tokens.algorithms import ALGORITHMS, get_algorithm
-from tpo_core.tokens.model import ModelConfig, TinyTransformer, make_optimizers, muon_parameters
+from tpo_core.tokens.model import ModelConfig, TinyTransformer, make_optimizers
 from tpo_core.tokens.rollouts import sequence_rollouts, token_rollouts
 from tpo_core.tokens.tasks import correct_answers, token_rewards
 from tpo_core.tokens.train import TrainConfig, steps_to, train
@@ -91,7 +92,9 @@ def test_muon_gets_the_2d_tables_and_seed_code_scaling():
     model = TinyTransformer(ModelConfig(vocab=2, length=6))
     muon, adam = make_optimizers(model, lr=1e-3)
     muon_ids = {id(p) for g in muon.param_groups for p in g["params"]}
-    assert muon_ids == {id(p) for p in muon_parameters(model)}
+    tables = [model.token_table, model.position_table, model.head.weight]
+    ffn = [b.up.weight for b in model.blocks] + [b.down.weight for b in model.blocks]
+    assert muon_ids == {id(p) for p in tables + ffn}  # embeddings, FFN matrices, head
     assert all(p.dim() == 2 for g in muon.param_groups for p in g["params"])
     block = model.blocks[0]
     adam_ids = {id(p) for g in adam.param_groups for p in g["params"]}
@@ -212,10 +215,9 @@ def test_impossible_configs_are_rejected(changes, message):
 
 
 def test_interaction_matching_scales_single_sample_methods():
-    cfg = TrainConfig(algo="ppo", batch=10, k=8, lr=1e-3, match="interactions")
-    resolved = {k: v for k, v in cfg.resolved().items() if k != "device"}
-    assert resolved == dict(batch=80, k=1, lr=pytest.approx(1e-3 * math.sqrt(8)), epochs=4)
-    assert TrainConfig(algo="tpo", match="interactions").resolved()["batch"] == 100
+    run = TrainConfig(algo="ppo", batch=10, k=8, lr=1e-3, match="interactions").resolved
+    assert (run.batch, run.k, run.lr, run.epochs) == (80, 1, pytest.approx(1e-3 * math.sqrt(8)), 4)
+    assert TrainConfig(algo="tpo", match="interactions").resolved.batch == 100
 
 
 def test_steps_to():
@@ -261,6 +263,7 @@ def test_cli_writes_results_json(tmp_path):
     assert data["seconds_per_episode"] > 0 and data["provenance"]["command"].startswith(
         "python -m tpo_core"
     )
+    assert data["skipped"] == [0, 0, 0] and "groups" not in data
 
 
 @pytest.mark.parametrize(
@@ -269,6 +272,9 @@ def test_cli_writes_results_json(tmp_path):
         (["--algo", "tpo_token", "--reward", "terminal"], "token-level"),
         (["--algo", "grpo", "--k", "1"], "k must be >= 2"),
         (["--algo", "sac"], "invalid choice"),
+        (["--lr", "inf"], "lr must be a positive finite number"),
+        (["--layernorm-eps", "-1"], "layernorm_eps must be a positive finite number"),
+        (["--algo", "pg", "--k", "0"], "k must be at least 1"),
     ],
 )
 def test_cli_rejects_bad_settings_with_one_line(tmp_path, args, message):
@@ -295,9 +301,7 @@ def test_shared_prompt_log_probs_equal_full_teacher_forcing():
 
 
 def test_live_curves_fill_in_during_training():
-    from tpo_core.teaching.widgets import LiveCurves
-
-    live = LiveCurves(["tpo_token seed 0"], every=2)
+    live = tt.LiveCurves(["tpo_token seed 0"], every=2)
     cfg = TrainConfig(
         task="copy", reward="bag", algo="tpo_token", length=3, vocab=2, batch=8, episodes=5
     )
@@ -307,11 +311,9 @@ def test_live_curves_fill_in_during_training():
 
 
 def test_token_state_explorer_shows_the_state_group():
-    from tpo_core.teaching.widgets import TokenStateExplorer
-
     model = tiny_model(vocab=2, length=4)
     batch = token_rollouts(model, "copy", "bag", 3, 5, torch.Generator().manual_seed(0))
-    ex = TokenStateExplorer(batch)
+    ex = tt.TokenStateExplorer(batch)
     start = batch.rewards[ex.prompt_slider.value, ex.position_slider.value]
     assert start.max() != start.min() or (batch.rewards.amax(-1) == batch.rewards.amin(-1)).all()
     ex.prompt_slider.value, ex.position_slider.value = 2, 3
@@ -325,8 +327,7 @@ def test_token_state_explorer_shows_the_state_group():
 
 
 def test_notebook_04_exercises():
-    from tpo_core.teaching.exercises import check
-
+    check = tt.check
     assert check("04-state-u", math.sqrt(3)).correct and not check("04-state-u", 1.0).correct
     assert check("04-dead-state", "p_old").correct and not check("04-dead-state", "uniform").correct
 

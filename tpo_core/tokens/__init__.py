@@ -4,7 +4,8 @@ Data flows one way through the modules::
 
     tasks (prompts, rewards) -> model (TinyTransformer, Muon + Adam) -> rollouts
       -> algorithms (one loss per method, by name) -> train (the loop, curves)
-      -> experiments (resumable grids with provenance, Table 3 summaries)
+      -> grid (resumable grids of runs on disk, with provenance)
+      -> table3 (final errors cell by cell, next to the paper's Table 3)
 
 and ``replicas`` trains many seeds of one setting together (one process, a GPU's way).
 """

@@ -19,6 +19,7 @@ token reward.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -111,16 +112,51 @@ def grpo_masked(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:
     return _grpo_on_answers(new[keep], batch.old_log_probs[keep], batch.scores[keep], GRPO_BETA)
 
 
-def tpo(model: TinyTransformer, batch: SequenceBatch, eta: float = 1.0) -> torch.Tensor:
-    """TPO: ``q = softmax(log_softmax(l_old) + u / eta)`` over the K answers; cross-entropy."""
-    q = tpo_target(batch.old_log_probs.sum(-1), batch.scores, eta)  # (B, K) over whole answers
-    return tpo_loss(batch.new_log_probs(model).sum(-1), q)
+def _tpo_on_answers(
+    model: TinyTransformer, batch: SequenceBatch, target: Callable, skip_unanimous: bool
+) -> torch.Tensor:
+    """TPO's cross-entropy ``-(1/B) sum_groups sum_i q_i log p_i`` with ``q = target(batch)``;
+    with ``skip_unanimous`` the model runs on the groups that are not unanimous only.
+
+    Exact for TPO, with or without its anchor: a unanimous group holds K copies of one
+    answer, which have one log-probability whatever the parameters, so its group policy
+    ``p`` is uniform; they score the same, so ``u = 0`` and its target is uniform too
+    (``q = p_old``, or ``softmax(0)``). Its loss is ``log K`` and its gradient zero, so it
+    is added as ``log K`` and the mean stays over all B groups. Not so for GRPO: its k3 KL
+    to the snapshot still pulls once the policy has moved (the K copies share one ratio,
+    which leaves 1 after the first epoch).
+    """
+    b, k, _ = batch.answers.shape
+    if not (skip_unanimous and batch.unanimous.any()):
+        return tpo_loss(batch.new_log_probs(model).sum(-1), target(batch))
+    part = batch.without_unanimous
+    run = part.answers.shape[0]  # groups the model runs on
+    loss = tpo_loss(part.new_log_probs(model).sum(-1), target(part))
+    return (run * loss + (b - run) * math.log(k)) / b
 
 
-def tpo_no_anchor(model: TinyTransformer, batch: SequenceBatch, eta: float = 1.0) -> torch.Tensor:
+def tpo(
+    model: TinyTransformer, batch: SequenceBatch, eta: float = 1.0, skip_unanimous: bool = True
+) -> torch.Tensor:
+    """TPO: ``q = softmax(log_softmax(l_old) + u / eta)`` over the K answers; cross-entropy.
+
+    Unanimous groups are skipped, exactly (:func:`_tpo_on_answers`)."""
+
+    def target(part: SequenceBatch) -> torch.Tensor:  # (G, K) over whole answers
+        return tpo_target(part.old_log_probs.sum(-1), part.scores, eta)
+
+    return _tpo_on_answers(model, batch, target, skip_unanimous)
+
+
+def tpo_no_anchor(
+    model: TinyTransformer, batch: SequenceBatch, eta: float = 1.0, skip_unanimous: bool = True
+) -> torch.Tensor:
     """Ablation: TPO's target without ``p_old``, ``q = softmax(u / eta)``."""
-    q = tpo_target_no_anchor(batch.scores, eta)
-    return tpo_loss(batch.new_log_probs(model).sum(-1), q)
+
+    def target(part: SequenceBatch) -> torch.Tensor:
+        return tpo_target_no_anchor(part.scores, eta)
+
+    return _tpo_on_answers(model, batch, target, skip_unanimous)
 
 
 def group_pg(model: TinyTransformer, batch: SequenceBatch) -> torch.Tensor:

@@ -47,6 +47,10 @@ class ModelConfig:
             raise ValueError(f"gelu must be 'exact' or 'tanh', got {self.gelu!r}")
         if self.init not in ("normal", "truncated_normal"):
             raise ValueError(f"init must be 'normal' or 'truncated_normal', got {self.init!r}")
+        if not (self.layernorm_eps > 0 and math.isfinite(self.layernorm_eps)):
+            raise ValueError(
+                f"layernorm_eps must be a positive finite number, got {self.layernorm_eps}"
+            )
 
 
 # flax's lecun_normal: a normal truncated at 2 standard deviations, widened so that the
@@ -221,14 +225,9 @@ def muon_parameter_names(model: TinyTransformer, qkv_bias: bool = False) -> list
     return names
 
 
-def muon_parameters(model: TinyTransformer, qkv_bias: bool = False) -> list[nn.Parameter]:
-    """The parameters :func:`muon_parameter_names` names."""
-    params = dict(model.named_parameters())
-    return [params[n] for n in muon_parameter_names(model, qkv_bias)]
-
-
 NS_STEPS, NS_COEFFICIENTS, NS_EPS = 5, (3.4445, -4.7750, 2.0315), 1e-7
 """Muon's Newton-Schulz iteration: steps, quintic coefficients, and the norm's floor."""
+NEWTON_SCHULZ_OPTIONS = ("ns_steps", "ns_coefficients", "eps", "ns_dtype")  # its arguments
 
 
 class Muon(torch.optim.Optimizer):
@@ -252,14 +251,23 @@ class Muon(torch.optim.Optimizer):
     whose scale is the paper's code's ``sqrt(max(1, d_h / h))``.
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0.95, nesterov=True, ns_steps=NS_STEPS,
-                 ns_coefficients=NS_COEFFICIENTS, eps=NS_EPS,
-                 ns_dtype=torch.float32, heads=None):  # fmt: skip
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        momentum=0.95,
+        nesterov=True,
+        ns_steps=NS_STEPS,
+        ns_coefficients=NS_COEFFICIENTS,
+        eps=NS_EPS,
+        ns_dtype=torch.float32,
+        heads=None,
+    ):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                        ns_coefficients=ns_coefficients, eps=eps, ns_dtype=ns_dtype,
-                        heads=heads)  # fmt: skip
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, heads=heads)
+        defaults |= dict(ns_steps=ns_steps, ns_coefficients=ns_coefficients, eps=eps)
+        defaults |= dict(ns_dtype=ns_dtype)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -297,8 +305,7 @@ class Muon(torch.optim.Optimizer):
                 update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
                 if group["heads"]:  # (..., h * d_h) -> (..., d_h, h)
                     update = update.unflatten(-1, (group["heads"], -1)).mT
-                ortho = self.orthogonalise(update, group["ns_steps"], group["ns_coefficients"],
-                                           group["eps"], group["ns_dtype"])  # fmt: skip
+                ortho = self.orthogonalise(update, *(group[k] for k in NEWTON_SCHULZ_OPTIONS))
                 scale = math.sqrt(max(1.0, update.shape[-2] / update.shape[-1]))
                 if group["heads"]:
                     ortho = ortho.mT.flatten(-2)

@@ -70,6 +70,9 @@ class _Fixed(SequenceBatch):
     def new_log_probs(self, model=None, distinct: bool = True) -> torch.Tensor:
         return self.new
 
+    def subset(self, groups: torch.Tensor) -> SequenceBatch:
+        return _Fixed(super().subset(groups), self.new[groups])
+
 
 class Replicas:
     """R replicas of the token-task model, one per seed, with their optimisers and generators."""
@@ -79,16 +82,17 @@ class Replicas:
             raise ValueError("replicas need at least one seed")
         config.validate()
         self.config, self.seeds = config, list(seeds)
-        self.run = config.resolved()
-        device = self.run["device"]
+        self.run = config.resolved
+        device = self.run.device
         models = [initial_model(config, seed) for seed in self.seeds]  # as their own runs would
         base = copy.deepcopy(models[0]).to("meta")
         for block in base.blocks:
             block.explicit_attention = True  # vmap has no batching rule for the fused kernel
         self.module = _Method(base)
         stacked, _ = stack_module_state(models)
-        self.params = {f"model.{k}": v.detach().to(device).requires_grad_() for k, v in
-                       stacked.items()}  # fmt: skip # each (R, *shape)
+        self.params = {
+            f"model.{k}": v.detach().to(device).requires_grad_() for k, v in stacked.items()
+        }  # each (R, *shape)
         by_name = {n.removeprefix("model."): p for n, p in self.params.items()}
         self.optimizers = optimizers_for(config, models[0], by_name)  # on the stacks
         self.generators = [torch.Generator(device).manual_seed(s) for s in self.seeds]
@@ -132,8 +136,10 @@ class Replicas:
             if t + 1 < length:
                 logits, kv = vmap(step)(self.params, token, kv)
         answers, log_probs = torch.stack(answers, -1), torch.stack(log_probs, -2)
-        return [score_answers(task, reward, p, a, lp, vocab)
-                for p, a, lp in zip(prompts, answers, log_probs, strict=True)]  # fmt: skip
+        return [
+            score_answers(task, reward, p, a, lp, vocab)
+            for p, a, lp in zip(prompts, answers, log_probs, strict=True)
+        ]
 
     def new_log_probs(self, batches: list[SequenceBatch]) -> torch.Tensor:
         """Current log-probs of every replica's sampled tokens, (R, B, K, H), with gradients:
@@ -147,8 +153,9 @@ class Replicas:
         prompts = torch.stack([batch.prompts for batch in batches])  # (R, B, H)
         log_p = self._vmapped("answer_log_probs", prompts, answers, rows // k)  # (R, U', H, V)
         picked = log_p.gather(-1, answers[..., None])[..., 0]  # (R, U', H)
-        return torch.stack([p[inverse] for p, (_, inverse) in zip(picked, distinct, strict=True)]
-                           ).view(len(batches), b, k, h)  # fmt: skip
+        return torch.stack(
+            [p[inverse] for p, (_, inverse) in zip(picked, distinct, strict=True)]
+        ).view(len(batches), b, k, h)
 
     def loss(self, batches: list[SequenceBatch], loss_fn: Callable) -> torch.Tensor:
         """The sum over replicas of each one's own loss: replica r's gradient is its own."""
@@ -157,15 +164,17 @@ class Replicas:
 
     def grad_norms(self) -> list[float]:
         """Each replica's gradient norm over all its parameters."""
-        squares = sum(p.grad.flatten(1).square().sum(1) for p in self.params.values()
-                      if p.grad is not None)  # fmt: skip
+        squares = sum(
+            p.grad.flatten(1).square().sum(1) for p in self.params.values() if p.grad is not None
+        )
         return squares.sqrt().tolist()
 
     def model(self, replica: int) -> TinyTransformer:
         """Replica ``replica`` as a plain :class:`TinyTransformer` (a copy, on its device)."""
-        model = TinyTransformer(self.cfg).to(self.run["device"])
-        model.load_state_dict({n.removeprefix("model."): p[replica].detach()
-                               for n, p in self.params.items()})  # fmt: skip
+        model = TinyTransformer(self.cfg).to(self.run.device)
+        model.load_state_dict(
+            {n.removeprefix("model."): p[replica].detach() for n, p in self.params.items()}
+        )
         return model
 
 
@@ -180,11 +189,15 @@ def train_replicas(
 
     ``seconds_per_episode`` is the wall time of one episode of all the replicas together.
     """
-    algo = get_algorithm(config.algo)
-    if algo.rollout == "token":
+    if get_algorithm(config.algo).rollout == "token":
         raise ValueError(
             f"{config.algo} is token-level; replicas run sequence-level and single-sample "
             "methods, so train token-level ones one seed at a time"
+        )
+    if config.skip_signal_free:
+        raise ValueError(
+            "skip_signal_free skips one seed's step while the others take theirs, which "
+            "replicas (one optimiser step for all) cannot; train such runs one seed at a time"
         )
     replicas = Replicas(config, seeds)
     run = replicas.run
@@ -195,10 +208,11 @@ def train_replicas(
     for episode in tqdm(range(config.episodes), desc=label, disable=not progress, leave=False):
         if episode == 1:  # the first episode pays one-off start-up costs
             start = time.perf_counter()
-        batches = replicas.rollouts(config.task, config.reward, run["batch"], run["k"])
+        batches = replicas.rollouts(config.task, config.reward, run.batch, run.k)
         for result, batch in zip(results, batches, strict=True):
-            record_rollout(result, batch, algo.rollout == "sequence")
-        for epoch in range(run["epochs"]):
+            record_rollout(result, batch)
+            result.skipped.append(0)
+        for epoch in range(run.epochs):
             for opt in replicas.optimizers:
                 opt.zero_grad(set_to_none=True)
             replicas.loss(batches, loss_fn).backward()

@@ -55,6 +55,29 @@ class SequenceBatch:
         return self.rewards.mean(-1)
 
     @functools.cached_property
+    def unanimous(self) -> torch.Tensor:
+        """(B,) bool: the groups whose K answers are one answer K times (most groups, late in
+        training)."""
+        return (self.answers == self.answers[:, :1]).all(-1).all(-1)
+
+    def subset(self, groups: torch.Tensor) -> SequenceBatch:
+        """The batch of the groups that ``groups`` (B,) bool selects."""
+        return SequenceBatch(
+            self.prompts[groups],
+            self.answers[groups],
+            self.old_log_probs[groups],
+            self.rewards[groups],
+        )
+
+    @functools.cached_property
+    def without_unanimous(self) -> SequenceBatch:
+        """The batch without its unanimous groups; when every group is unanimous, the first
+        one stays (a loss on it keeps its graph). Kept for the epochs that reuse the batch."""
+        keep = ~self.unanimous  # (B,)
+        keep[0] |= ~keep.any()
+        return self.subset(keep)
+
+    @functools.cached_property
     def distinct(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The distinct (prompt, answer) pairs of the batch: ``rows`` (U,), the first of the
         B*K flattened answers that holds each pair, and ``inverse`` (B*K,), which pair each

@@ -5,9 +5,8 @@ snapshot), then take ``epochs`` optimiser steps on it with the method's
 loss. Per episode the loop records the error of the rollouts it sampled
 (1 - mean reward: token error, or exact-match error under terminal reward;
 no separate greedy evaluation), the gradient norm of the first epoch (on the
-snapshot), the fraction of groups in which every candidate failed and, for
-sequence-level groups, what each method makes of the informative ones
-(:func:`group_diagnostics`).
+snapshot), the fraction of groups in which every candidate failed, and
+whether it skipped the update (``skip_signal_free``).
 """
 
 from __future__ import annotations
@@ -21,11 +20,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from tpo_core.objectives import group_policy, grpo_advantages, tpo_target
 from tpo_core.stats import mean_and_se
 from tpo_core.tokens.algorithms import ALGORITHMS, get_algorithm, informative_groups
 from tpo_core.tokens.model import ModelConfig, TinyTransformer, make_optimizers
-from tpo_core.tokens.rollouts import SequenceBatch, sequence_rollouts, token_rollouts
+from tpo_core.tokens.rollouts import sequence_rollouts, token_rollouts
 from tpo_core.tokens.tasks import REWARDS, TASKS, check_task
 
 NEWTON_SCHULZ_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -93,6 +91,13 @@ class TrainConfig:
     device: str | None = setting(
         None, "where tensors live (default: cuda when available)", choices=("cpu", "cuda")
     )
+    # Beyond the paper (notebook 05): Muon and Adam turn the rounding-level gradient of a batch
+    # without signal into a full-size step.
+    skip_signal_free: bool = setting(
+        False,
+        "skip the optimiser step (every epoch) on a batch with no informative group, where "
+        "every group's K scores are equal (all fail or all succeed)",
+    )
 
     @classmethod
     def from_dict(cls, stored: dict) -> TrainConfig:
@@ -111,6 +116,8 @@ class TrainConfig:
             raise ValueError(
                 f"{self.algo} compares K candidates per group: k must be >= 2, got {self.k}"
             )
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
         if self.match not in ("prompts", "interactions"):
             raise ValueError(f"match must be 'prompts' or 'interactions', got {self.match!r}")
         for name in ("length", "batch", "episodes"):
@@ -120,8 +127,10 @@ class TrainConfig:
             raise ValueError(f"vocab must be at least 2, got {self.vocab}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         if not (self.eta > 0 and math.isfinite(self.eta)):
             raise ValueError(f"eta must be a positive finite number, got {self.eta}")
         if self.newton_schulz not in NEWTON_SCHULZ_DTYPES:
@@ -137,24 +146,49 @@ class TrainConfig:
             raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here")
         if self.eta != 1.0 and not algo.tempered:
             raise ValueError(f"{self.algo} has no temperature; eta applies to TPO variants only")
+        if self.skip_signal_free and not algo.grouped:
+            raise ValueError(
+                f"skip_signal_free looks for a group with signal; {self.algo} has no groups"
+            )
 
     def model_settings(self) -> dict:
         """The settings of :class:`ModelConfig` this config chooses."""
         return dict(layernorm_eps=self.layernorm_eps, gelu=self.gelu, init=self.init)
 
-    def resolved(self) -> dict:
-        """Batch size, K, learning rate, epochs and device as actually used (after interaction
-        matching; ``device=None`` becomes cuda when available)."""
-        algo = get_algorithm(self.algo)
-        single = algo.rollout == "single"
-        scale = single and self.match == "interactions"
-        return dict(
-            batch=self.batch * self.k if scale else self.batch,
-            k=1 if single else self.k,
-            lr=self.lr * math.sqrt(self.k) if scale else self.lr,
-            epochs=self.epochs or algo.epochs,
-            device=self.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        )
+    @property
+    def resolved(self) -> RunSettings:
+        """The settings as a run uses them (:class:`RunSettings`), computed once per config."""
+        return _resolve(self)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolve(config: TrainConfig) -> RunSettings:
+    algo = get_algorithm(config.algo)
+    single = algo.rollout == "single"
+    scale = single and config.match == "interactions"
+    return RunSettings(
+        batch=config.batch * config.k if scale else config.batch,
+        k=1 if single else config.k,
+        lr=config.lr * math.sqrt(config.k) if scale else config.lr,
+        epochs=config.epochs or algo.epochs,
+        device=config.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    )
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Batch size, K, learning rate, epochs and device as a run uses them: after interaction
+    matching (single-sample methods get B*K prompts, K = 1 and lr*sqrt(K)), the method's own
+    epochs when unset, and cuda when available for ``device=None``."""
+
+    batch: int
+    k: int
+    lr: float
+    epochs: int
+    device: str
+
+
+CURVES = ("error", "grad_norm", "all_fail", "skipped")  # one value per episode
 
 
 @dataclass
@@ -163,16 +197,28 @@ class TrainResult:
     error: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
     all_fail: list[float] = field(default_factory=list)
-    groups: dict[str, list[float]] = field(default_factory=dict)  # group_diagnostics per episode
+    skipped: list[int] = field(default_factory=list)  # 1 where skip_signal_free skipped the step
     seconds_per_episode: float = math.nan
     model: TinyTransformer | None = field(default=None, repr=False)  # the trained policy
     provenance: dict = field(default_factory=dict, repr=False)  # of a run loaded from disk
+    source: str | None = field(default=None, repr=False)  # the file it was loaded from
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainResult:
-        """A result written by :meth:`to_dict` (plus its provenance), without the model."""
-        keys = ("error", "grad_norm", "all_fail", "groups", "seconds_per_episode", "provenance")
-        return cls(TrainConfig.from_dict(data["config"]), **{k: data[k] for k in keys if k in data})
+    def from_dict(cls, data: dict, source: str | None = None) -> TrainResult:
+        """A result written by :meth:`to_dict` (plus its provenance), without the model.
+
+        A missing value is stored as null (JSON has no NaN) and read back as NaN; files from
+        before that (with NaN literals), or with fields since removed, read as before.
+        """
+        curves = {k: [math.nan if v is None else v for v in data[k]] for k in CURVES if k in data}
+        seconds = data.get("seconds_per_episode")
+        return cls(
+            TrainConfig.from_dict(data["config"]),
+            **curves,
+            seconds_per_episode=math.nan if seconds is None else seconds,
+            provenance=data.get("provenance", {}),
+            source=source,
+        )
 
     def steps_to(self, threshold: float) -> int | None:
         """First episode (1-based) whose error is at or below ``threshold``; None if never."""
@@ -187,11 +233,8 @@ class TrainResult:
     def to_dict(self) -> dict:
         return dict(
             config=asdict(self.config),
-            resolved=self.config.resolved(),
-            error=self.error,
-            grad_norm=self.grad_norm,
-            all_fail=self.all_fail,
-            groups=self.groups,
+            resolved=asdict(self.config.resolved),
+            **{k: getattr(self, k) for k in CURVES},
             seconds_per_episode=self.seconds_per_episode,
         )
 
@@ -212,40 +255,16 @@ def all_fail_fraction(batch) -> float:
     return (scores.amax(-1) == 0).float().mean().item()
 
 
-def group_diagnostics(batch: SequenceBatch, eta: float = 1.0) -> dict[str, float]:
-    """What TPO and GRPO each make of the informative groups of a sequence batch.
-
-    A candidate is a *success* if it scores above its group's mean (under
-    exact-match reward: it is right). Over the groups that are neither
-    all-fail nor all-success (NaN if there are none):
-
-    * ``p_success``: mass the old group policy ``p_old`` puts on successes;
-    * ``q_success``: mass TPO's target ``q ∝ p_old exp(u / eta)`` puts on them;
-    * ``adv_success`` / ``adv_failure``: GRPO's mean ``|A|`` on successes and failures.
-    """
-    keep = informative_groups(batch.scores)
-    if not keep.any():
-        return dict.fromkeys(("p_success", "q_success", "adv_success", "adv_failure"), math.nan)
-    scores = batch.scores[keep]
-    old = batch.old_log_probs[keep].sum(-1)
-    success = scores > scores.mean(-1, keepdim=True)
-    advantage = grpo_advantages(scores).abs()
-    return dict(
-        p_success=(group_policy(old) * success).sum(-1).mean().item(),
-        q_success=(tpo_target(old, scores, eta) * success).sum(-1).mean().item(),
-        adv_success=advantage[success].mean().item(),
-        adv_failure=advantage[~success].mean().item(),
-    )
-
-
-def record_rollout(result: TrainResult, batch, grouped_answers: bool) -> None:
-    """Append one episode's rollout figures to ``result``: the error, the all-fail share and,
-    for groups of whole answers, :func:`group_diagnostics`."""
+def record_rollout(result: TrainResult, batch) -> None:
+    """Append one episode's rollout figures to ``result``: the error and the all-fail share."""
     result.error.append(batch.error)
     result.all_fail.append(all_fail_fraction(batch))
-    if grouped_answers:
-        for name, value in group_diagnostics(batch, result.config.eta).items():
-            result.groups.setdefault(name, []).append(value)
+
+
+def is_signal_free(batch) -> bool:
+    """True if no group of ``batch`` is informative: every group's K scores are equal."""
+    scores = batch.scores if hasattr(batch, "scores") else batch.rewards
+    return not informative_groups(scores).any()
 
 
 def initial_model(config: TrainConfig, seed: int | None = None) -> TinyTransformer:
@@ -256,9 +275,14 @@ def initial_model(config: TrainConfig, seed: int | None = None) -> TinyTransform
 
 def optimizers_for(config: TrainConfig, model: TinyTransformer, params=None) -> list:
     """Muon and Adam as ``config`` sets them (``params``: see :func:`make_optimizers`)."""
-    return make_optimizers(model, config.resolved()["lr"],
-                           NEWTON_SCHULZ_DTYPES[config.newton_schulz], config.muon_qkv_bias,
-                           config.adam_nesterov, params)  # fmt: skip
+    return make_optimizers(
+        model,
+        config.resolved.lr,
+        NEWTON_SCHULZ_DTYPES[config.newton_schulz],
+        config.muon_qkv_bias,
+        config.adam_nesterov,
+        params,
+    )
 
 
 def loss_function(config: TrainConfig) -> Callable:
@@ -268,8 +292,35 @@ def loss_function(config: TrainConfig) -> Callable:
     loss = functools.partial(algo.loss, eta=config.eta) if algo.tempered else algo.loss
     if not config.grpo_sum_over_k:
         return loss
-    k = config.resolved()["k"]
+    k = config.resolved.k
     return lambda model, batch: k * loss(model, batch)
+
+
+def update(model, optimizers: list, loss: Callable, batch, epochs: int, step: bool = True) -> float:
+    """``epochs`` optimiser steps on one frozen ``batch``, or with ``step=False`` none (the first
+    epoch's gradient is still taken, for the record); returns that gradient's norm."""
+    norm = math.nan
+    for epoch in range(epochs if step else 1):
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss(model, batch).backward()
+        if epoch == 0:
+            norm = _grad_norm(model)
+        if step:
+            for opt in optimizers:
+                opt.step()
+    return norm
+
+
+def learn(config: TrainConfig, model, optimizers: list, loss: Callable, batch, result) -> None:
+    """One episode's update on ``batch``, recorded in ``result``: the method's epochs of
+    optimiser steps, or none with ``skip_signal_free`` on a batch without an informative
+    group (so that Muon's and Adam's momentum do not turn its rounding-level gradient into
+    a full-size step). The first epoch's gradient norm is recorded either way."""
+    skip = config.skip_signal_free and is_signal_free(batch)
+    result.skipped.append(int(skip))
+    epochs = config.resolved.epochs
+    result.grad_norm.append(update(model, optimizers, loss, batch, epochs, step=not skip))
 
 
 def train(
@@ -280,11 +331,11 @@ def train(
     """Train a fresh model; ``callback(episode, result)`` runs after each episode."""
     config.validate()
     algo = get_algorithm(config.algo)
-    run = config.resolved()
-    model = initial_model(config).to(run["device"])  # on the CPU first: one model everywhere
+    run = config.resolved
+    model = initial_model(config).to(run.device)  # on the CPU first: one model everywhere
     optimizers = optimizers_for(config, model)
     loss = loss_function(config)
-    generator = torch.Generator(run["device"]).manual_seed(config.seed)
+    generator = torch.Generator(run.device).manual_seed(config.seed)
     rollouts = token_rollouts if algo.rollout == "token" else sequence_rollouts
     result = TrainResult(config, model=model)
     label = f"{config.algo} H={config.length} V={config.vocab} seed {config.seed}"
@@ -293,17 +344,10 @@ def train(
         if episode == 1:  # the first episode pays one-off start-up costs
             start = time.perf_counter()
         model.eval()
-        batch = rollouts(model, config.task, config.reward, run["batch"], run["k"], generator)
+        batch = rollouts(model, config.task, config.reward, run.batch, run.k, generator)
         model.train()
-        record_rollout(result, batch, algo.rollout == "sequence")
-        for epoch in range(run["epochs"]):
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss(model, batch).backward()
-            if epoch == 0:
-                result.grad_norm.append(_grad_norm(model))
-            for opt in optimizers:
-                opt.step()
+        record_rollout(result, batch)
+        learn(config, model, optimizers, loss, batch, result)
         if callback is not None:
             callback(episode, result)
     if start is not None:
@@ -314,7 +358,7 @@ def train(
 def mean_error_curves(results: list[TrainResult]) -> dict[str, tuple[list, list, list]]:
     """Per method, ``(episodes, mean error, standard error)`` over its runs (seeds).
 
-    The input of :func:`tpo_core.teaching.viz.curves_figure`.
+    The input of :func:`tpo_core.teaching.curves_figure`.
     """
     by_method: dict[str, list[list[float]]] = {}
     for r in results:

@@ -1,0 +1,374 @@
+"""Grids of token-task runs on disk: resumable, provenance-stamped, one JSON file per run.
+
+Every run of a grid is one JSON file in the grid's folder, named after the
+settings that define it (:func:`run_name`). A file is written to a
+temporary name and renamed only once it is complete, so a crashed or
+interrupted grid never leaves a file that looks finished, and running the
+same grid again skips every run whose file is already there::
+
+    python -m tpo_core grid --algos tpo grpo --lengths 7 --seeds 0..2 \\
+        --episodes 1000 --out results/sparse
+
+:mod:`tpo_core.tokens.table3` summarises the runs next to the paper's Table 3.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import fields, replace
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tpo_core.tokens.algorithms import get_algorithm
+from tpo_core.tokens.replicas import train_replicas
+from tpo_core.tokens.train import CURVES, TrainConfig, TrainResult, train
+
+PACKAGE = Path(__file__).parents[1]  # tpo_core/
+RESULTS = Path(__file__).parent / "results"  # the grids shipped with the package
+
+# ---------------------------------------------------------------- provenance
+
+
+def _git(*args: str) -> str | None:
+    """``git -C <the package's folder> args``: its output, or None if that fails."""
+    try:
+        command = ["git", "-C", str(PACKAGE), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def package_commit() -> str | None:
+    """The commit of the git checkout that holds this package (``-dirty`` when its tracked
+    files had uncommitted changes), whatever the current directory; None when the package
+    is not a tracked part of a git checkout (an installed copy, an archive)."""
+    if _git("ls-files", "--error-unmatch", "__init__.py") is None:
+        return None
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return commit.strip() + ("-dirty" if dirty else "")
+
+
+def _hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def provenance(argv: list[str]) -> dict:
+    """Who ran what, where and when: stored next to every result.
+
+    ``git_commit`` is the package's own commit (:func:`package_commit`): null, with
+    ``git_note`` saying why, when the package is not in a git checkout.
+    """
+    commit = package_commit()
+    stamp = dict(
+        command="python -m tpo_core " + " ".join(argv),
+        git_commit=commit,
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        hardware=_hardware(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+    )
+    if commit is None:
+        stamp["git_note"] = "tpo_core was not run from a git checkout: no commit to record"
+    return stamp
+
+
+# ---------------------------------------------------------------- files
+
+
+def _json_ready(x, digits: int | None = None):
+    """``x`` with NaN and infinities as None (JSON has no NaN), floats rounded to ``digits``
+    significant digits when given."""
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return None
+        return float(f"{x:.{digits}g}") if digits else x
+    if isinstance(x, dict):
+        return {k: _json_ready(v, digits) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_ready(v, digits) for v in x]
+    return x
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` as standard JSON (NaN as null) via a temporary file and a rename.
+
+    Readers never see half a file: the rename is the last step.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_json_ready(payload), separators=(",", ":"), allow_nan=False))
+    tmp.replace(path)
+
+
+def write_run(path: Path, result: TrainResult, stamp: dict) -> None:
+    """One run's file: its config exactly (a resumed grid compares it), its curves to 6
+    significant digits, and its provenance."""
+    data = result.to_dict() | {"provenance": stamp}
+    write_json_atomic(path, data | {k: _json_ready(data[k], 6) for k in CURVES})
+
+
+def check_output(path: Path, folder: bool = False) -> None:
+    """Raise ValueError, before any training, if results cannot be written at ``path`` (one
+    file, or with ``folder`` a folder of them). Creates the folder that will hold them."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder for the grid's runs")
+    if not folder and path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name, such as {path / 'run.json'}")
+    directory = path if folder else path.parent
+    above = next(p for p in [directory, *directory.parents] if p.exists())
+    if not above.is_dir():
+        raise ValueError(f"cannot write {path}: {above} is a file, not a folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write files in {directory}: {err.strerror or err}") from None
+
+
+def load_run(path: Path) -> TrainResult:
+    """The run stored at ``path`` (its provenance included)."""
+    try:
+        return TrainResult.from_dict(json.loads(Path(path).read_text()), source=str(path))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a finished run: {err}") from None
+
+
+def load_runs(folder: Path) -> list[TrainResult]:
+    """Every finished run in ``folder`` (temporary files are ignored), with its provenance."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"no folder {folder}")
+    return [load_run(path) for path in sorted(folder.glob("*.json"))]
+
+
+def shipped_runs(name: str) -> list[TrainResult]:
+    """The runs of a grid shipped with the package (``tpo_core/tokens/results/<name>``)."""
+    if not (RESULTS / name).is_dir():
+        raise ValueError(f"no shipped results named {name!r}; there are: {', '.join(shipped())}")
+    return load_runs(RESULTS / name)
+
+
+def shipped() -> list[str]:
+    """The names of the grids shipped with the package."""
+    return sorted(p.name for p in RESULTS.iterdir() if p.is_dir())
+
+
+# ---------------------------------------------------------------- run names
+
+# Settings that run_name spells out (or, the device, leaves out: it makes no other run); every
+# other setting appears only when it differs from its default, under these short tags.
+NAMED_APART = tuple("task reward algo length vocab batch k match episodes seed device".split())
+TAGS = {"epochs": "ep", "lr": "lr", "eta": "eta", "newton_schulz": "ns-"}
+
+
+def run_name(config: TrainConfig) -> str:
+    """A file name that says which run it holds; settings left at their defaults are omitted.
+
+    Grouped methods are the same run under either matching, so only
+    single-sample methods carry the ``match``.
+    """
+    default = TrainConfig()
+    parts = [config.algo, config.task, config.reward, f"H{config.length}", f"V{config.vocab}"]
+    parts += [f"B{config.batch}", f"K{config.k}"]
+    if get_algorithm(config.algo).rollout == "single":
+        parts.append(config.match)
+    for f in fields(TrainConfig):
+        value = getattr(config, f.name)
+        if f.name in NAMED_APART or value == getattr(default, f.name):
+            continue
+        if isinstance(value, bool):
+            parts.append(f.name.replace("_", "-") if value else "no-" + f.name.replace("_", "-"))
+        else:
+            parts.append(f"{TAGS.get(f.name, f.name.replace('_', '-') + '-')}{value}")
+    parts += [f"E{config.episodes}", f"seed{config.seed}"]
+    return "-".join(parts) + ".json"
+
+
+def is_complete(path: Path, config: TrainConfig) -> bool:
+    """True if ``path`` holds a finished run of ``config`` (a full error curve).
+
+    The device does not make a different run: a grid started on a GPU resumes on a CPU.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+        stored = TrainConfig.from_dict(data["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    same = replace(stored, device=None) == replace(config, device=None)
+    return same and len(data.get("error", ())) == config.episodes
+
+
+# ---------------------------------------------------------------- running a grid
+
+
+def grid_configs(
+    algos: Iterable[str],
+    lengths: Iterable[int],
+    seeds: Iterable[int],
+    matches: Iterable[str] = ("prompts",),
+    **settings,
+) -> list[TrainConfig]:
+    """Every (method, H, match, seed) run, without duplicates (grouped methods ignore ``match``)."""
+    configs, names = [], set()
+    for algo, length, match, seed in itertools.product(algos, lengths, matches, seeds):
+        config = TrainConfig(algo=algo, length=length, match=match, seed=seed, **settings)
+        config.validate()
+        if run_name(config) not in names:
+            names.add(run_name(config))
+            configs.append(config)
+    return configs
+
+
+def _run_job(job: list[tuple[TrainConfig, Path]], stamp: dict, threads: int | None) -> None:
+    """Train the runs of ``job`` (several seeds of one config run as replicas) and write each."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    configs = [c for c, _ in job]
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    start = time.perf_counter()
+    if len(job) == 1:
+        results = [train(configs[0], progress=False)]
+    else:
+        results = train_replicas(configs[0], [c.seed for c in configs], progress=False)
+    wall = round(time.perf_counter() - start, 1)
+    stamp = stamp | dict(date=started, hardware=_hardware(), wall_seconds=wall)
+    if len(job) > 1:
+        stamp["replicas"] = len(job)  # trained together; wall_seconds is theirs together
+    for (_, path), result in zip(job, results, strict=True):
+        write_run(path, result, stamp)
+
+
+def _jobs(todo: list[tuple[TrainConfig, Path]], replicas: int) -> list[list]:
+    """``todo`` as jobs: up to ``replicas`` seeds of one config together (token-level methods
+    and ``skip_signal_free`` runs, which replicas do not run, one seed a job)."""
+    groups: dict[TrainConfig, list] = {}
+    for config, path in todo:
+        alone = get_algorithm(config.algo).rollout == "token" or config.skip_signal_free
+        key = config if replicas == 1 or alone else replace(config, seed=0)
+        groups.setdefault(key, []).append((config, path))
+    return [
+        runs[i : i + replicas] for runs in groups.values() for i in range(0, len(runs), replicas)
+    ]
+
+
+PR_SET_PDEATHSIG = 1  # Linux prctl: the signal a process gets when its parent dies
+
+
+def _start_worker(parent: int) -> None:
+    """In each worker: on Linux, ask the kernel to end it if the grid's process dies, however
+    it dies; and end at once if that has already happened."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _sigterm_exits():
+    """SIGTERM raises SystemExit in the block (main thread only), so that the pool's ``with``
+    ends the workers on the way out instead of leaving them training."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_grid(
+    configs: list[TrainConfig],
+    out: Path,
+    argv: list[str] | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    replicas: int = 1,
+) -> list[Path]:
+    """Run every config whose result is not yet in ``out``; return the paths of all of them.
+
+    With ``workers > 1`` runs go to separate processes with one thread each,
+    which end with the grid's process (SIGTERM included); with ``replicas > 1``
+    up to that many seeds of one configuration train together
+    (:func:`~tpo_core.tokens.replicas.train_replicas`), still one file per seed.
+    """
+    if replicas < 1 or workers < 1:
+        raise ValueError(f"workers and replicas must be at least 1, got {workers}, {replicas}")
+    out = Path(out)
+    check_output(out, folder=True)
+    stamp = provenance(argv or [])  # the code as it was when the grid started
+    paths = [out / run_name(c) for c in configs]
+    todo = [(c, p) for c, p in zip(configs, paths, strict=True) if not is_complete(p, c)]
+    bar = tqdm(
+        total=len(configs), initial=len(configs) - len(todo), desc="grid", disable=not progress
+    )
+    jobs = _jobs(todo, replicas)
+    if workers == 1:
+        for job in jobs:
+            bar.set_postfix_str(job[0][1].stem)
+            _run_job(job, stamp, None)
+            bar.update(len(job))
+    else:
+        context = get_context("spawn")
+        with _sigterm_exits(), context.Pool(workers, _start_worker, (os.getpid(),)) as pool:
+            pending = [(pool.apply_async(_run_job, (job, stamp, 1)), len(job)) for job in jobs]
+            for result, runs in pending:
+                result.get()
+                bar.update(runs)
+    bar.close()
+    return paths
+
+
+__all__ = [
+    "check_output",
+    "grid_configs",
+    "is_complete",
+    "load_run",
+    "load_runs",
+    "package_commit",
+    "provenance",
+    "run_grid",
+    "run_name",
+    "shipped",
+    "shipped_runs",
+    "write_json_atomic",
+    "write_run",
+]
