@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import tpo_core as tc
+from tpo_core import teaching as tt
 from tpo_core.group import descend_group, group_view, random_group
-from tpo_core.teaching import exercises, viz
-from tpo_core.teaching.widgets import GroupExplorer, OvershootExplorer
+from tpo_core.teaching.exercises import nb01
+from tpo_core.teaching.explorers.group import GroupExplorer, OvershootExplorer
 
 DOUBLE = torch.float64
 
@@ -108,7 +109,7 @@ def test_clipped_surrogate_stops_with_zero_gradient():
 
 def test_group_figure_traces_equal_the_view():
     view = group_view(*random_group(4, seed=2))
-    fig = viz.group_figure(view)
+    fig = tt.group_figure(view)
     assert [t.name for t in fig.data] == ["p_old", "q", "u", "gradient"]
     for trace, values in zip(fig.data, (view.p_old, view.q, view.u, view.gradient), strict=True):
         assert list(trace.y) == pytest.approx(values.tolist())
@@ -118,7 +119,7 @@ def test_overshoot_figure_series_and_target_line():
     p_old, scores = random_group(4, seed=2)
     view = group_view(p_old, scores)
     trajs = [descend_group(p_old, scores, m, 1.0, 7) for m in ("pg", "clipped", "tpo")]
-    fig = viz.overshoot_figure(trajs, view)
+    fig = tt.overshoot_figure(trajs, view)
     assert len(fig.data) == 3 * 3 + 1 and fig.data[-1].name == "target"
     best = int(view.u.argmax())
     assert list(fig.data[-1].y) == pytest.approx([float(view.q[best])] * 2)
@@ -201,43 +202,41 @@ def test_explorers_display_as_widgets():
 
 
 def test_exercises_accept_the_computed_answer_and_reject_others():
-    q = group_view(**{k: v for k, v in exercises.PREDICT_Q.items()}).q.tolist()
-    assert exercises.check("01-predict-q", q).correct
-    assert not exercises.check("01-predict-q", [1 / 3] * 3).correct
-    raw = group_view(exercises.PREDICT_Q["p_old"], exercises.PREDICT_Q["scores"], standardize=False)
-    assert "standardise" in exercises.check("01-predict-q", raw.q.tolist()).message
-    assert not exercises.check(
-        "01-predict-q", [0.5, 0.5]
-    ).correct  # wrong length, graded not crashed
+    q = group_view(**{k: v for k, v in nb01.PREDICT_Q.items()}).q.tolist()
+    assert tt.check("01-predict-q", q).correct
+    assert not tt.check("01-predict-q", [1 / 3] * 3).correct
+    raw = group_view(nb01.PREDICT_Q["p_old"], nb01.PREDICT_Q["scores"], standardize=False)
+    assert "standardise" in tt.check("01-predict-q", raw.q.tolist()).message
+    assert not tt.check("01-predict-q", [0.5, 0.5]).correct  # wrong length, graded not crashed
 
-    assert not exercises.check("01-half-mass-eta", 1.0).correct
-    assert "raise" in exercises.check("01-half-mass-eta", 1.0).message
+    assert not tt.check("01-half-mass-eta", 1.0).correct
+    assert "raise" in tt.check("01-half-mass-eta", 1.0).message
 
-    assert exercises.check("01-pg-overshoot", "Above").correct
-    assert not exercises.check("01-pg-overshoot", "below").correct
-    assert exercises.check("01-tiny-variance", math.sqrt(3)).correct
-    assert not exercises.check("01-tiny-variance", 0.001).correct
+    assert tt.check("01-pg-overshoot", "Above").correct
+    assert not tt.check("01-pg-overshoot", "below").correct
+    assert tt.check("01-tiny-variance", math.sqrt(3)).correct
+    assert not tt.check("01-tiny-variance", 0.001).correct
 
 
 def test_half_mass_eta_exists_and_is_accepted():
     lo, hi = 0.05, 20.0  # q_best falls as eta grows: bisect for q_best = 1/2
     for _ in range(60):
         mid = (lo + hi) / 2
-        q_best = group_view(exercises.HALF_MASS["p_old"], exercises.HALF_MASS["scores"], mid).q[0]
+        q_best = group_view(nb01.HALF_MASS["p_old"], nb01.HALF_MASS["scores"], mid).q[0]
         lo, hi = (mid, hi) if q_best > 0.5 else (lo, mid)
-    assert exercises.check("01-half-mass-eta", lo).correct
-    assert f"{lo:.2f}" in exercises.solution("01-half-mass-eta")
+    assert tt.check("01-half-mass-eta", lo).correct
+    assert f"{lo:.2f}" in tt.solution("01-half-mass-eta")
 
 
 def test_unknown_exercise_names_the_known_ones():
     with pytest.raises(KeyError, match="01-predict-q"):
-        exercises.check("nope", 1)
+        tt.check("nope", 1)
 
 
 def test_feedback_renders_without_the_solution():
-    fb = exercises.check("01-tiny-variance", 0.0)
+    fb = tt.check("01-tiny-variance", 0.0)
     assert "❌" in repr(fb) and "Not yet" in fb._repr_html_()
-    assert exercises.solution("01-tiny-variance") not in fb._repr_html_()
+    assert tt.solution("01-tiny-variance") not in fb._repr_html_()
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -276,7 +275,7 @@ def test_targets_figure_has_one_trace_per_target():
         "z": group_view([0.5, 0.5], [1.0, 0.0]),
         "raw": group_view([0.5, 0.5], [1.0, 0.0], standardize=False),
     }
-    fig = viz.targets_figure(views)
+    fig = tt.targets_figure(views)
     assert [t.name for t in fig.data] == ["p_old", "z", "raw"]
     assert list(fig.data[2].y) == pytest.approx(views["raw"].q.tolist())
 
@@ -294,7 +293,7 @@ def test_log_slider_grids_hold_the_default_values():
 
 
 def test_curves_figure_draws_band_and_mean_per_method():
-    fig = viz.curves_figure({"tpo": ([0, 1, 2], [0.5, 0.3, 0.1], [0.1, 0.05, 0.0])}, log_y=True)
+    fig = tt.curves_figure({"tpo": ([0, 1, 2], [0.5, 0.3, 0.1], [0.1, 0.05, 0.0])}, log_y=True)
     band, line = fig.data
     assert line.name == "TPO" and list(line.y) == [0.5, 0.3, 0.1]
     assert list(band.y) == pytest.approx([0.6, 0.35, 0.1, 0.1, 0.25, 0.4])
@@ -304,17 +303,17 @@ def test_curves_figure_draws_band_and_mean_per_method():
 def test_beta_and_budget_figures_follow_the_closed_forms():
     from tpo_core.bandits import beta_coefficient, step_budget
 
-    fig = viz.beta_figure(10)
+    fig = tt.beta_figure(10)
     tpo = next(t for t in fig.data if t.name == "TPO")
     assert list(tpo.y) == pytest.approx(beta_coefficient("tpo", list(tpo.x), 10).tolist())
-    bars = viz.budget_figure([0.02, 0.5], ["hard", "easy"], 10)
+    bars = tt.budget_figure([0.02, 0.5], ["hard", "easy"], 10)
     grpo = next(t for t in bars.data if t.name == "GRPO")
     assert list(grpo.y) == pytest.approx(step_budget("grpo", [0.02, 0.5], 10).tolist())
 
 
 def test_beta_explorer_updates_in_place():
     from tpo_core.bandits import beta_coefficient, step_budget
-    from tpo_core.teaching.widgets import BetaExplorer
+    from tpo_core.teaching.explorers.bandits import BetaExplorer
 
     ex = BetaExplorer(k=10)
     ex.k_slider.value = 40
@@ -327,5 +326,5 @@ def test_beta_explorer_updates_in_place():
 
 
 def test_binned_figure():
-    fig = viz.binned_figure([0.1, 0.5], [1.0, 2.0], [3, 4], "t", "x", "y")
+    fig = tt.binned_figure([0.1, 0.5], [1.0, 2.0], [3, 4], "t", "x", "y")
     assert list(fig.data[0].customdata) == [3, 4]

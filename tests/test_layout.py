@@ -1,10 +1,8 @@
-"""The package's shape: stages on a shared base, a teaching layer on top, old paths deprecated."""
+"""The package's shape: stages on a shared base, a teaching layer on top sorted by stage."""
 
 import ast
-import importlib
+import re
 import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -88,34 +86,80 @@ def test_no_import_cycle_between_units():
     assert not [u for u in graph if reaches(u, u)]
 
 
-@pytest.mark.parametrize(("old", "new"), sorted(tpo_core.MOVED_MODULES.items()))
-def test_old_module_paths_still_import_with_a_warning(old, new):
-    if "trl" in old:
-        pytest.importorskip("trl")
-    sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=f"{old} has moved to {new}"):
-        module = importlib.import_module(old)
-    target = importlib.import_module(new)
-    public = [k for k in vars(target) if not k.startswith("_")]
-    assert public and all(getattr(module, k) is getattr(target, k) for k in public)
+def teaching_part(path: Path) -> tuple[str, str]:
+    """(kind, name) of a teaching module: ("figures", "group"), ("style", ""), ..."""
+    parts = path.relative_to(PACKAGE / TEACHING).with_suffix("").parts
+    return (parts[0], parts[1] if len(parts) > 1 else "")
 
 
-def test_old_from_import_form_works_in_a_fresh_interpreter():
-    code = (
-        "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
-        "try:\n    from tpo_core import viz\nexcept DeprecationWarning as w:\n    print(w)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "tpo_core.viz has moved to tpo_core.teaching.viz" in out.stdout
+def teaching_imports(path: Path) -> set[tuple[str, str]]:
+    """The teaching modules ``path`` imports, as (kind, name)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split(".")
+            if parts[:2] == ["tpo_core", TEACHING] and len(parts) > 2:
+                found.add((parts[2], parts[3] if len(parts) > 3 else ""))
+    return found
 
 
-def test_new_paths_and_top_level_api_import_without_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        for name in ("tpo_core.tokens.train", "tpo_core.bandits", "tpo_core.llm",
-                     "tpo_core.teaching.viz", "tpo_core.stats"):  # fmt: skip
-            importlib.import_module(name)
-    assert tpo_core.tpo_target is importlib.import_module("tpo_core.objectives").tpo_target
+def test_teaching_is_sorted_by_stage_and_by_kind():
+    """Figures and explorers have one module per course stage, named after it, which imports
+    no other stage (the base and the one-group stage, whose picture every stage reuses, aside;
+    a shared module such as the learning curves imports no stage but that one);
+    figures never import explorers or exercises; exercises import neither; style imports
+    nothing of the package. Each teaching module stays under 300 lines."""
+    problems = []
+    for path in sorted((PACKAGE / TEACHING).rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        kind, name = teaching_part(path)
+        stages = imported_units(path) & STAGES
+        teaching = {k for k, _ in teaching_imports(path)}
+        if kind in ("figures", "explorers"):  # shared modules (curves, twins) count as "group"
+            own = name if name in STAGES else "group"
+            problems += [f"{kind}/{name} imports {s}" for s in stages - {own, "group"}]
+        if kind == "figures":
+            problems += [
+                f"figures/{name} imports {k}" for k in teaching & {"explorers", "exercises"}
+            ]
+        if kind == "exercises":
+            problems += [f"exercises/{name} imports {k}" for k in teaching - {"exercises"}]
+        if kind == "style":
+            problems += [f"style imports {u}" for u in imported_units(path) - {TEACHING}]
+        lines = len(path.read_text().splitlines())
+        if lines > 300:
+            problems.append(f"{path.relative_to(PACKAGE)} has {lines} lines")
+    assert not problems, problems
+    for kind in ("figures", "explorers"):
+        names = {p.stem for p in (PACKAGE / TEACHING / kind).glob("*.py")}
+        assert STAGES <= names, f"{kind}/ lacks a module for {sorted(STAGES - names)}"
+
+
+def test_the_teaching_check_can_see_a_violation(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from tpo_core.teaching.explorers.group import GroupExplorer\n")
+    assert teaching_imports(bad) == {("explorers", "group")}
+
+
+def test_no_package_file_over_400_lines_but_the_objectives():
+    long = [
+        f"{p.relative_to(PACKAGE)} ({n})"
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400 and p.name != "objectives.py"
+    ]
+    assert not long, long
+
+
+def test_notebooks_import_the_teaching_layer_from_its_top_level():
+    """The teaching API is what ``tpo_core.teaching`` exports; notebooks use nothing deeper."""
+    import tpo_core.teaching as tt
+
+    root = PACKAGE.parent
+    deep = re.compile(r"from tpo_core\.teaching\.\w+|import tpo_core\.teaching\.\w+")
+    for nb in sorted((root / "notebooks").glob("*.ipynb")):
+        assert not deep.search(nb.read_text()), f"{nb.name} reaches into tpo_core.teaching"
+    assert set(tt.__all__) <= set(vars(tt)), "teaching.__all__ names something it lacks"
 
 
 def test_no_citations_of_documents_outside_the_repository():

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tpo_core as tc
+from tpo_core import teaching as tt
 from tpo_core.group import (
     descend_group,
     descend_groups,
@@ -19,8 +20,11 @@ from tpo_core.group import (
     group_view,
     pg_endpoint,
     random_group,
+    ratio_box,
+    target_family,
 )
-from tpo_core.teaching import viz
+from tpo_core.teaching.figures.simplex import SIMPLEX_PATHS
+from tpo_core.teaching.style import KL_FLOOR
 
 DOUBLE = torch.float64
 P_OLD = torch.tensor([0.5, 0.3, 0.2], dtype=DOUBLE)
@@ -91,7 +95,7 @@ def test_bad_features_and_grids_are_refused():
 
 def test_simplex_figure_end_points_equal_the_closed_forms():
     lrs, epochs = [0.05, 0.5, 2.0], 60
-    fig = viz.simplex_figure(P_OLD, SCORES, lrs, epochs, start=1)
+    fig = tt.simplex_figure(P_OLD, SCORES, lrs, epochs, start=1)
     view = group_view(P_OLD, SCORES)
     names = [t.name for t in fig.data]
     q_trace = fig.data[3]
@@ -121,22 +125,23 @@ def test_simplex_figure_end_points_equal_the_closed_forms():
 
 def test_simplex_family_passes_through_q_and_box_sits_on_the_ratio_lines():
     view = group_view(P_OLD, SCORES)
-    family = torch.tensor(viz.target_family(view), dtype=DOUBLE)
+    family = target_family(view)
     # q (eta = 1, t = 1) lies on PG's road: some drawn t is within a small step of it.
     assert (family - view.q).abs().max(-1).values.min() < 0.02
-    box = viz.ratio_box(view)
-    for a, b, c in zip(box["a"], box["b"], box["c"], strict=True):
-        if a is None:
-            continue
-        point = torch.tensor([a, b, c], dtype=DOUBLE)
-        assert math.isclose(float(point.sum()), 1.0)
-        ratios = point / P_OLD
-        assert any(math.isclose(float(r), x, rel_tol=1e-9) for r in ratios for x in (0.8, 1.2))
+    segments = ratio_box(view)
+    assert len(segments) == 6  # (1 - eps) and (1 + eps) p_old_i for each i: every bound is < 1 here
+    for start, end in segments:
+        for point in (torch.tensor(start, dtype=DOUBLE), torch.tensor(end, dtype=DOUBLE)):
+            assert math.isclose(float(point.sum()), 1.0)
+            assert (point >= 0).all() and (point == 0).sum() == 1  # on an edge of the triangle
+        # both ends share the bounded candidate's probability: a line p_i = (1 +- eps) p_old_i
+        i = next(i for i in range(3) if start[i] == end[i] and start[i] > 0)
+        assert any(math.isclose(start[i] / float(P_OLD[i]), x) for x in (0.8, 1.2))
 
 
 def test_simplex_needs_three_candidates():
     with pytest.raises(ValueError, match="K = 3"):
-        viz.simplex_figure(*random_group(4), [1.0], 5)
+        tt.simplex_figure(*random_group(4), [1.0], 5)
 
 
 # ---------------------------------------------------------------- heatmap
@@ -160,12 +165,12 @@ def test_endpoint_map_pg_cells_are_closed_form_and_tpo_cells_sit_on_q():
 def test_endpoint_figure_draws_the_map_and_pgs_line():
     lrs, epochs = [0.05, 0.2, 1.0], [1, 10, 100]
     emap = endpoint_map(P_OLD, SCORES, lrs, epochs)
-    fig = viz.endpoint_figure(emap, k=3)
+    fig = tt.endpoint_figure(emap, k=3)
     heatmaps = [t for t in fig.data if t.type == "heatmap"]
     assert [t.name for t in heatmaps] == ["pg", "clipped", "tpo"]
     for trace in heatmaps:
         z = torch.tensor(trace.z, dtype=DOUBLE)
-        torch.testing.assert_close(z, emap.kl[trace.name].clamp_min(viz.KL_FLOOR).log10())
+        torch.testing.assert_close(z, emap.kl[trace.name].clamp_min(KL_FLOOR).log10())
     line = next(t for t in fig.data if t.type == "scatter")
     assert all(math.isclose(x * y, 3.0) for x, y in zip(line.x, line.y, strict=True))
 
@@ -187,19 +192,19 @@ def test_group_panel_pg_is_closed_form_per_group_and_tpo_reaches_every_q():
 
 def test_panel_figure_marks_each_groups_best_pg_lr():
     panel = group_panel(groups=5, epochs=50)
-    fig = viz.panel_figure(panel)
+    fig = tt.panel_figure(panel)
     assert len(fig.data) == 2 * 5 + 1
     markers = fig.data[-1]
     assert list(markers.x) == panel.best_lr("pg")
 
 
 def test_simplex_explorer_redraws_the_paths_for_its_sliders():
-    from tpo_core.teaching.widgets import SimplexExplorer
+    from tpo_core.teaching.explorers.group import SimplexExplorer
 
     explorer = SimplexExplorer(P_OLD, SCORES, lr=0.5, epochs=30)
     explorer.lr_slider.value, explorer.epochs_slider.value = 0.1, 50
-    pg_end = explorer.figure.data[viz.SIMPLEX_PATHS[1]]
+    pg_end = explorer.figure.data[SIMPLEX_PATHS[1]]
     expected = pg_endpoint(P_OLD, SCORES, explorer.lr_slider.value, 50)
     assert [pg_end.a[0], pg_end.b[0], pg_end.c[0]] == pytest.approx(expected.tolist())
-    assert len(explorer.figure.data[viz.SIMPLEX_PATHS[0]].a) == 51
+    assert len(explorer.figure.data[SIMPLEX_PATHS[0]].a) == 51
     assert "lr × epochs = 5" in explorer.figure.layout.title.text

@@ -5,7 +5,9 @@ import torch
 
 from tpo_core.bandits.tabular import beta_coefficient
 from tpo_core.group import descend_groups, group_view, random_group
-from tpo_core.teaching import twins, viz
+from tpo_core.teaching.explorers import twins
+from tpo_core.teaching.figures.bandits import BETA_METHODS, beta_series, beta_title
+from tpo_core.teaching.figures.group import group_title, overshoot_series
 
 P_OLD, SCORES = random_group(5, 0)
 ETAS = torch.logspace(-1.3, 1.3, 27).tolist()
@@ -25,7 +27,7 @@ def test_target_twin_states_are_the_groups_the_library_computes():
             want = [view.p_old, view.q, view.u, view.gradient]
             for got, expected in zip(states[i][j]["y"], want, strict=True):
                 assert got == pytest.approx(expected.tolist())
-            assert states[i][j]["title"] == viz.group_title(view)
+            assert states[i][j]["title"] == group_title(view)
     for trace, y in zip(fig.data, states[13][10]["y"], strict=True):  # drawn = the start state
         assert list(trace.y) == pytest.approx(y)
     assert [s.name for s in fig.layout.sliders] == fig.layout.meta["sliders"] == ["eta", "score"]
@@ -40,7 +42,7 @@ def test_overshoot_twin_steps_are_the_descents():
     for index in (0, 15, 30):
         data, traces = fig.layout.sliders[0].steps[index].args
         runs = list(descend_groups(P_OLD, SCORES, lr=lrs[index], epochs=50).values())
-        for trace, (x, y) in enumerate(viz.overshoot_series(runs, view)):
+        for trace, (x, y) in enumerate(overshoot_series(runs, view)):
             assert data["y"][trace] == pytest.approx(y) and list(data["x"][trace]) == list(x)
         assert list(traces) == list(range(len(fig.data)))
     assert len(fig.to_html(include_plotlyjs=False)) < LIMIT
@@ -51,10 +53,10 @@ def test_beta_twin_steps_are_the_closed_forms():
     fig = twins.beta_twin(ks, start=8)
     for index in (0, 8, 48):
         data, layout, _ = fig.layout.sliders[0].steps[index].args
-        p, _ = viz.beta_series(ks[index])
-        for method, y in zip(viz.BETA_METHODS, data["y"], strict=True):
+        p, _ = beta_series(ks[index])
+        for method, y in zip(BETA_METHODS, data["y"], strict=True):
             assert y == pytest.approx(beta_coefficient(method, p, ks[index]).tolist())
-        assert layout["title.text"] == viz.beta_title(ks[index])
+        assert layout["title.text"] == beta_title(ks[index])
     assert len(fig.to_html(include_plotlyjs=False)) < LIMIT
 
 

@@ -34,6 +34,10 @@ DESCENT_METHODS = ("pg", "clipped", "tpo")
 advantages, the PPO/GRPO clipped surrogate (eps = 0.2, no KL), and TPO."""
 
 
+CLIP_EPS = 0.2
+"""The clipped surrogate's trust region, ``|p_i / p_old_i - 1| <= 0.2``, as in PPO and GRPO."""
+
+
 def _as_probs(name: str, values) -> torch.Tensor:
     x = torch.as_tensor(values, dtype=torch.float64)
     if x.dim() != 1 or x.numel() < 2:
@@ -91,6 +95,33 @@ def group_view(p_old, scores, eta: float = 1.0, standardize: bool = True) -> Gro
     return GroupView(p_old=p, u=u, q=q, gradient=p - q)
 
 
+def target_family(view: GroupView, points: int = 60) -> torch.Tensor:
+    """The targets ``softmax(log p_old + t u)`` for ``t = 1 / eta`` from 0 to 20, (points, K).
+
+    With free logits, PG after E epochs at learning rate lr sits exactly on the
+    target of ``t = lr E / K`` (:func:`pg_endpoint`): this family is the road PG walks.
+    """
+    t = 20.0 * torch.linspace(0, 1, points, dtype=torch.float64) ** 2  # dense near p_old
+    return torch.softmax(view.p_old.log() + t[:, None] * view.u, -1)  # (points, K)
+
+
+def ratio_box(view: GroupView, eps: float = CLIP_EPS) -> list[tuple[list[float], list[float]]]:
+    """The clipped surrogate's trust region on the K = 3 triangle: segments ``(start, end)``
+    of the lines ``p_i = (1 +- eps) p_old_i``, each drawn edge to edge."""
+    if view.p_old.numel() != 3:
+        raise ValueError(f"the ratio box is drawn on the triangle: K = 3, got {view.p_old.numel()}")
+    segments = []
+    for i in range(3):
+        j, k = (x for x in range(3) if x != i)
+        for bound in ((1 - eps) * float(view.p_old[i]), (1 + eps) * float(view.p_old[i])):
+            if bound < 1:
+                start, end = [0.0] * 3, [0.0] * 3
+                start[i], start[j] = bound, 1 - bound
+                end[i], end[k] = bound, 1 - bound
+                segments.append((start, end))
+    return segments
+
+
 @dataclass(frozen=True)
 class Trajectory:
     """Where gradient descent on one group's logits went, epoch by epoch.
@@ -104,10 +135,6 @@ class Trajectory:
     probs: torch.Tensor
     kl_to_target: torch.Tensor
     grad_norm: torch.Tensor
-
-
-CLIP_EPS = 0.2
-"""The clipped surrogate's trust region, ``|p_i / p_old_i - 1| <= 0.2``, as in PPO and GRPO."""
 
 
 def group_gradient(method: str, logits, log_p_old, q, advantages, clip_eps: float = CLIP_EPS):

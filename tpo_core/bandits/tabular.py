@@ -177,7 +177,7 @@ class BanditCurves:
         return mean_and_se(getattr(self, name))
 
     def series(self, name: str = "error") -> tuple[list, list, list]:
-        """``(steps, mean, se)`` as lists, for :func:`~tpo_core.teaching.viz.curves_figure`."""
+        """``(steps, mean, se)`` as lists, for :func:`~tpo_core.teaching.curves_figure`."""
         mean, se = self.mean_and_se(name)
         return list(range(len(mean))), mean.tolist(), se.tolist()
 

@@ -16,41 +16,26 @@ any stage; no stage imports it.
 """
 
 from tpo_core.teaching.exercises import EXERCISES, check, question, solution
-from tpo_core.teaching.twins import beta_twin, overshoot_twin, target_twin, twin_html
-from tpo_core.teaching.viz import (
-    COLORS,
-    METHOD_LABELS,
-    beta_figure,
-    binned_figure,
-    budget_figure,
-    curves_figure,
+from tpo_core.teaching.explorers.bandits import BetaExplorer
+from tpo_core.teaching.explorers.base import ETA_RANGE, LR_RANGE, twin_grid
+from tpo_core.teaching.explorers.group import GroupExplorer, OvershootExplorer, SimplexExplorer
+from tpo_core.teaching.explorers.llm import GroupInspector, LiveRLVR
+from tpo_core.teaching.explorers.tokens import LiveCurves, TokenStateExplorer
+from tpo_core.teaching.explorers.twins import beta_twin, overshoot_twin, target_twin, twin_html
+from tpo_core.teaching.figures.bandits import beta_figure, binned_figure, budget_figure
+from tpo_core.teaching.figures.curves import curves_figure, live_curves_figure, sweep_figure
+from tpo_core.teaching.figures.group import (
     endpoint_figure,
     group_figure,
-    live_curves_figure,
-    muon_figure,
     overshoot_figure,
     panel_figure,
-    replay_figure,
-    rlvr_figure,
-    simplex_figure,
     state_figure,
-    sweep_figure,
-    table3_figure,
     targets_figure,
 )
-from tpo_core.teaching.widgets import (
-    ETA_RANGE,
-    LR_RANGE,
-    BetaExplorer,
-    GroupExplorer,
-    GroupInspector,
-    LiveCurves,
-    LiveRLVR,
-    OvershootExplorer,
-    SimplexExplorer,
-    TokenStateExplorer,
-)
-from tpo_core.teaching.widgets import _grid as twin_grid
+from tpo_core.teaching.figures.llm import rlvr_figure
+from tpo_core.teaching.figures.simplex import simplex_figure
+from tpo_core.teaching.figures.tokens import muon_figure, replay_figure, table3_figure
+from tpo_core.teaching.style import COLORS, METHOD_LABELS
 
 __all__ = [
     "COLORS",

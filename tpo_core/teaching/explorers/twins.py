@@ -11,7 +11,7 @@ the figure's ``layout.meta``; :func:`twin_html` adds it where it is needed.
 * :func:`target_twin`: the one-group target (notebook 01's first explorer);
 * :func:`overshoot_twin`: p(best), KL and gradient norm over epochs, one step per lr;
 * :func:`beta_twin`: the exact-update weights beta(p), one step per K;
-* the signature triangle is :func:`tpo_core.teaching.viz.simplex_figure` itself.
+* the signature triangle is :func:`tpo_core.teaching.simplex_figure` itself.
 """
 
 from __future__ import annotations
@@ -19,7 +19,18 @@ from __future__ import annotations
 import torch
 
 from tpo_core.group import descend_groups, group_view
-from tpo_core.teaching import viz
+from tpo_core.teaching.figures.bandits import (
+    beta_figure,
+    beta_series,
+    beta_title,
+)
+from tpo_core.teaching.figures.group import (
+    group_figure,
+    group_title,
+    overshoot_figure,
+    overshoot_series,
+)
+from tpo_core.teaching.style import candidate_labels
 
 TWO_SLIDERS_JS = """
 var gd = document.getElementById('{plot_id}');
@@ -73,23 +84,37 @@ def target_twin(p_old, scores, etas, score_index: int, score_values, start=(0, 0
             s[score_index] = value
             view = group_view(p_old, s, eta)
             y = [v.tolist() for v in (view.p_old, view.q, view.u, view.gradient)]
-            row.append(dict(y=y, title=viz.group_title(view)))
+            row.append(dict(y=y, title=group_title(view)))
         states.append(row)
     i, j = start
     s = scores.clone()
     s[score_index] = score_values[j]
-    fig = viz.group_figure(group_view(p_old, s, etas[i]))
-    label = viz.candidate_labels(scores.numel())[score_index]
+    fig = group_figure(group_view(p_old, s, etas[i]))
+    label = candidate_labels(scores.numel())[score_index]
     fig.update_layout(
         meta=dict(sliders=["eta", "score"], traces=[0, 1, 2, 3], states=states),
         sliders=[
-            dict(name="eta", active=i, currentvalue=dict(prefix="η = "), y=-0.12, len=0.45,
-                 steps=_steps([f"{e:.3g}" for e in etas])),
-            dict(name="score", active=j, currentvalue=dict(prefix=f"score of {label} = "),
-                 x=0.55, y=-0.12, len=0.45, steps=_steps([f"{v:.3g}" for v in score_values])),
+            dict(
+                name="eta",
+                active=i,
+                currentvalue=dict(prefix="η = "),
+                y=-0.12,
+                len=0.45,
+                steps=_steps([f"{e:.3g}" for e in etas]),
+            ),
+            dict(
+                name="score",
+                active=j,
+                currentvalue=dict(prefix=f"score of {label} = "),
+                x=0.55,
+                y=-0.12,
+                len=0.45,
+                steps=_steps([f"{v:.3g}" for v in score_values]),
+            ),
         ],
-        height=620, margin=dict(b=140),
-    )  # fmt: skip
+        height=620,
+        margin=dict(b=140),
+    )
     return fig
 
 
@@ -99,18 +124,25 @@ def overshoot_twin(p_old, scores, lrs, epochs: int = 50, eta: float = 1.0, start
     series = []
     for lr in lrs:
         trajectories = list(descend_groups(p_old, scores, lr=lr, epochs=epochs, eta=eta).values())
-        series.append(viz.overshoot_series(trajectories, view))
+        series.append(overshoot_series(trajectories, view))
     trajectories = list(
         descend_groups(p_old, scores, lr=lrs[start], epochs=epochs, eta=eta).values()
     )
-    fig = viz.overshoot_figure(trajectories, view)
+    fig = overshoot_figure(trajectories, view)
     traces = list(range(len(series[0])))
     restyles = [dict(x=[x for x, _ in s], y=[y for _, y in s]) for s in series]
     fig.update_layout(
-        sliders=[dict(active=start, currentvalue=dict(prefix="learning rate = "), y=-0.35,
-                      steps=_steps([f"{lr:.3g}" for lr in lrs], restyles, traces))],
-        height=500, margin=dict(b=150),
-    )  # fmt: skip
+        sliders=[
+            dict(
+                active=start,
+                currentvalue=dict(prefix="learning rate = "),
+                y=-0.35,
+                steps=_steps([f"{lr:.3g}" for lr in lrs], restyles, traces),
+            )
+        ],
+        height=500,
+        margin=dict(b=150),
+    )
     return fig
 
 
@@ -118,10 +150,10 @@ def beta_twin(ks, start: int = 0):
     """``beta_figure`` with one slider step per number of actions K."""
     restyles, titles = [], []
     for k in ks:
-        _, betas = viz.beta_series(k)
+        _, betas = beta_series(k)
         restyles.append(dict(y=betas))
-        titles.append(viz.beta_title(k))
-    fig = viz.beta_figure(ks[start])
+        titles.append(beta_title(k))
+    fig = beta_figure(ks[start])
     steps = _steps([str(k) for k in ks], restyles, list(range(len(fig.data))))
     for step, title in zip(steps, titles, strict=True):
         step["method"] = "update"

@@ -1,0 +1,75 @@
+"""What every explorer shares: a widget box that redraws on any control change, log sliders,
+and the slider grids of the kernel-free twins.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ipywidgets as w
+import torch
+
+ETA_RANGE = (0.05, 20.0)
+
+
+LR_RANGE = (0.01, 100.0)
+
+
+TWIN_POINTS = 25
+"""Slider steps per axis of an explorer's kernel-free twin (its current value is added)."""
+
+
+def twin_grid(
+    bounds: tuple[float, float], current: float, log: bool = True
+) -> tuple[list[float], int]:
+    """``TWIN_POINTS`` values over ``bounds`` (log-spaced or even) with ``current``; its index.
+
+    A grid point within rounding of ``current`` is replaced by it, so no two steps share a label.
+    """
+    lo, hi = (math.log10(b) for b in bounds) if log else bounds
+    grid = torch.linspace(lo, hi, TWIN_POINTS, dtype=torch.float64)
+    grid = (10**grid if log else grid).tolist()
+    current = float(current)
+    values = [v for v in grid if not math.isclose(v, current, rel_tol=1e-9, abs_tol=1e-12)]
+    values = sorted([*values, current])
+    return values, values.index(current)
+
+
+def log_slider(description: str, value: float, bounds: tuple[float, float]) -> w.FloatLogSlider:
+    """A base-10 log slider whose exponent grid (steps of 0.01 from ``min``) holds 10^0 = 1.
+
+    The browser snaps values to that grid; an exponent range off the grid
+    would turn eta = 1 into 0.9977 as soon as the slider renders.
+    """
+    return w.FloatLogSlider(
+        value=value,
+        base=10,
+        min=round(math.log10(bounds[0]), 2),
+        max=round(math.log10(bounds[1]), 2),
+        step=0.01,
+        description=description,
+        readout_format=".3g",
+        continuous_update=True,
+    )
+
+
+class Explorer:
+    """Shared plumbing: display as ``self.widget``, redraw on any control change."""
+
+    widget: w.Widget
+
+    def _observe(self, *controls: w.Widget) -> None:
+        for control in controls:
+            control.observe(self._update, names="value")
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _ipython_display_(self) -> None:
+        """Display ``self.widget``: ipywidgets 7 (Colab's) widgets have no ``_repr_mimebundle_``."""
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _update(self, change=None) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError

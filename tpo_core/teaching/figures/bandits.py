@@ -1,0 +1,80 @@
+"""Figures of the bandits (notebooks 02-03): the exact-update weight beta(p), who gets a
+normalised step, binned means.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from tpo_core.bandits.tabular import beta_coefficient, step_budget
+from tpo_core.teaching.style import COLORS, LAYOUT, METHOD_LABELS
+
+BETA_METHODS = ("ce", "tpo", "grpo", "dg", "pg")
+
+
+BUDGET_METHODS = ("ce", "tpo", "grpo", "dg")
+
+
+def beta_series(k: int, methods=BETA_METHODS, points: int = 199) -> tuple[list, list[list]]:
+    """``p`` on a grid in (0, 1) and ``beta(p)`` for each method, for K actions."""
+    p = [(i + 1) / (points + 1) for i in range(points)]
+    return p, [beta_coefficient(m, p, k).tolist() for m in methods]
+
+
+def beta_figure(k: int, methods=BETA_METHODS) -> go.Figure:
+    """The exact-update weights ``beta(p)`` of each method against ``p = pi(y)``, for K actions."""
+    p, betas = beta_series(k, methods)
+    fig = go.Figure()
+    for m, beta in zip(methods, betas, strict=True):
+        fig.add_scatter(
+            x=p, y=beta, mode="lines", name=METHOD_LABELS[m], line=dict(color=COLORS[m])
+        )
+    fig.update_layout(
+        title=beta_title(k),
+        xaxis_title="p = π(correct action)",
+        yaxis_title="β(p)",
+        yaxis_range=[0, 2],
+        height=360,
+        **LAYOUT,
+    )
+    return fig
+
+
+def beta_title(k: int) -> str:
+    return f"exact update = β(p)·(e_y − π), K = {k}"
+
+
+def budget_series(p_values, k: int, methods=BUDGET_METHODS) -> list[list[float]]:
+    """For each method, the share of a normalised step's ``||g||^2`` that each context gets."""
+    return [step_budget(m, p_values, k).tolist() for m in methods]
+
+
+def budget_figure(p_values, labels, k: int, methods=BUDGET_METHODS) -> go.Figure:
+    """Grouped bars of :func:`budget_series`, one trace per method, contexts on the x axis."""
+    fig = go.Figure()
+    for m, share in zip(methods, budget_series(p_values, k, methods), strict=True):
+        fig.add_bar(x=list(labels), y=share, name=METHOD_LABELS[m], marker_color=COLORS[m])
+    fig.update_layout(
+        barmode="group",
+        title="who gets the step? share of ‖g‖² per context",
+        yaxis_title="share of the step",
+        yaxis_range=[0, 1],
+        height=360,
+        **LAYOUT,
+    )
+    return fig
+
+
+def binned_figure(centres, means, counts, title: str, xaxis: str, yaxis: str) -> go.Figure:
+    """Bars of a binned mean (hover shows how many examples fell in each bin)."""
+    fig = go.Figure()
+    fig.add_bar(
+        x=list(centres),
+        y=list(means),
+        customdata=list(counts),
+        name=yaxis,
+        marker_color=COLORS["tpo"],
+        hovertemplate="%{x:.2f}: %{y:.4f} (%{customdata} examples)",
+    )
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=360, **LAYOUT)
+    return fig
