@@ -102,8 +102,8 @@ def float16_on_cpu(monkeypatch):
 def test_a_float16_run_scales_its_loss_from_a_start_suited_to_tpo(
     tiny_model, tmp_path, float16_on_cpu
 ):
-    folder = tmp_path / "ckpt"
-    config = config_for(tiny_model, steps=2, checkpoint_dir=str(folder), checkpoint_every=2)
+    config = config_for(tiny_model, steps=2, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    folder = llm.run_folder(config)
     result = llm.rlvr_train(config, progress=False)
     assert result.history["skipped"] == [0, 0]
     scaler = torch.load(folder / llm.CHECKPOINT, weights_only=True)["scaler"]
@@ -142,8 +142,8 @@ class Payload:
 
 
 def test_a_crafted_checkpoint_does_not_run_code_and_saved_ones_load(tiny_model, tmp_path):
-    folder = tmp_path / "ckpt"
-    config = config_for(tiny_model, steps=1, checkpoint_dir=str(folder), checkpoint_every=1)
+    config = config_for(tiny_model, steps=1, checkpoint_dir=str(tmp_path), checkpoint_every=1)
+    folder = llm.run_folder(config)
     llm.rlvr_train(config, progress=False)
     tokenizer, model = llm.load_policy(config)
     opt = llm.Optimisation.for_model(model, config)
@@ -255,9 +255,9 @@ def test_a_run_resumed_from_its_checkpoint_is_the_run_that_never_stopped(tiny_mo
     folder = str(tmp_path / "ckpt")
     first = config_for(tiny_model, steps=2, checkpoint_dir=folder, checkpoint_every=1, **settings)
     llm.rlvr_train(first, progress=False)
-    assert (tmp_path / "ckpt" / llm.CHECKPOINT).exists() and (
-        tmp_path / "ckpt" / "adapter"
-    ).is_dir()
+    saved = llm.run_folder(first)
+    assert saved.parent == tmp_path / "ckpt" and (saved / llm.CHECKPOINT).exists()
+    assert (saved / "adapter").is_dir()
     later = config_for(tiny_model, steps=4, checkpoint_dir=folder, checkpoint_every=1, **settings)
     resumed = llm.rlvr_train(later, progress=False, resume=True)
     for name in ("reward", "grad_norm", "completion_tokens"):

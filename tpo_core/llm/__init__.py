@@ -6,14 +6,24 @@ Data flows one way through the modules, as in :mod:`tpo_core.tokens`::
       -> rollouts (sample, score, per-token log-probs) -> losses (rlvr_loss)
       -> train (rlvr_train, evaluate; checkpoint) -> replay (one group up close)
 
-and ``scale`` picks a run's size for the hardware. :mod:`~tpo_core.llm.trl` is
+and ``scale`` picks a run's size for the hardware from ``memory``'s model of
+peak memory and run time. :mod:`~tpo_core.llm.trl` is
 TRL's ``GRPOTrainer`` with TPO's loss (needs ``trl``, so it is not imported here).
 """
 
 from tpo_core.llm import verifiers
-from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from tpo_core.llm.config import LOSSES, RLVRConfig
+from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, run_folder, save_checkpoint
+from tpo_core.llm.config import LOG_PROB_CHUNK, LOSSES, RLVRConfig
 from tpo_core.llm.losses import LossTerms, rlvr_loss, rlvr_loss_terms
+from tpo_core.llm.memory import (
+    CARDS,
+    MODEL_SHAPES,
+    Card,
+    ModelShape,
+    generation_peak_gib,
+    predicted_minutes,
+    training_peak_gib,
+)
 from tpo_core.llm.model import (
     SUM_CHARACTERS,
     autocast_dtype,
@@ -33,7 +43,15 @@ from tpo_core.llm.rollouts import (
     snapshot_log_probs,
     token_log_probs,
 )
-from tpo_core.llm.scale import SMALL_GPU_GIB, Scale, choose_scale
+from tpo_core.llm.scale import (
+    CHECKPOINT_ROOT,
+    SMALL_GPU_GIB,
+    Scale,
+    card_for,
+    choose_scale,
+    memory_table,
+    scale_minutes,
+)
 from tpo_core.llm.train import (
     FP16_INIT_SCALE,
     METRICS,
@@ -47,13 +65,19 @@ from tpo_core.llm.train import (
 )
 
 __all__ = [
+    "CARDS",
     "CHECKPOINT",
+    "CHECKPOINT_ROOT",
     "FP16_INIT_SCALE",
+    "LOG_PROB_CHUNK",
     "LOSSES",
     "METRICS",
+    "MODEL_SHAPES",
     "SMALL_GPU_GIB",
     "SUM_CHARACTERS",
+    "Card",
     "LossTerms",
+    "ModelShape",
     "Optimisation",
     "RLVRConfig",
     "RLVRResult",
@@ -61,6 +85,7 @@ __all__ = [
     "Scale",
     "autocast_dtype",
     "build_tiny_sums_model",
+    "card_for",
     "choose_scale",
     "completion_mask",
     "end_token_ids",
@@ -68,20 +93,26 @@ __all__ = [
     "evaluation_seed",
     "fit_rollout",
     "format_prompts",
+    "generation_peak_gib",
     "group_slices",
     "group_table",
     "load_checkpoint",
     "load_policy",
-    "resolve_device",
+    "memory_table",
+    "predicted_minutes",
     "replay_group",
+    "resolve_device",
     "rlvr_loss",
     "rlvr_loss_terms",
     "rlvr_train",
     "rollout_metrics",
+    "run_folder",
     "sample_rollout",
     "sampling_config",
     "save_checkpoint",
+    "scale_minutes",
     "snapshot_log_probs",
     "token_log_probs",
+    "training_peak_gib",
     "verifiers",
 ]

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 CHECKPOINT = "state.pt"
+# settings that do not change a run's trajectory: a run resumes across changes to them
+RESUMABLE_ACROSS = (
+    "steps",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "eval_every",
+    "eval_problems",
+    "gsm8k_test_path",
+    "device",
+    "log_prob_chunk",
+)
+
+
+def run_folder(config) -> Path:
+    """Where a run checkpoints: ``config.checkpoint_dir`` / its loss, epochs, seed and a digest
+    of every setting that shapes its trajectory. Runs sharing a ``checkpoint_dir`` never
+    resume one another; the same run with more ``steps`` resumes its own."""
+    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_ACROSS}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    name = f"{config.loss}-epochs{config.epochs}-seed{config.seed}-{digest}"
+    return Path(config.checkpoint_dir) / name
 
 
 def save_checkpoint(folder: Path, model, opt, result, step: int):

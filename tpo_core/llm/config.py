@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from tpo_core.llm.verifiers import LLM_TASKS
 
 LOSSES = ("tpo", "grpo_per_token")
+LOG_PROB_CHUNK = 1024  # completion tokens per chunk of the LM head: (1024, vocab) logits at once
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class RLVRConfig:
     lora_rank: int = 0  # 0: train every weight
     merge_lora_for_generation: bool = False  # generate with W + BA merged (faster; rounds in bf16)
     gradient_checkpointing: bool = False
+    log_prob_chunk: int = LOG_PROB_CHUNK  # completion tokens per LM-head chunk (0: all at once)
     chat_template: bool | None = None  # None: use the tokenizer's if it has one
     enable_thinking: bool = False  # Qwen3's <think> mode; off, so answers fit the token budget
     gsm8k_path: str | None = None  # a local GSM8K file instead of the hub
@@ -40,7 +42,7 @@ class RLVRConfig:
     warmup_steps: int = 0  # linear learning-rate warmup over the first optimiser steps
     eval_every: int = 0  # evaluate on held-out problems every N steps and at the end (0: never)
     eval_problems: int = 64
-    checkpoint_dir: str | None = None  # save trainable weights, optimiser and history here ...
+    checkpoint_dir: str | None = None  # checkpoints go to a folder per run under this one ...
     checkpoint_every: int = 0  # ... every N steps; rlvr_train(resume=True) continues from it
     device: str | None = None  # None: cuda if available, else cpu
     seed: int = 0
@@ -75,5 +77,9 @@ class RLVRConfig:
                 raise ValueError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
         if self.checkpoint_every and not self.checkpoint_dir:
             raise ValueError("checkpoint_every needs a checkpoint_dir to save into")
+        if self.log_prob_chunk < 0:
+            raise ValueError(
+                f"log_prob_chunk must be 0 (no chunks) or positive, got {self.log_prob_chunk}"
+            )
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")

@@ -68,11 +68,13 @@ def replay_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs
     history = [sequence_log_probs(old, mask).view(1, -1)]
     for _ in range(epochs):
         trained.train()
-        new = token_log_probs(trained, rollout, rows, config.temperature)  # (K, T)
+        new = token_log_probs(
+            trained, rollout, rows, config.temperature, config.log_prob_chunk
+        )  # (K, T)
         opt.backward(rlvr_loss(no_kl, new, old, rewards, mask))
         opt.step(config.max_grad_norm)
         trained.eval()
         with torch.no_grad():
-            new = token_log_probs(trained, rollout, rows, config.temperature)
+            new = token_log_probs(trained, rollout, rows, config.temperature, config.log_prob_chunk)
         history.append(sequence_log_probs(new, mask).view(1, -1))
     return Replay.from_epochs(config.loss, history[0], rewards, history, config.eta)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
-from tpo_core.llm.config import RLVRConfig
+from tpo_core.llm.config import LOG_PROB_CHUNK, RLVRConfig
 from tpo_core.llm.model import autocast, merged_lora
 from tpo_core.llm.verifiers import Problem, reward
 
@@ -185,37 +186,76 @@ def sample_rollout(
     )
 
 
-def token_log_probs(model, rollout: Rollout, rows: slice, temperature: float) -> torch.Tensor:
+def token_log_probs(
+    model, rollout: Rollout, rows: slice, temperature: float, chunk_tokens: int = LOG_PROB_CHUNK
+) -> torch.Tensor:
     """``log pi(y_t | x, y_<t)`` of the completion tokens of ``rows`` (tempered like sampling).
 
     The rows are cut to their own extent: the padding columns that none of
     them uses (left of their longest prompt, right of their longest
-    completion) are dropped, and the log-probs there are returned as 0. Only
-    the positions that predict completion tokens get logits
-    (``logits_to_keep``), and each log-prob is ``logit[y] - logsumexp(logits)``
-    in float32: no full-vocabulary log-softmax is built, nor a second copy for
-    the temperature when it is 1. No KV cache is kept (``use_cache=False``).
+    completion) are dropped. The transformer runs once over the rows (no KV
+    cache); the LM head and ``logit[y] - logsumexp(logits)`` (float32) run only
+    at the positions that predict a completion token, ``chunk_tokens`` of them
+    at a time, each chunk checkpointed: its ``(chunk, vocab)`` logits are
+    rebuilt in the backward instead of kept, so memory holds one chunk's
+    logits however many tokens the rows have. ``chunk_tokens=0`` (or a model
+    whose forward reshapes its logits, as Gemma's soft-capping does) takes
+    every logit from the model's own forward at once. Returns (rows, T), 0
+    wherever the completion mask is off.
     """
     p, t = rollout.prompt_length, rollout.completion_mask.shape[1]
     attention = rollout.attention_mask[rows]
     first = int(attention[:, :p].any(0).int().argmax())  # the first prompt column in use
-    used = int(rollout.completion_mask[rows].any(0).nonzero().max()) + 1  # completion columns
+    mask = rollout.completion_mask[rows]
+    used = int(mask.any(0).nonzero().max()) + 1  # completion columns in use
+    mask = mask[:, :used]  # (rows, used)
     ids, attention = rollout.input_ids[rows, first : p + used], attention[:, first : p + used]
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: count from the first token
+    targets = ids[:, -used:][mask]  # (N,) the completion tokens
+    inputs = dict(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=False)
     with autocast(ids.device):
-        logits = model(
-            input_ids=ids,
-            attention_mask=attention,
-            position_ids=positions,
-            use_cache=False,
-            logits_to_keep=used + 1,
-        ).logits
-    logits = logits[:, :-1].float()  # (rows, used, vocab): position P - 1 + t predicts y_t
+        if chunk_tokens and _plain_lm_head(model):
+            hidden = model.get_decoder()(**inputs).last_hidden_state  # (rows, P' + used, H)
+            hidden = hidden[:, -used - 1 : -1][mask]  # (N, H): position P - 1 + t predicts y_t
+            picked = _chunked_head_log_probs(model, hidden, targets, temperature, chunk_tokens)
+        else:
+            logits = model(**inputs, logits_to_keep=used + 1).logits[:, :-1]  # (rows, used, V)
+            picked = _head_log_probs(torch.nn.Identity(), logits[mask], targets, temperature)
+    log_probs = picked.new_zeros(mask.shape)
+    log_probs[mask] = picked  # (rows, used)
+    return torch.nn.functional.pad(log_probs, (0, t - used))  # (rows, T), 0 past every end
+
+
+def _head_log_probs(head, hidden, targets, temperature: float) -> torch.Tensor:
+    """``log softmax(head(h) / temperature)[y]`` in float32: (N, H), (N,) -> (N,)."""
+    logits = head(hidden).float()  # (N, V)
     if temperature != 1.0:
         logits = logits / temperature
-    targets = ids[:, -used:]  # (rows, used)
-    log_probs = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
-    return torch.nn.functional.pad(log_probs, (0, t - used))  # (rows, T), 0 past every end
+    return logits.gather(-1, targets[:, None])[:, 0] - torch.logsumexp(logits, -1)
+
+
+def _chunked_head_log_probs(model, hidden, targets, temperature, chunk_tokens) -> torch.Tensor:
+    """:func:`_head_log_probs` over ``chunk_tokens`` positions at a time, each chunk's logits
+    recomputed in the backward (``torch.utils.checkpoint``) rather than stored."""
+    head = model.get_output_embeddings()
+    parts = zip(hidden.split(chunk_tokens), targets.split(chunk_tokens), strict=True)
+    if not torch.is_grad_enabled():
+        return torch.cat([_head_log_probs(head, h, y, temperature) for h, y in parts])
+    return torch.cat(
+        [
+            checkpoint(_head_log_probs, head, h, y, temperature, use_reentrant=False)
+            for h, y in parts
+        ]
+    )
+
+
+# config fields by which a model's forward reshapes the LM head's output (Gemma, Cohere, Granite)
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def _plain_lm_head(model) -> bool:
+    """Whether the model's logits are its LM head's output, as in Llama, Qwen and Mistral."""
+    return all(getattr(model.config, name, None) is None for name in LOGIT_TRANSFORMS)
 
 
 def group_slices(n_groups: int, per_micro_batch: int) -> list[slice]:
@@ -231,7 +271,12 @@ def frozen_log_probs(model, rollout: Rollout, config: RLVRConfig) -> torch.Tenso
     model.eval()
     parts = group_slices(len(rollout.problems), config.micro_batch_groups)
     return torch.cat(
-        [token_log_probs(model, rollout, rollout.rows(g), config.temperature) for g in parts]
+        [
+            token_log_probs(
+                model, rollout, rollout.rows(g), config.temperature, config.log_prob_chunk
+            )
+            for g in parts
+        ]
     )
 
 

@@ -1,13 +1,36 @@
-"""The run size for the hardware: a tiny local model on a CPU, LoRA settings on GPUs."""
+"""The run size for the hardware, chosen with the memory model, and what it costs per card.
+
+:func:`choose_scale` gives a :class:`Scale`: a setting for ``RLVRConfig`` and
+the runs of the notebook's comparison. On a GPU the micro-batch is the
+largest that :mod:`~tpo_core.llm.memory` predicts to fit, and checkpoints go to
+``CHECKPOINT_ROOT`` (one folder per run), so a disconnected session resumes
+with ``rlvr_train(config, resume=True)``. :func:`memory_table` is the table a
+notebook shows: per card, the setting, its predicted peaks and minutes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from tpo_core.llm.memory import (
+    CARDS,
+    MODEL_SHAPES,
+    PROMPT_TOKENS,
+    Card,
+    fits,
+    generation_peak_gib,
+    predicted_minutes,
+    training_peak_gib,
+)
+
 # torch reports memory in GiB: a 40 GB A100 shows 39.4, an 80 GB card 79.2, a T4 14.6.
 SMALL_GPU_GIB = 35
+CHECKPOINT_ROOT = "tpo-checkpoints"  # beside the notebook: it survives a browser disconnect
+COMPARISON = ("tpo", "grpo_per_token")  # the main comparison: only the loss differs
+FOUR_RUNS = (*COMPARISON, "tpo 4 epochs", "grpo_per_token 4 epochs")
+SESSION_MINUTES = 30  # one class session, for the main comparison on a free Colab T4
 
 
 @dataclass(frozen=True)
@@ -15,69 +38,161 @@ class Scale:
     name: str
     reason: str
     settings: dict
+    runs: tuple[str, ...] = field(default=FOUR_RUNS)  # "loss" or "loss N epochs"
+
+    def run_settings(self, run: str) -> dict:
+        """The settings of one of ``runs``: its loss and epochs over the scale's."""
+        loss, *rest = run.split(" ")
+        return self.settings | dict(loss=loss, epochs=int(rest[0]) if rest else 1)
 
 
-def choose_scale(gpu_memory_gb: float | None = None, tiny_model: str | None = None) -> Scale:
-    """The run size for the hardware: GPU memory in GB (None: no GPU, measured if omitted).
+CPU_SETTINGS = dict(
+    task="sums",
+    k=8,
+    prompts_per_step=16,
+    steps=80,
+    lr=1e-3,
+    max_new_tokens=2,
+    chat_template=False,
+    device="cpu",
+    track_kl=True,
+)
+SMALL_SETTINGS = dict(
+    model="Qwen/Qwen2.5-0.5B-Instruct",
+    task="gsm8k",
+    k=8,
+    prompts_per_step=8,
+    steps=100,
+    lr=1e-5,
+    max_new_tokens=256,
+    lora_rank=32,
+    beta=1e-3,
+    gradient_checkpointing=True,
+)
+# one class session: short arithmetic answers, a learning rate that moves a LoRA in 100 steps
+SESSION_SETTINGS = SMALL_SETTINGS | dict(task="arithmetic", max_new_tokens=128, lr=3e-5, steps=100)
+PAPER_SETTINGS = dict(
+    model="Qwen/Qwen3-1.7B",
+    task="gsm8k",
+    k=16,
+    prompts_per_step=16,
+    steps=200,
+    lr=1e-5,
+    max_new_tokens=512,
+    lora_rank=32,
+    beta=1e-3,
+    gradient_checkpointing=True,
+)
+
+
+def gpu_memory_gib() -> float | None:
+    """The GPU's memory as torch reports it, or None without one."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
+def fitted(settings: dict, memory_gib: float) -> dict:
+    """``settings`` with the largest ``micro_batch_groups`` (4, 2 or 1, dividing the step's
+    groups) whose training peak the memory model fits in ``memory_gib``."""
+    shape, prompt = MODEL_SHAPES[settings["model"]], PROMPT_TOKENS[settings["task"]]
+    card = Card("this GPU", memory_gib, 0.0, 0.0)
+    for groups in (4, 2, 1):
+        candidate = settings | dict(micro_batch_groups=groups)
+        if settings["prompts_per_step"] % groups == 0 and fits(
+            card, training_peak_gib(shape, candidate, prompt)
+        ):
+            return candidate
+    return settings | dict(micro_batch_groups=1)
+
+
+def choose_scale(
+    gpu_memory_gb: float | None = None, tiny_model: str | None = None, session: bool = False
+) -> Scale:
+    """The run size for the hardware: GPU memory in GiB (None: measured; 0: no GPU).
 
     * no GPU: the tiny local model on single-digit sums (CI, Binder, laptops);
-    * a small GPU (under 35 GiB, e.g. Colab's T4 at 15 GiB, an L4, a 32 GB V100):
-      Qwen2.5-0.5B-Instruct with LoRA on GSM8K;
+    * ``session``: one class session, :data:`SESSION_MINUTES` for TPO against
+      GRPO on a free Colab T4 by :func:`predicted_minutes`: Qwen2.5-0.5B-Instruct
+      with LoRA on two-digit arithmetic, 128 new tokens, 100 steps;
+    * a small GPU (under 35 GiB: a T4, an L4, a 32 GB V100): Qwen2.5-0.5B-Instruct
+      with LoRA on GSM8K, the four-run comparison (one and four epochs);
     * a large GPU: Qwen3-1.7B with LoRA rank 32 and KL 1e-3 on GSM8K, the paper's setting.
+
+    GPU settings checkpoint every 10 steps under :data:`CHECKPOINT_ROOT`.
     """
-    if gpu_memory_gb is None and torch.cuda.is_available():
-        gpu_memory_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+    if gpu_memory_gb is None:
+        gpu_memory_gb = gpu_memory_gib()
     if not gpu_memory_gb:
         if tiny_model is None:
             raise ValueError("no GPU: pass tiny_model, a folder from build_tiny_sums_model")
         return Scale(
             "cpu",
             "no GPU found: a tiny local model learns single-digit sums on the CPU",
-            dict(
-                model=str(tiny_model),
-                task="sums",
-                k=8,
-                prompts_per_step=16,
-                steps=80,
-                lr=1e-3,
-                max_new_tokens=2,
-                chat_template=False,
-                device="cpu",
-                track_kl=True,
-            ),  # the KL pass costs little on a tiny model
+            CPU_SETTINGS | dict(model=str(tiny_model)),  # the KL pass costs little here
         )
+    saved = dict(checkpoint_dir=CHECKPOINT_ROOT, checkpoint_every=10)
+    size = f"a {gpu_memory_gb:.0f} GiB GPU"
+    if session:
+        settings = fitted(SESSION_SETTINGS, gpu_memory_gb) | saved
+        reason = f"{size}, one class session: TPO against GRPO on arithmetic, a 0.5B model"
+        return Scale("class-session", reason, settings, COMPARISON)
     if gpu_memory_gb < SMALL_GPU_GIB:
-        return Scale(
-            "small-gpu",
-            f"a {gpu_memory_gb:.0f} GB GPU: a 0.5B instruct model with LoRA fits",
+        settings = fitted(SMALL_SETTINGS, gpu_memory_gb) | saved
+        return Scale("small-gpu", f"{size}: a 0.5B instruct model with LoRA fits", settings)
+    settings = fitted(PAPER_SETTINGS, gpu_memory_gb) | saved
+    reason = f"{size}: the paper's 1.7B model, K = 16, 16 prompts per step"
+    return Scale("large-gpu", reason, settings)
+
+
+def card_for(memory_gib: float, name: str = "") -> Card:
+    """The :data:`CARDS` entry for a GPU: the one its name (``torch.cuda.get_device_name()``)
+    names, with about its memory; else the largest card with no more memory (a slow guess)."""
+    named = [
+        c for c in CARDS if c.name.split("-")[0] in name and abs(c.memory_gib - memory_gib) < 5
+    ]
+    if named:
+        return named[0]
+    smaller = [c for c in CARDS if c.memory_gib <= memory_gib + 0.5]
+    return max(smaller, key=lambda c: c.memory_gib) if smaller else CARDS[0]
+
+
+def scale_minutes(scale: Scale, card: Card | None = None) -> dict[str, float]:
+    """Predicted minutes of each of the scale's runs on ``card`` (default: this GPU), by
+    :func:`~tpo_core.llm.memory.predicted_minutes`. A notebook prints them before it starts."""
+    if card is None:
+        memory = gpu_memory_gib()
+        if memory is None:
+            raise ValueError("no GPU here: pass the card to predict for (one of llm.CARDS)")
+        card = card_for(memory, torch.cuda.get_device_name())
+    return {run: predicted_minutes(scale.run_settings(run), card) for run in scale.runs}
+
+
+def memory_table(session: bool = False) -> list[dict]:
+    """Per card of :data:`CARDS`: the scale :func:`choose_scale` gives it, the predicted peak
+    GiB of generation and of a training micro-batch, whether they fit, and the predicted
+    minutes of one run and of the scale's comparison (both from the memory module's models)."""
+    rows = []
+    for card in CARDS:
+        scale = choose_scale(card.memory_gib, session=session)
+        settings = scale.settings
+        shape, prompt = MODEL_SHAPES[settings["model"]], PROMPT_TOKENS[settings["task"]]
+        generate = generation_peak_gib(shape, settings, prompt)
+        train = training_peak_gib(shape, settings, prompt)
+        minutes = scale_minutes(scale, card)
+        rows.append(
             dict(
-                model="Qwen/Qwen2.5-0.5B-Instruct",
-                task="gsm8k",
-                k=8,
-                prompts_per_step=8,
-                steps=100,
-                lr=1e-5,
-                max_new_tokens=256,
-                lora_rank=32,
-                beta=1e-3,
-                micro_batch_groups=1,
-                gradient_checkpointing=True,
-            ),
+                card=card.name,
+                card_gib=card.memory_gib,
+                scale=scale.name,
+                model=settings["model"].split("/")[-1],
+                task=settings["task"],
+                micro_batch_groups=settings["micro_batch_groups"],
+                generation_gib=round(generate, 1),
+                training_gib=round(train, 1),
+                fits=fits(card, max(generate, train)),
+                minutes_per_run=round(minutes[scale.runs[0]]),
+                minutes_comparison=round(sum(minutes.values())),
+            )
         )
-    return Scale(
-        "large-gpu",
-        f"a {gpu_memory_gb:.0f} GB GPU: the paper's 1.7B model, K = 16, 16 prompts per step",
-        dict(
-            model="Qwen/Qwen3-1.7B",
-            task="gsm8k",
-            k=16,
-            prompts_per_step=16,
-            steps=200,
-            lr=1e-5,
-            max_new_tokens=512,
-            lora_rank=32,
-            beta=1e-3,
-            micro_batch_groups=2,
-            gradient_checkpointing=True,
-        ),
-    )
+    return rows

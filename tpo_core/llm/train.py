@@ -9,12 +9,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, run_folder, save_checkpoint
 from tpo_core.llm.config import RLVRConfig
 from tpo_core.llm.losses import rlvr_loss_terms
 from tpo_core.llm.model import (
@@ -205,7 +204,9 @@ def fit_rollout(model, ref, rollout: Rollout, config: RLVRConfig, opt: Optimisat
     for epoch in range(config.epochs):
         for part in group_slices(groups, config.micro_batch_groups):
             rows = rollout.rows(part)
-            new = token_log_probs(model, rollout, rows, config.temperature)  # (rows, T)
+            new = token_log_probs(
+                model, rollout, rows, config.temperature, config.log_prob_chunk
+            )  # (rows, T)
             old = new.detach() if rollout.old_log_probs is None else rollout.old_log_probs[rows]
             ref_rows = None if ref is None else rollout.ref_log_probs[rows]
             terms = rlvr_loss_terms(
@@ -268,7 +269,7 @@ def rlvr_train(
     held_out = None
     if config.eval_every:
         held_out = held_out_problems(config.task, config.eval_problems, config.gsm8k_test_path)
-    folder = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    folder = run_folder(config) if config.checkpoint_dir else None
     first = 0
     if resume and folder is not None and (folder / CHECKPOINT).exists():
         first = load_checkpoint(folder, model, opt, result)
