@@ -1,12 +1,20 @@
 """Seed statistics (tpo_core.stats) against their closed forms."""
 
+import itertools
 import math
 import statistics
+from statistics import NormalDist
 
 import pytest
 import torch
 
-from tpo_core.stats import bootstrap_interval, mean_and_se, seeds_to_separate
+from tpo_core.stats import (
+    bootstrap_interval,
+    mean_and_se,
+    rank_sum_test,
+    seeds_to_separate,
+    solved_and_relapsed,
+)
 
 
 def test_mean_and_se_is_the_sample_mean_and_bessel_standard_error():
@@ -36,10 +44,69 @@ def test_bootstrap_interval_brackets_the_mean_and_repeats():
 
 def test_seeds_to_separate_solves_the_z_test_for_n():
     a, b = [0.0, 0.2, 0.1, 0.3], [0.5, 0.7, 0.4, 0.6]
-    n = seeds_to_separate(a, b)
     gap = statistics.fmean(a) - statistics.fmean(b)
-    se_at_n = math.sqrt((statistics.variance(a) + statistics.variance(b)) / n)
-    assert math.isclose(abs(gap), 1.96 * se_at_n)
+    for power in (0.5, 0.8, 0.9):
+        n = seeds_to_separate(a, b, power=power)
+        se_at_n = math.sqrt((statistics.variance(a) + statistics.variance(b)) / n)
+        assert math.isclose(abs(gap), (1.96 + NormalDist().inv_cdf(power)) * se_at_n)
+    # at 50% power the gap sits exactly at 1.96 standard errors: half the tests miss it
+    half = seeds_to_separate(a, b, power=0.5)
+    assert math.isclose(half, 1.96**2 * (statistics.variance(a) + statistics.variance(b)) / gap**2)
     assert seeds_to_separate(a, a) == math.inf
     with pytest.raises(ValueError, match="two seeds"):
         seeds_to_separate([0.1], b)
+    with pytest.raises(ValueError, match="power"):
+        seeds_to_separate(a, b, power=1.0)
+
+
+def test_seeds_to_separate_detects_the_gap_with_the_power_it_promises():
+    """Simulate the z-test at the n it returns: it should reject about 80% of the time."""
+    g = torch.Generator().manual_seed(0)
+    mean_a, mean_b, sd = 0.0, 0.5, 1.0
+    a = mean_a + sd * torch.randn(4000, generator=g, dtype=torch.float64)
+    b = mean_b + sd * torch.randn(4000, generator=g, dtype=torch.float64)
+    n = math.ceil(seeds_to_separate(a, b))
+    trials = 4000
+    x = mean_a + sd * torch.randn(trials, n, generator=g, dtype=torch.float64)
+    y = mean_b + sd * torch.randn(trials, n, generator=g, dtype=torch.float64)
+    z = (x.mean(1) - y.mean(1)).abs() / ((x.var(1) + y.var(1)) / n).sqrt()
+    assert 0.76 < float((z > 1.96).double().mean()) < 0.86
+
+
+def _exact_rank_sum_p(a, b):
+    """The exact two-sided permutation p-value, by enumerating every relabelling."""
+    pooled = list(a) + list(b)
+    order = sorted(pooled)
+    rank = {v: statistics.fmean(i + 1 for i, w in enumerate(order) if w == v) for v in pooled}
+    centre = len(a) * (len(pooled) + 1) / 2
+    observed = abs(sum(rank[v] for v in a) - centre)
+    splits = list(itertools.combinations(range(len(pooled)), len(a)))
+    far = sum(abs(sum(rank[pooled[i]] for i in s) - centre) >= observed - 1e-9 for s in splits)
+    return far / len(splits)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]),
+        ([1, 3, 5, 7, 9], [2, 4, 6, 8, 10]),
+        ([1, 1, 2, 5], [2, 3, 3]),
+    ],
+)
+def test_rank_sum_test_matches_the_exact_permutation_distribution(a, b):
+    p = rank_sum_test(a, b, permutations=40_000)
+    assert p == pytest.approx(_exact_rank_sum_p(a, b), abs=0.01)
+    assert p == rank_sum_test(a, b, permutations=40_000)  # seeded
+    assert rank_sum_test(b, a, permutations=40_000) == pytest.approx(p, abs=0.01)  # two-sided
+
+
+def test_solved_and_relapsed_reads_a_curve():
+    curve = [0.9] * 100 + [0.0] * 200 + [0.5] * 100  # learns at 100, relapses at 300
+    solved, relapsed = solved_and_relapsed(curve, window=50)
+    assert solved == 150  # the first window of 50 solved episodes ends at episode 150
+    # the 50-episode mean reaches 10% once 10 of its episodes are 0.5: episode 310
+    assert relapsed == 310
+    assert solved_and_relapsed([0.0] * 100, window=50) == (50, None)
+    assert solved_and_relapsed([0.5] * 100, window=50) == (None, None)
+    with pytest.raises(ValueError, match="window"):
+        solved_and_relapsed([0.0] * 10, window=50)

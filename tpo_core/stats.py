@@ -1,5 +1,5 @@
-"""Summaries every course stage shares: a mean over seeds, its standard error, and a bootstrap
-interval.
+"""Summaries every course stage shares: a mean over seeds, its standard error, a bootstrap
+interval, the seeds a gap needs, a rank test, and when a learning curve solved and relapsed.
 
 Seeds are independent runs, so the standard error of their mean is
 ``s / sqrt(n)`` with ``s`` the sample standard deviation (Bessel-corrected);
@@ -11,6 +11,7 @@ says more honestly how far the mean could move.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import torch
 
@@ -51,22 +52,89 @@ def bootstrap_interval(
     return lo, hi
 
 
-def seeds_to_separate(a, b, z: float = 1.96) -> float:
-    """Seeds per method at which the gap between two means would reach ``z`` standard errors.
+def seeds_to_separate(a, b, z: float = 1.96, power: float = 0.8) -> float:
+    """Seeds per method at which a test at ``z`` would detect the gap between two means with
+    probability ``power``.
 
     With sample variances ``s_a^2, s_b^2`` (one value per seed) and gap
     ``d = mean(a) - mean(b)``, the standard error of ``d`` at ``n`` seeds each is
-    ``sqrt((s_a^2 + s_b^2) / n)``; solving ``|d| = z`` times that gives
-    ``n = z^2 (s_a^2 + s_b^2) / d^2``. Infinite when the means are equal.
+    ``sqrt((s_a^2 + s_b^2) / n)``. The estimated gap is then roughly normal around ``d``;
+    it clears ``z`` standard errors with probability ``power`` when
+    ``|d| = (z + z_power) SE``, ``z_power`` the standard normal's ``power`` quantile (0.84 at
+    80%): ``n = (z + z_power)^2 (s_a^2 + s_b^2) / d^2``. With ``power = 0.5``, ``z_power = 0``
+    and the gap is detected only half the time. Infinite when the means are equal.
     """
     x = torch.as_tensor(a, dtype=torch.float64).flatten()
     y = torch.as_tensor(b, dtype=torch.float64).flatten()
     if x.numel() < 2 or y.numel() < 2:
         raise ValueError("seeds_to_separate needs at least two seeds of each method")
+    if not 0 < power < 1:
+        raise ValueError(f"power must be between 0 and 1, got {power}")
     gap = float(x.mean() - y.mean())
     if gap == 0:
         return math.inf
-    return z**2 * float(x.var() + y.var()) / gap**2
+    z_power = NormalDist().inv_cdf(power)
+    return (z + z_power) ** 2 * float(x.var() + y.var()) / gap**2
 
 
-__all__ = ["bootstrap_interval", "mean_and_se", "seeds_to_separate"]
+def rank_sum_test(a, b, permutations: int = 20_000, seed: int = 0) -> float:
+    """Two-sided p-value of the Wilcoxon-Mann-Whitney rank-sum test that ``a`` and ``b`` (one
+    value per seed) come from the same distribution, by permutation.
+
+    The statistic is the rank sum of ``a`` in the pooled sample (ties get their mean rank);
+    its distribution under the null comes from ``permutations`` random relabellings of the
+    pooled seeds (seeded), and the p-value counts those at least as far from the null's mean
+    as the observed one, the observed labelling included.
+    """
+    x = torch.as_tensor(a, dtype=torch.float64).flatten()
+    y = torch.as_tensor(b, dtype=torch.float64).flatten()
+    if x.numel() < 1 or y.numel() < 1:
+        raise ValueError("rank_sum_test needs at least one value of each sample")
+    pooled = torch.cat([x, y])
+    ranks = _mid_ranks(pooled)  # (n_a + n_b,)
+    n = len(x)
+    centre = n * (len(pooled) + 1) / 2  # E[rank sum of a] under the null
+    observed = abs(float(ranks[:n].sum()) - centre)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.rand(permutations, len(pooled), generator=g).argsort(1)  # (P, n_a + n_b)
+    sums = ranks[order[:, :n]].sum(1)  # (P,)
+    extreme = int(((sums - centre).abs() >= observed - 1e-9).sum())
+    return (extreme + 1) / (permutations + 1)
+
+
+def _mid_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n of ``x``, tied values sharing the mean of their ranks."""
+    values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).to(torch.float64)  # the highest rank each distinct value holds
+    return (last - (counts - 1) / 2)[inverse]
+
+
+def solved_and_relapsed(
+    errors, solved: float = 0.01, relapsed: float = 0.10, window: int = 50
+) -> tuple[int | None, int | None]:
+    """When a learning curve first solved its task and when it first relapsed after that.
+
+    ``solved_at`` is the first episode (1-based, the last of the window) at which the mean
+    error of the last ``window`` episodes is at most ``solved``; ``relapsed_at`` the first
+    later episode whose window mean is at least ``relapsed``. None where it never happened.
+    """
+    x = torch.as_tensor(errors, dtype=torch.float64).flatten()
+    if not 1 <= window <= len(x):
+        raise ValueError(f"window must be between 1 and the curve's length {len(x)}, got {window}")
+    means = x.unfold(0, window, 1).mean(1)  # (E - window + 1,): episodes window..E
+    done = (means <= solved).nonzero()
+    if not len(done):
+        return None, None
+    first = int(done[0])
+    back = (means[first:] >= relapsed).nonzero()
+    relapse = first + int(back[0]) + window if len(back) else None
+    return first + window, relapse
+
+
+__all__ = [
+    "bootstrap_interval",
+    "mean_and_se",
+    "rank_sum_test",
+    "seeds_to_separate",
+    "solved_and_relapsed",
+]
