@@ -159,6 +159,21 @@ def test_sparse_figures_plot_the_rows_they_are_given():
     assert "paper 6.9" in table3_line(rows[0], "prompts")
 
 
+def test_seeds_figure_shows_every_seed_its_mean_interval_and_the_paper():
+    from tpo_core.stats import bootstrap_interval
+
+    finals = {("tpo", 10): [0.0, 1.0, 80.0], ("grpo", 10): [5.0, 99.0, 100.0, 97.0]}
+    fig = tt.seeds_figure(finals, {("tpo", 10): 7.4, ("grpo", 10): None})
+    dots, mean = fig.data[0], fig.data[1]
+    assert list(dots.y) == finals[("tpo", 10)] and len(fig.data[2].y) == 4
+    assert list(mean.y) == [pytest.approx(27.0)]
+    lo, hi = bootstrap_interval(finals[("tpo", 10)])
+    assert list(mean.error_y.array) == [pytest.approx(hi - 27.0)]
+    assert list(mean.error_y.arrayminus) == [pytest.approx(27.0 - lo)]
+    assert list(fig.data[-1].y) == [7.4, 95.0]  # the paper's "> 95" drawn at 95
+    assert all(x < 0.5 for x in dots.x) and all(x > 0.5 for x in fig.data[2].x)  # own columns
+
+
 @pytest.mark.parametrize("per_token", [False, True])
 def test_grpo_kl_pull_benchmark_trains_exactly_like_grpo(per_token):
     args = ["--length", "3", "--episodes", "3", "--every", "1"] + (

@@ -23,7 +23,12 @@ from tpo_core.teaching.explorers.llm import GroupInspector, LiveRLVR
 from tpo_core.teaching.explorers.tokens import LiveCurves, TokenStateExplorer
 from tpo_core.teaching.explorers.twins import beta_twin, overshoot_twin, target_twin, twin_html
 from tpo_core.teaching.figures.bandits import beta_figure, binned_figure, budget_figure
-from tpo_core.teaching.figures.curves import curves_figure, live_curves_figure, sweep_figure
+from tpo_core.teaching.figures.curves import (
+    curves_figure,
+    live_curves_figure,
+    seeds_figure,
+    sweep_figure,
+)
 from tpo_core.teaching.figures.group import (
     endpoint_figure,
     group_figure,
@@ -67,6 +72,7 @@ __all__ = [
     "question",
     "replay_figure",
     "rlvr_figure",
+    "seeds_figure",
     "simplex_figure",
     "solution",
     "state_figure",
