@@ -10,6 +10,8 @@ import torch
 
 from tpo_core.stats import (
     bootstrap_interval,
+    compare_seeds,
+    gap_interval,
     mean_and_se,
     rank_sum_test,
     seeds_to_separate,
@@ -110,3 +112,26 @@ def test_solved_and_relapsed_reads_a_curve():
     assert solved_and_relapsed([0.5] * 100, window=50) == (None, None)
     with pytest.raises(ValueError, match="window"):
         solved_and_relapsed([0.0] * 10, window=50)
+
+
+def test_gap_interval_brackets_the_gap_and_tells_a_shift_from_noise():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(20, generator=g, dtype=torch.float64)
+    lo, hi = gap_interval(a + 3.0, a)  # the same seeds shifted by 3: far from 0
+    assert lo < 3.0 < hi and lo > 0
+    b = torch.randn(20, generator=g, dtype=torch.float64)
+    lo, hi = gap_interval(a, b)
+    assert lo < float(a.mean() - b.mean()) < hi and lo < 0 < hi  # two draws of one distribution
+    assert gap_interval(a, b) == (lo, hi)  # seeded
+    assert gap_interval([0.2] * 5, [0.1] * 5) == pytest.approx((0.1, 0.1))
+
+
+def test_compare_seeds_reads_the_numbers_it_is_given():
+    tpo, grpo = [0.0] * 18 + [0.5, 0.5], [0.99] * 12 + [0.0] * 8
+    text = compare_seeds("TPO", tpo, "GRPO", grpo)
+    lo, hi = gap_interval(tpo, grpo)
+    assert text.startswith("TPO 5.0% [") and "against GRPO 59.4% [" in text
+    assert f"[{100 * lo:.1f}, {100 * hi:.1f}] excludes 0 (separated)" in text
+    assert f"rank-sum p = {rank_sum_test(tpo, grpo):.3f}" in text
+    assert f"80% power: {seeds_to_separate(tpo, grpo):.0f}" in text
+    assert "includes 0 (not separated)" in compare_seeds("a", [0.0, 1.0, 0.5], "b", [0.5, 0.0, 1.0])

@@ -52,6 +52,48 @@ def bootstrap_interval(
     return lo, hi
 
 
+def gap_interval(
+    a, b, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(a) - mean(b)``, each sample's seeds resampled on
+    their own. When it excludes 0, the gap is separated at that level."""
+    x = torch.as_tensor(a, dtype=torch.float64).flatten()
+    y = torch.as_tensor(b, dtype=torch.float64).flatten()
+    if x.numel() == 0 or y.numel() == 0:
+        raise ValueError("gap_interval needs at least one value of each sample")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    g = torch.Generator().manual_seed(seed)
+    gaps = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1) - y[
+        torch.randint(len(y), (resamples, len(y)), generator=g)
+    ].mean(1)  # (resamples,)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(gaps, q).tolist()
+    return lo, hi
+
+
+def compare_seeds(name_a: str, a, name_b: str, b, scale: float = 100.0, unit: str = "%") -> str:
+    """One sentence that reads two methods' per-seed results: each mean with its 95% bootstrap
+    interval, the gap's 95% interval (separated when it excludes 0), the rank-sum test's
+    p-value, and the seeds per method a test would need to detect the gap with 80% power.
+    Values are multiplied by ``scale`` for printing (fractions as percentages by default)."""
+    x = torch.as_tensor(a, dtype=torch.float64).flatten()
+    y = torch.as_tensor(b, dtype=torch.float64).flatten()
+    (lo_a, hi_a), (lo_b, hi_b) = bootstrap_interval(x), bootstrap_interval(y)
+    lo, hi = gap_interval(x, y)
+    separated = lo > 0 or hi < 0
+    needed = seeds_to_separate(x, y) if len(x) > 1 and len(y) > 1 else math.inf
+    return (
+        f"{name_a} {scale * float(x.mean()):.1f}{unit} [{scale * lo_a:.1f}, {scale * hi_a:.1f}] "
+        f"({len(x)} seeds) against {name_b} {scale * float(y.mean()):.1f}{unit} "
+        f"[{scale * lo_b:.1f}, {scale * hi_b:.1f}] ({len(y)} seeds): the gap's 95% interval "
+        f"[{scale * lo:.1f}, {scale * hi:.1f}] {'excludes' if separated else 'includes'} 0 "
+        f"({'separated' if separated else 'not separated'}); rank-sum p = "
+        f"{rank_sum_test(x, y):.3f}; seeds per method to detect this gap with 80% power: "
+        f"{needed:.0f}"
+    )
+
+
 def seeds_to_separate(a, b, z: float = 1.96, power: float = 0.8) -> float:
     """Seeds per method at which a test at ``z`` would detect the gap between two means with
     probability ``power``.
@@ -133,6 +175,8 @@ def solved_and_relapsed(
 
 __all__ = [
     "bootstrap_interval",
+    "compare_seeds",
+    "gap_interval",
     "mean_and_se",
     "rank_sum_test",
     "seeds_to_separate",
