@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tpo_core.objectives import tpo_target
 from tpo_core.teaching import exercises
+from tpo_core.teaching.exercises.engine import Exercise
+from website import docs_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +72,7 @@ def test_loss_mistakes_are_named():
     def token_mean(new, old, rewards, mask, eta):
         g, k = rewards.shape
         mean = lambda x: (x.masked_fill(~mask, 0).sum(-1) / mask.sum(-1)).view(g, k)  # noqa: E731
-        q = exercises.tpo_target(mean(old), rewards, eta)
+        q = tpo_target(mean(old), rewards, eta)
         return -(q * torch.log_softmax(mean(new), -1)).sum(-1).mean()
 
     def target_from_new(new, old, rewards, mask, eta):
@@ -94,7 +97,7 @@ def test_advantage_and_beta_mistakes_are_named():
 
 MULTIPLE_CHOICE = {
     "00-gradient-sign": "a", "01-double-epochs": "b", "01-panel-lr": "b", "02-pg-baseline": "a",
-    "03-failed-sample": "b", "04-unanimous": "a", "05-ratio-box": "a", "05-stuck-group": "a",
+    "03-failed-sample": "b", "04-unanimous": "a", "05-ratio-box": "b", "05-stuck-group": "a",
     "06-unlikely-right": "a", "06-one-epoch": "a", "00-large-eta": "a", "00-gradient-sum": "a",
     "02-what-differs": "b", "03-shared-weights": "b", "04-sequential-mistake": "b",
     "07-final-error": "b", "07-overlap": "b",
@@ -128,8 +131,8 @@ def test_every_exercise_is_asked_in_the_notebook_its_name_gives():
 
 def test_the_instructors_exercise_map_is_current_and_sorts_by_kind():
     page = (ROOT / "docs" / "INSTRUCTORS.md").read_text()
-    assert exercises.exercise_map_markdown() in page, (
-        "docs/INSTRUCTORS.md: the exercise map is stale; run python -m tpo_core.teaching.exercises"
+    assert docs_pages.exercise_map_markdown() in page, (
+        "docs/INSTRUCTORS.md: the exercise map is stale; run python -m website.docs_pages"
     )
     kinds = {name: ex.kind for name, ex in exercises.EXERCISES.items()}
     assert {n for n, k in kinds.items() if k == "multiple choice"} == set(MULTIPLE_CHOICE)
@@ -178,15 +181,15 @@ def test_the_lr_times_epochs_question_matches_the_closed_form():
 def test_the_unlikely_completion_question_matches_the_target():
     """06-unlikely-right: q / p_old for the lone success is e^(K / sqrt(K - 1)) / Z-ish, ~ 20."""
     p_old = torch.tensor([1e-6, 0.99] + [(0.01 - 1e-6) / 6] * 6, dtype=torch.float64)
-    q = exercises.tpo_target(p_old.log(), torch.tensor([1.0] + [0.0] * 7, dtype=torch.float64))
+    q = tpo_target(p_old.log(), torch.tensor([1.0] + [0.0] * 7, dtype=torch.float64))
     assert 1.5e-5 < q[0] < 2.5e-5
     assert float(q[0] / p_old[0]) == pytest.approx(math.exp(8 / math.sqrt(7)), rel=1e-3)
 
 
 def test_solutions_page_is_current_and_folds_every_solution():
     page = ROOT / "docs" / "SOLUTIONS.md"
-    assert page.read_text(encoding="utf-8") == exercises.solutions_markdown(), (
-        "docs/SOLUTIONS.md is stale: run python -m tpo_core.teaching.exercises"
+    assert page.read_text(encoding="utf-8") == docs_pages.solutions_markdown(), (
+        "docs/SOLUTIONS.md is stale: run python -m website.docs_pages"
     )
     text = page.read_text(encoding="utf-8")
     assert text.count("<summary>show the solution</summary>") == len(exercises.EXERCISES)
@@ -194,7 +197,7 @@ def test_solutions_page_is_current_and_folds_every_solution():
 
 def test_an_exercise_of_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="kind must be one of"):
-        exercises.Exercise("xx-typo", "?", lambda a: (True, ""), "", kind="multiple-choice")
+        Exercise("xx-typo", "?", lambda a: (True, ""), "", kind="multiple-choice")
 
 
 def test_the_capstone_rubric_and_the_instructors_page_give_the_same_points():

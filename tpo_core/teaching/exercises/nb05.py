@@ -36,17 +36,21 @@ def _grade_one_success_mass(answer):
 @exercise(
     "05-masked-step",
     "GRPO's loss averages over the B = 100 groups of an episode; 90 of them are all-fail. "
-    "Masking the flat groups out of the average multiplies the step each informative group "
-    "gets by what factor?",
-    "The average runs over 10 groups instead of 100, so each informative group's share of "
-    "the step grows tenfold, and it grows most when successes are rarest: early, and on "
-    "the hardest prompts. The paper measures it: masking takes GRPO from 6.3% to 29.7% "
-    "final error. TPO's flat groups are neutral on the snapshot (q = p_old), so for TPO "
-    "there is nothing to mask.",
+    "Masking the flat groups out of the average multiplies each informative group's weight in "
+    "the loss, and so its gradient, by what factor?",
+    "The average runs over 10 groups instead of 100, so each informative group's gradient "
+    "grows tenfold, most when successes are rarest: early, and on the hardest prompts. With "
+    "plain SGD the step would grow tenfold too; Adam and Muon normalise their steps, so what "
+    "changes is the balance inside the loss: the informative groups now outweigh everything "
+    "else, the flat groups' KL pull included. The paper measures the effect (its Section 3.6): "
+    "masking takes GRPO from 6.3% to 29.7% final error, and leaves TPO at 0.05%. On the snapshot "
+    "TPO's flat groups give exactly zero gradient (q = p_old), so masking only rescales TPO's "
+    "first epoch; in later epochs they pull back towards p_old through shared weights, so even "
+    "for TPO masking is not quite a no-op.",
 )
 def _grade_masked_step(answer):
     if abs(float(answer) - 10) <= 0.01:
-        return True, "100 / 10 = 10: a tenfold larger step on the few groups that have a success."
+        return True, "100 / 10 = 10: a tenfold larger gradient on the few groups with a success."
     return False, "the loss is a mean over groups: over how many groups after masking?"
 
 
@@ -87,24 +91,35 @@ def _grade_my_grpo_advantages(fn):
 
 multiple_choice(
     "05-ratio-box",
-    "Whole-answer GRPO clips the ratio pi(y|x) / pi_old(y|x) to [0.8, 1.2]. Per batch, how far "
-    "can it raise a right answer's probability before the clip stops the push?",
+    "Whole-answer GRPO clips the ratio pi(y|x) / pi_old(y|x) to [0.8, 1.2]. Within one batch, a "
+    "right answer's ratio passes 1.2. From then on, the clipped surrogate",
     {
         "a": (
-            "by 20%",
-            "right: one ratio per answer. Per-token GRPO clips each token instead, "
-            "so an answer's probability can rise by up to 1.2^H.",
+            "holds the ratio at 1.2",
+            "the clip caps nothing: it zeroes the surrogate's gradient. The step that crossed "
+            "1.2, shared weights and the optimisers' momentum can carry the ratio further "
+            "(notebook 01's clipped descent ends above 1.2).",
         ),
-        "b": ("by 1.2^H", "that is the per-token form, one clip per token."),
-        "c": ("without limit; only the KL stops it", "the clip stops the surrogate's push first."),
+        "b": (
+            "stops pushing that answer up",
+            "right: past 1.2 in its advantage's direction the answer's surrogate term is "
+            "constant, so its gradient is zero; nothing pushes it further, and only the KL "
+            "term pulls it back.",
+        ),
+        "c": (
+            "pushes it back to 1.2",
+            "the clipped term is flat past the box: it has no gradient back. Only the KL term "
+            "pulls towards the snapshot.",
+        ),
     },
-    "a",
+    "b",
 )
 
 
 multiple_choice(
     "05-stuck-group",
-    "On a stuck prompt all 8 answers are the same wrong answer. TPO's target for that group is",
+    "On a stuck prompt all 8 answers are wrong, each a different wrong answer. TPO's target for "
+    "that group is",
     {
         "a": (
             "q = p_old: no push",
@@ -115,7 +130,11 @@ multiple_choice(
             "the wrong answer pushed down",
             "the scores are all equal: nothing ranks it below anything.",
         ),
-        "c": ("uniform over the answers", "TPO never forgets p_old; with u = 0 it returns it."),
+        "c": (
+            "uniform over the answers",
+            "TPO never forgets p_old; with u = 0 it returns it (uniform only if the 8 "
+            "answers were one and the same).",
+        ),
     },
     "a",
 )
