@@ -1,36 +1,46 @@
-"""Everything GPU-related, checked in one run (about 8 minutes on one H100 or H200, no internet).
+"""Everything GPU-related, checked in one run (under 10 minutes on one H100-class GPU, no internet).
 
     python benchmarks/gpu_check.py --out benchmarks/results/gpu_check.json
-    python benchmarks/gpu_check.py --cpu-smoke --out /tmp/smoke.json   # toy sizes, on the CPU
+    python benchmarks/gpu_check.py --cpu-smoke --out smoke.json   # toy sizes, on the CPU
 
 Models are built locally from their published dimensions with random weights
 (as ``llm_step.py`` does), so nothing is downloaded; rewards are coin flips,
-so groups are informative and the losses do their full work. In order:
+so groups are informative and the losses do their full work. Every check, and
+every measurement inside one, is guarded: an out-of-memory error is recorded
+as that measurement's result and the others go on. Between checks the
+allocator is emptied and the peak reset. In order:
 
-1. ``large``: peak memory and step time at the paper's setting (Qwen3-1.7B's
-   dimensions, LoRA r32, checkpointing, K = 16 x 16 prompts x 512 tokens), with
-   ``micro_batch_groups`` 2 and 1;
+1. ``large``: the paper's setting (Qwen3-1.7B's dimensions, LoRA r32,
+   checkpointing, K = 16 x 16 prompts x 512 tokens) at the micro-batch
+   ``choose_scale`` fits to this card: TPO and GRPO, generation and training
+   time and peak memory apart, each next to the memory model's prediction;
 2. ``small_t4``: the small setting (Qwen2.5-0.5B's dimensions) in a T4's 15 GiB,
-   in float16 with loss scaling, the precision a T4 gets;
-3. ``log_probs``: the completion-only log-probs against the naive full
-   log-softmax: time, peak memory, largest difference;
-4. ``generation``: tokens/s with the LoRA adapter merged and unmerged;
-5. ``sampler``: the sampler's own log-probs against the training forward's, on
-   left-padded prompts of mixed lengths;
-6. ``token_engine``: the token tasks' seconds per episode, one seed and 20 replicas.
+   float16 with loss scaling (the precision a T4 gets): time, peaks, dropped updates;
+3. ``session``: the class-session setting, a few steps, against its predicted step time;
+4. ``log_probs``: the chunked completion log-probs against the model's whole
+   logits (the model in train mode, checkpointing on): time, peak, largest difference;
+5. ``generation``: tokens/s with the LoRA adapter merged and unmerged, and the
+   bf16 base weights bit-identical after the merges;
+6. ``sampler``: a peaked model whose saved generation config says temperature
+   0.6 and top-p 0.95: the sampler's own log-probs against the training forward's;
+7. ``token_engine``: the token tasks' seconds per episode, one seed and 20 replicas.
 
-It writes one JSON file with every figure and its provenance.
+One JSON file holds every figure (null where a figure needs a GPU and there is
+none), the library versions and the provenance.
 """
 
 import argparse
 import dataclasses
+import gc
 import json
 import random
+import shutil
 import string
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -39,25 +49,44 @@ sys.path.insert(0, str(Path(__file__).parent))
 from llm_step import QWEN25_05B, TOY, build_model, coin_flip_rewards  # noqa: E402
 
 from tpo_core import llm  # noqa: E402
-from tpo_core.llm import model as llm_model  # noqa: E402
-from tpo_core.llm import rollouts  # noqa: E402
-from tpo_core.llm import train as llm_train  # noqa: E402
+from tpo_core.llm import memory, rollouts  # noqa: E402
+from tpo_core.llm import model as policy  # noqa: E402
 from tpo_core.tokens.grid import provenance  # noqa: E402
 from tpo_core.tokens.replicas import train_replicas  # noqa: E402
 from tpo_core.tokens.train import TrainConfig, train  # noqa: E402
 
 # Qwen3-1.7B's dimensions in Qwen2 blocks (no q/k norm): the memory and compute of the paper's model
-QWEN3_17B = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
-                 num_attention_heads=16, num_key_value_heads=8, vocab_size=151936,
-                 max_position_embeddings=40960, rope_theta=1e6,
-                 tie_word_embeddings=True)  # fmt: skip
-T4_GIB = 15.0
+QWEN3_17B = dict(
+    hidden_size=2048,
+    intermediate_size=6144,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    max_position_embeddings=40960,
+    rope_theta=1e6,
+    tie_word_embeddings=True,
+)
+T4_GIB = 14.6
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "tpo-core")
+
+
+def versions() -> dict:
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    found["cuda"] = torch.version.cuda
+    return found
 
 
 @contextmanager
 def measured(device: str):
-    """Wall time and peak GPU memory (GiB) of the block, in the yielded dict."""
-    out = {}
+    """Wall time and peak GPU memory (GiB, null on a CPU) of the block, in the yielded dict."""
+    out = dict(peak_gib=None)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -69,125 +98,248 @@ def measured(device: str):
     out["seconds"] = time.perf_counter() - start
 
 
+def guarded(measure) -> dict:
+    """``measure()``, or its out-of-memory error as the result: one figure lost, not the rest."""
+    try:
+        return measure()
+    except torch.OutOfMemoryError as err:
+        return dict(out_of_memory=str(err).splitlines()[0])
+    finally:
+        release()
+
+
+def release() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
 def rlvr_config(folder, device, **settings):
-    base = dict(model=str(folder), task="arithmetic", steps=2, lr=1e-6, chat_template=False,
-                device=device, lora_rank=32, beta=1e-3, gradient_checkpointing=True)  # fmt: skip
+    base = dict(
+        model=str(folder),
+        task="arithmetic",
+        steps=2,
+        lr=1e-6,
+        chat_template=False,
+        device=device,
+        lora_rank=32,
+        beta=1e-3,
+        gradient_checkpointing=True,
+    )
     return llm.RLVRConfig(**(base | settings))
 
 
-def steps(config, device) -> dict:
-    """Seconds per step (after the first) and peak memory of a short run, or the OOM."""
-    try:
-        with measured(device) as m:
-            history = llm.rlvr_train(config, progress=False).history
-    except torch.OutOfMemoryError as err:
-        return dict(out_of_memory=str(err).splitlines()[0])
-    later = history["seconds"][1:] or history["seconds"]
-    return dict(seconds_per_step=sum(later) / len(later), peak_gib=m.get("peak_gib"),
-                generation_tokens_per_second=history["tokens_per_second"][-1],
-                truncated=history["truncated"][-1])  # fmt: skip
+def predicted(folder, config, prompt_tokens) -> dict:
+    """The memory model's peaks for ``config`` (GiB), from the model's own config."""
+    from transformers import AutoConfig
+
+    shape = memory.ModelShape.from_config(AutoConfig.from_pretrained(folder))
+    settings = dataclasses.asdict(config)
+    half = config.device == "cuda"
+    return dict(
+        predicted_generation_gib=memory.generation_peak_gib(shape, settings, prompt_tokens, half),
+        predicted_training_gib=memory.training_peak_gib(shape, settings, prompt_tokens, half),
+    )
+
+
+def steps(config) -> dict:
+    """Per step (after the first): generation and training seconds and peaks, and the skips."""
+    history = llm.rlvr_train(config, progress=False).history
+    later = slice(1, None) if len(history["seconds"]) > 1 else slice(None)
+
+    def mean(name):
+        values = [v for v in history[name][later] if v == v]  # NaN (a CPU's peaks) left out
+        return sum(values) / len(values) if values else None
+
+    train_seconds = [
+        s - g for s, g in zip(history["seconds"], history["generate_seconds"], strict=True)
+    ]
+    return dict(
+        seconds_per_step=mean("seconds"),
+        generate_seconds=mean("generate_seconds"),
+        train_seconds=sum(train_seconds[later]) / len(train_seconds[later]),
+        generate_peak_gib=mean("generate_peak_gpu_gb"),
+        train_peak_gib=mean("train_peak_gpu_gb"),
+        generation_tokens_per_second=mean("tokens_per_second"),
+        truncated=history["truncated"][-1],
+        skipped=sum(history["skipped"]),
+    )
 
 
 def check_large(folder, device, smoke) -> dict:
-    size = dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else dict(
-        k=16, prompts_per_step=16, max_new_tokens=512)  # fmt: skip
-    return {f"micro_batch_groups={m}": steps(rlvr_config(folder, device, micro_batch_groups=m,
-                                                         **size), device)
-            for m in (2, 1)}  # fmt: skip
+    settings = llm.choose_scale(40.0 if smoke else memory_gib()).settings
+    size = dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else {}
+    keep = ("k", "prompts_per_step", "max_new_tokens", "micro_batch_groups", "log_prob_chunk")
+    chosen = {k: v for k, v in settings.items() if k in keep} | size
+    out = dict(micro_batch_groups=chosen["micro_batch_groups"])
+    for loss in ("tpo", "grpo_per_token"):
+        config = rlvr_config(folder, device, loss=loss, **chosen)
+        out[loss] = guarded(lambda c=config: steps(c) | predicted(folder, c, 64))
+    tpo, grpo = out["tpo"].get("train_seconds"), out["grpo_per_token"].get("train_seconds")
+    out["tpo_over_grpo_train_seconds"] = tpo / grpo if tpo and grpo else None
+    return out
 
 
 def check_small_t4(folder, device, smoke) -> dict:
-    size = dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else dict(
-        k=8, prompts_per_step=8, max_new_tokens=256)  # fmt: skip
-    real = llm_model.autocast_dtype
+    size = dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else {}
+    settings = llm.choose_scale(T4_GIB).settings
+    keep = ("k", "prompts_per_step", "max_new_tokens", "micro_batch_groups")
+    config = rlvr_config(folder, device, **({k: settings[k] for k in keep} | size))
+    real = policy.autocast_dtype
     if device == "cuda":
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
         torch.cuda.set_per_process_memory_fraction(min(1.0, T4_GIB / total))
-        float16 = lambda d: torch.float16 if d.type == "cuda" else None  # noqa: E731
-        llm_model.autocast_dtype = llm_train.autocast_dtype = float16
+        policy.autocast_dtype = lambda d: torch.float16 if d.type == "cuda" else None
     try:
-        return steps(rlvr_config(folder, device, micro_batch_groups=1, **size), device) | dict(
+        return guarded(lambda: steps(config) | predicted(folder, config, 64)) | dict(
             precision="float16 with loss scaling" if device == "cuda" else "float32 (CPU)"
         )
     finally:
-        llm_model.autocast_dtype = llm_train.autocast_dtype = real
+        policy.autocast_dtype = real
         if device == "cuda":
             torch.cuda.set_per_process_memory_fraction(1.0)
 
 
-def a_rollout(folder, device, smoke):
-    size = dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else dict(
-        k=16, prompts_per_step=8, max_new_tokens=256)  # fmt: skip
-    config = rlvr_config(folder, device, **size)
+def check_session(folder, device, smoke) -> dict:
+    scale = llm.choose_scale(T4_GIB, session=True)
+    settings = scale.run_settings("tpo") | dict(steps=3)
+    keep = ("k", "prompts_per_step", "max_new_tokens", "micro_batch_groups", "lr", "steps")
+    size = dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else {}
+    config = rlvr_config(folder, device, **({k: settings[k] for k in keep} | size))
+    measured_steps = guarded(lambda: steps(config))
+    if smoke:  # a prediction needs a card
+        return dict(measured=measured_steps, card=None, predicted_step=None)
+    card = llm.card_for(memory_gib(), torch.cuda.get_device_name())
+    shape = memory.MODEL_SHAPES[settings["model"]]
+    prediction = memory.step_seconds(shape, settings, 64, card)
+    return dict(measured=measured_steps, card=card.name, predicted_step=prediction)
+
+
+def memory_gib() -> float:
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
+def a_rollout(folder, device, smoke, **changes):
+    size = (
+        dict(k=4, prompts_per_step=2, max_new_tokens=8)
+        if smoke
+        else dict(k=16, prompts_per_step=8, max_new_tokens=256)
+    )
+    config = rlvr_config(folder, device, **(size | changes))
     tokenizer, model = llm.load_policy(config)
     rng = random.Random(0)
-    problems = [llm.verifiers.Problem(prompt="".join(rng.choices(string.ascii_letters,
-                                                                 k=rng.randint(3, 40))),
-                                      answer="0", task="arithmetic")
-                for _ in range(config.prompts_per_step)]  # fmt: skip  # mixed prompt lengths
+    problems = [
+        llm.verifiers.Problem(
+            "".join(rng.choices(string.ascii_letters, k=rng.randint(3, 40))), "0", "arithmetic"
+        )
+        for _ in range(config.prompts_per_step)
+    ]  # mixed prompt lengths: left padding
     rollout = llm.sample_rollout(model, tokenizer, problems, config, seed=0)
     return config, tokenizer, model, problems, rollout
 
 
 def check_log_probs(folder, device, smoke) -> dict:
     config, _, model, _, rollout = a_rollout(folder, device, smoke)
+    model.train()  # gradient checkpointing runs only in train mode
     rows = slice(0, len(rollout.completions))
-    t = rollout.completion_mask.shape[1]
-    out = {}
-    with measured(device) as m:
-        new = llm.token_log_probs(model, rollout, rows, config.temperature)
-        new.sum().backward()
-    out["completion_only"] = m
-    model.zero_grad()
-    with measured(device) as m, llm_model.autocast(torch.device(device)):
-        logits = model(
-            input_ids=rollout.input_ids,
-            attention_mask=rollout.attention_mask,
-            position_ids=(rollout.attention_mask.cumsum(-1) - 1).clamp(min=0),
-        ).logits
-        naive = torch.log_softmax(logits.float(), -1)[:, -t - 1 : -1]
-        naive = naive.gather(-1, rollout.input_ids[:, -t:, None])[..., 0]
-        naive.sum().backward()
-    out["naive"] = m
-    mask = rollout.completion_mask
-    out["largest_difference"] = (new - naive).detach()[mask].abs().max().item()
+    out, values = {}, {}
+    for name, chunk in (("chunked", config.log_prob_chunk), ("whole_logits", 0)):
+
+        def run(chunk=chunk, name=name):
+            model.zero_grad(set_to_none=True)
+            with measured(device) as m:
+                log_probs = llm.token_log_probs(model, rollout, rows, 1.0, chunk)
+                log_probs.sum().backward()
+            values[name] = log_probs.detach()
+            return m
+
+        out[name] = guarded(run)
+    if len(values) == 2:
+        mask = rollout.completion_mask
+        diff = (values["chunked"] - values["whole_logits"])[mask].abs().max().item()
+        out["largest_difference"] = diff
+    else:
+        out["largest_difference"] = None
     return out
 
 
 def check_generation(folder, device, smoke) -> dict:
     config, tokenizer, model, problems, _ = a_rollout(folder, device, smoke)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
     out = {}
     for merged in (False, True):
         merging = dataclasses.replace(config, merge_lora_for_generation=merged)
-        with measured(device) as m:
-            rollout = llm.sample_rollout(model, tokenizer, problems, merging, seed=1)
-        out["merged" if merged else "unmerged"] = dict(
-            tokens_per_second=int(rollout.completion_mask.sum()) / m["seconds"], **m
-        )
+
+        def run(merging=merging):
+            with measured(device) as m:
+                rollout = llm.sample_rollout(model, tokenizer, problems, merging, seed=1)
+            return dict(tokens_per_second=int(rollout.completion_mask.sum()) / m["seconds"], **m)
+
+        out["merged" if merged else "unmerged"] = guarded(run)
+    after = dict(model.named_parameters())
+    out["base_weights_identical_after_merging"] = all(torch.equal(base[n], after[n]) for n in base)
+    out["base_dtype"] = str(next(iter(base.values())).dtype)
+    return out
+
+
+def peaked(folder: Path) -> Path:
+    """A copy of the model made confident (its final norm scaled up until the likeliest token
+    holds about half the mass, so top-p and temperature 0.6 reshape the distribution), with a
+    saved generation config like Qwen3's: temperature 0.6, top-p 0.95, top-k 20."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    out = folder.parent / "peaked"
+    shutil.copytree(folder, out, dirs_exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    vocab, norm = model.config.vocab_size, model.get_decoder().norm.weight
+    ids = torch.randint(3, vocab, (4, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        while torch.softmax(model(input_ids=ids).logits, -1).amax(-1).mean() < 0.4:
+            norm.mul_(2.0)
+    model.save_pretrained(out)
+    opinions = dict(do_sample=True, temperature=0.6, top_p=0.95, top_k=20)
+    GenerationConfig(**opinions, pad_token_id=0, eos_token_id=1).save_pretrained(out)
     return out
 
 
 def check_sampler(folder, device, smoke) -> dict:
-    config, tokenizer, model, problems, _ = a_rollout(folder, device, smoke)
+    config, tokenizer, model, problems, _ = a_rollout(peaked(folder), device, smoke)
     rollout = llm.sample_rollout(model, tokenizer, problems, config, 0, sampler_scores=True)
     with torch.no_grad():
         trainer = llm.token_log_probs(model, rollout, slice(0, len(rollout.completions)), 1.0)
-    diff = (rollout.sampler_log_probs - trainer)[rollout.completion_mask].abs()
-    return dict(largest_difference=diff.max().item(), mean_difference=diff.mean().item(),
-                prompt_lengths=sorted({len(p) for p in rollout.prompts}))  # fmt: skip
+    mask = rollout.completion_mask
+    diff = (rollout.sampler_log_probs - trainer)[mask].abs()
+    return dict(
+        largest_difference=diff.max().item(),
+        mean_difference=diff.mean().item(),
+        mean_log_prob=trainer[mask].mean().item(),  # well below 0: the model is not one-hot
+        saved_generation_config=dict(temperature=0.6, top_p=0.95, top_k=20),
+        prompt_lengths=sorted({len(p) for p in rollout.prompts}),
+    )
 
 
 def check_token_engine(device, smoke) -> dict:
-    settings = dict(task="reverse_copy", reward="terminal", length=3 if smoke else 7, vocab=2,
-                    batch=8 if smoke else 100, k=4 if smoke else 8, episodes=3 if smoke else 30,
-                    device=device)  # fmt: skip
+    settings = dict(
+        task="reverse_copy",
+        reward="terminal",
+        length=3 if smoke else 7,
+        vocab=2,
+        batch=8 if smoke else 100,
+        k=4 if smoke else 8,
+        episodes=3 if smoke else 30,
+        device=device,
+    )
     config = TrainConfig(**settings)
     replicas = 2 if smoke else 20
     one = train(config, progress=False).seconds_per_episode
     many = train_replicas(config, list(range(replicas)), progress=False)[0].seconds_per_episode
-    return dict(one_seed_seconds_per_episode=one, replicas=replicas,
-                replicas_seconds_per_episode=many,
-                throughput_vs_one_seed=one * replicas / many)  # fmt: skip
+    return dict(
+        one_seed_seconds_per_episode=one,
+        replicas=replicas,
+        replicas_seconds_per_episode=many,
+        throughput_vs_one_seed=one * replicas / many,
+    )
 
 
 def main() -> int:
@@ -203,11 +355,15 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp())
     large = build_model(tmp / "large", TOY if smoke else QWEN3_17B)
     small = build_model(tmp / "small", TOY if smoke else QWEN25_05B)
-    report = dict(provenance=provenance(sys.argv[1:]), smoke=smoke,
-                  device=torch.cuda.get_device_name() if device == "cuda" else "cpu")  # fmt: skip
+    report = dict(
+        provenance=provenance(sys.argv[1:]) | dict(libraries=versions()),
+        smoke=smoke,
+        device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
+    )
     checks = dict(
         large=lambda: check_large(large, device, smoke),
         small_t4=lambda: check_small_t4(small, device, smoke),
+        session=lambda: check_session(small, device, smoke),
         log_probs=lambda: check_log_probs(large, device, smoke),
         generation=lambda: check_generation(small, device, smoke),
         sampler=lambda: check_sampler(small, device, smoke),
@@ -216,9 +372,10 @@ def main() -> int:
     for name, check in checks.items():
         start = time.perf_counter()
         try:
-            report[name] = check()
+            report[name] = guarded(check)
         except Exception as err:  # one failed check must not hide the others' figures
             report[name] = dict(error=f"{type(err).__name__}: {err}")
+        release()
         report[name]["check_seconds"] = round(time.perf_counter() - start, 1)
         print(f"{name}: {json.dumps(report[name])}", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,13 +28,27 @@ import torch
 from tpo_core import llm
 from tpo_core.llm import rollouts
 
-QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                  num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
-                  max_position_embeddings=32768, rope_theta=1e6,
-                  tie_word_embeddings=True)  # fmt: skip
-TOY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-           num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
-           tie_word_embeddings=True)  # fmt: skip
+QWEN25_05B = dict(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    max_position_embeddings=32768,
+    rope_theta=1e6,
+    tie_word_embeddings=True,
+)
+TOY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=512,
+    max_position_embeddings=512,
+    tie_word_embeddings=True,
+)
 
 
 def build_model(folder: Path, shape: dict) -> Path:
@@ -48,8 +62,9 @@ def build_model(folder: Path, shape: dict) -> Path:
     core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>",
-                                        eos_token="<eos>", unk_token="<unk>")  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
     torch.manual_seed(0)
     config = Qwen2Config(**shape, pad_token_id=0, eos_token_id=1, bos_token_id=1)
     Qwen2ForCausalLM(config).save_pretrained(folder)
@@ -93,16 +108,29 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = build_model(Path(tempfile.mkdtemp()) / "model", TOY if args.tiny else QWEN25_05B)
     rollouts.reward = coin_flip_rewards(0.3, seed=0)  # a random model never answers right
-    report = dict(model="toy" if args.tiny else "Qwen2.5-0.5B shape, random weights",
-                  device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                  k=args.k, prompts_per_step=args.prompts,
-                  max_new_tokens=args.max_new_tokens)  # fmt: skip
+    report = dict(
+        model="toy" if args.tiny else "Qwen2.5-0.5B shape, random weights",
+        device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        k=args.k,
+        prompts_per_step=args.prompts,
+        max_new_tokens=args.max_new_tokens,
+    )
     for loss in ("tpo", "grpo_per_token"):
-        config = llm.RLVRConfig(model=str(folder), task="arithmetic", loss=loss, k=args.k,
-                                prompts_per_step=args.prompts, steps=args.steps, lr=1e-6,
-                                max_new_tokens=args.max_new_tokens, chat_template=False,
-                                track_kl=False, micro_batch_groups=2,
-                                gradient_checkpointing=not args.tiny, device=device)  # fmt: skip
+        config = llm.RLVRConfig(
+            model=str(folder),
+            task="arithmetic",
+            loss=loss,
+            k=args.k,
+            prompts_per_step=args.prompts,
+            steps=args.steps,
+            lr=1e-6,
+            max_new_tokens=args.max_new_tokens,
+            chat_template=False,
+            track_kl=False,
+            micro_batch_groups=2,
+            gradient_checkpointing=not args.tiny,
+            device=device,
+        )
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = llm.rlvr_train(config, progress=False)

@@ -14,22 +14,50 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
-    script = BENCHMARKS / "gpu_check.py"
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, str(script), "--cpu-smoke", "--out", str(out)],
+        [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--cpu-smoke", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    checks = ("large", "small_t4", "log_probs", "generation", "sampler", "token_engine")
+    checks = ("large", "small_t4", "session", "log_probs", "generation", "sampler", "token_engine")
     assert all(name in report and "error" not in report[name] for name in checks)
-    assert report["log_probs"]["largest_difference"] < 1e-4
-    assert report["sampler"]["largest_difference"] < 1e-4
-    assert len(report["sampler"]["prompt_lengths"]) > 1  # left padding of mixed lengths
-    assert report["provenance"]["git_commit"]
+    step = {
+        "seconds_per_step",
+        "generate_seconds",
+        "train_seconds",
+        "generate_peak_gib",
+        "train_peak_gib",
+        "generation_tokens_per_second",
+        "truncated",
+        "skipped",
+    }
+    predictions = {"predicted_generation_gib", "predicted_training_gib"}
+    for loss in ("tpo", "grpo_per_token"):  # TPO against GRPO at the large shape
+        run = report["large"][loss]
+        assert step | predictions <= set(run) and run["train_seconds"] > 0
+        assert run["generate_peak_gib"] is None and run["train_peak_gib"] is None  # GPU only
+    assert report["large"]["tpo_over_grpo_train_seconds"] > 0
+    assert step <= set(report["small_t4"]) and report["small_t4"]["skipped"] == 0
+    session = report["session"]
+    assert step <= set(session["measured"]) and session["predicted_step"] is None
+    log_probs = report["log_probs"]
+    assert log_probs["largest_difference"] < 1e-4
+    assert log_probs["chunked"]["peak_gib"] is None and log_probs["whole_logits"]["seconds"] > 0
+    generation = report["generation"]
+    assert generation["base_weights_identical_after_merging"] is True
+    assert generation["merged"]["tokens_per_second"] > 0
+    sampler = report["sampler"]
+    assert sampler["largest_difference"] < 1e-4 and sampler["mean_log_prob"] < -0.1
+    assert sampler["saved_generation_config"]["temperature"] == 0.6
+    assert len(sampler["prompt_lengths"]) > 1  # left padding of mixed lengths
+    assert report["token_engine"]["replicas"] == 2
+    provenance = report["provenance"]
+    assert provenance["git_commit"]
+    assert all(provenance["libraries"][name] for name in ("torch", "transformers", "peft"))
 
 
 def test_gpu_benchmark_script_runs_on_a_toy_shape():

@@ -69,6 +69,7 @@ METRICS = (
     "completion_tokens",
     "tokens_per_second",
     "generate_peak_gpu_gb",
+    "train_peak_gpu_gb",
     "peak_gpu_gb",
 )
 
@@ -283,6 +284,7 @@ def rlvr_train(
         rollout = sample_rollout(model, tokenizer, problems, config, config.seed * 100_003 + step)
         generated, generate_peak = time.perf_counter(), _peak_gib(device)
         fitted = fit_rollout(model, ref, rollout, config, opt)
+        train_peak = _peak_gib(device)
         tokens = int(rollout.completion_mask.sum())
         result.record(
             rollout_metrics(rollout)
@@ -293,7 +295,8 @@ def rlvr_train(
                 completion_tokens=tokens,
                 tokens_per_second=tokens / (generated - start),
                 generate_peak_gpu_gb=generate_peak,
-                peak_gpu_gb=max(generate_peak, _peak_gib(device)),
+                train_peak_gpu_gb=train_peak,
+                peak_gpu_gb=max(generate_peak, train_peak),
             )
         )
         result.last_rollout, done = rollout, step + 1
