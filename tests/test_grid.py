@@ -317,3 +317,19 @@ def test_workers_end_with_the_grid_when_it_gets_sigterm(tmp_path):
         for pid in workers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_provenance_summary_is_one_line_over_many_runs():
+    from tpo_core.tokens.grid import provenance_summary
+
+    def run(commit, date, minutes):
+        stamp = dict(git_commit=commit, date=date, hardware="cpu, 1 threads")
+        return TrainResult(TrainConfig(), provenance=stamp | dict(wall_seconds=60 * minutes))
+
+    runs = [run("abcdef123", "2026-12-01T10:00", 6), run("abcdef123", "2026-12-03T09:00", 9)]
+    runs.append(run("0123456ff", "2026-12-02T12:00", 7.4))
+    assert provenance_summary(runs) == (
+        "3 runs from commits 0123456, abcdef1, 2026-12-01 to 2026-12-03, on cpu, 1 threads, "
+        "6-9 min each"
+    )
+    assert provenance_summary([TrainResult(TrainConfig())]) == "1 runs, no provenance recorded"

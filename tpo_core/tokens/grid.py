@@ -184,6 +184,23 @@ def shipped() -> list[str]:
     return sorted(p.name for p in RESULTS.iterdir() if p.is_dir())
 
 
+def provenance_summary(runs: list[TrainResult]) -> str:
+    """The provenance of many runs in one line: how many, from which commits, when, on what
+    hardware, and the range of their wall times."""
+    stamps = [r.provenance for r in runs if r.provenance]
+    if not stamps:
+        return f"{len(runs)} runs, no provenance recorded"
+    commits = sorted({(s.get("git_commit") or "none")[:7] for s in stamps})
+    dates = sorted(s["date"][:10] for s in stamps if "date" in s)
+    hardware = sorted({s.get("hardware", "unknown") for s in stamps})
+    minutes = sorted(s["wall_seconds"] / 60 for s in stamps if "wall_seconds" in s)
+    wall = f", {minutes[0]:.0f}-{minutes[-1]:.0f} min each" if minutes else ""
+    return (
+        f"{len(runs)} runs from commit{'s' * (len(commits) > 1)} {', '.join(commits)}, "
+        f"{dates[0]} to {dates[-1]}, on {'; '.join(hardware)}{wall}"
+    )
+
+
 # ---------------------------------------------------------------- run names
 
 # Settings that run_name spells out (or, the device, leaves out: it makes no other run); every
