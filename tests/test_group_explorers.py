@@ -184,6 +184,18 @@ def test_overshoot_explorer_pg_ends_farther_from_q_than_tpo_at_large_lr():
     assert moved < 0.1 * abs(float(ex.view.q[best] - ex.p_old[best]))
 
 
+def test_overshoot_explorer_reaches_200_epochs_where_more_epochs_cure_only_tpo():
+    ex = OvershootExplorer(k=5, lr=0.1, epochs=20, seed=0)
+    best = int(ex.view.u.argmax())
+    target = float(ex.view.q[best])
+    short = {m: float(t.probs[-1, best]) for m, t in ex.trajectories.items()}
+    assert short["pg"] < target and short["tpo"] < target  # lr x E = 2 < K / eta = 5
+    ex.epochs_slider.value = ex.epochs_slider.max
+    assert ex.epochs_slider.max == 200 and len(ex.figure.data[0].y) == 201
+    long = {m: float(t.probs[-1, best]) for m, t in ex.trajectories.items()}
+    assert abs(long["tpo"] - target) < 0.01 and long["pg"] > target + 0.2
+
+
 def test_overshoot_explorer_new_group_redraws_target():
     ex = OvershootExplorer(seed=0)
     before = list(ex.figure.data[-1].y)

@@ -15,12 +15,15 @@ from tpo_core import teaching as tt
 from tpo_core.group import (
     descend_group,
     descend_groups,
+    descend_shared,
     endpoint_map,
     group_panel,
     group_view,
     pg_endpoint,
+    random_features,
     random_group,
     ratio_box,
+    settling_lr,
     target_family,
 )
 from tpo_core.teaching.figures.simplex import SIMPLEX_PATHS
@@ -88,6 +91,97 @@ def test_bad_features_and_grids_are_refused():
         endpoint_map(P_OLD, SCORES, [0.1, -1.0], [1, 2])
     with pytest.raises(ValueError, match="feature_dim"):
         group_panel(groups=2, k=5, feature_dim=3)
+
+
+def test_settling_lr_is_where_tpo_descent_stops_converging():
+    p_old, scores = random_group(5, seed=0)
+    q = group_view(p_old, scores).q
+    limit = settling_lr(q)
+    below = descend_group(p_old, scores, "tpo", 0.97 * limit, 3000).kl_to_target[-1]
+    above = descend_group(p_old, scores, "tpo", 1.03 * limit, 3000).kl_to_target[-1]
+    assert below < 1e-12 and above > 1e-4
+    # Two candidates: the Hessian's one non-zero eigenvalue is 2 a (1 - a).
+    assert math.isclose(settling_lr([0.3, 0.7]), 1 / (0.3 * 0.7), rel_tol=1e-12)
+    # The curvature never exceeds 1/2, so no target settles only below lr = 4.
+    draws = torch.distributions.Dirichlet(torch.ones(6, dtype=DOUBLE)).sample((200,))
+    assert min(settling_lr(d) for d in draws) >= 4 - 1e-9
+    assert math.isclose(settling_lr([0.5, 0.5]), 4.0)
+
+
+def test_on_target_steps_are_the_runs_within_tol_pg_on_a_band_tpo_past_it():
+    lrs, epochs = torch.logspace(-2, 0.5, 11).tolist(), list(range(1, 121))
+    emap = endpoint_map(P_OLD, SCORES, lrs, epochs)
+    total = torch.tensor([[lr * e for e in epochs] for lr in lrs], dtype=DOUBLE)
+    torch.testing.assert_close(emap.total_steps(), total)
+    for method in ("pg", "tpo"):
+        steps = emap.on_target_steps(method, tol=1e-3)
+        torch.testing.assert_close(steps, total[emap.kl[method] < 1e-3].sort().values)
+    pg, tpo = emap.on_target_steps("pg", 1e-3), emap.on_target_steps("tpo", 1e-3)
+    # PG's end point is the target at temperature K / (lr E): on q only near lr E = K / eta = 3.
+    assert len(pg) > 0 and 2.5 < pg.min() <= 3 <= pg.max() < 3.5
+    # TPO approaches q geometrically: it needs more total step than PG's band.
+    assert tpo.min() > 2 * pg.max()
+    assert emap.on_target_steps("clipped", 1e-3).numel() == 0
+    with pytest.raises(ValueError, match="no runs of 'grpo'"):
+        emap.on_target_steps("grpo")
+
+
+def test_rank_deficient_features_stop_tpo_short_of_q_at_matched_feature_averages():
+    p_old, scores = random_group(5, seed=0)
+    q = group_view(p_old, scores).q
+    phi = random_features(1, 5, feature_dim=2, seed=0)[0]  # (5, 2): rank 2 < K
+    end = descend_group(p_old, scores, "tpo", 1.0, 4000, features=phi).probs[-1]
+    torch.testing.assert_close(phi.T @ end, phi.T @ q, atol=1e-9, rtol=0)  # fixed point
+    assert _kl(q, end) > 1e-2
+    full = random_features(1, 5, feature_dim=8, seed=0)[0]  # rank 5 = K
+    end = descend_group(p_old, scores, "tpo", 1.0, 4000, features=full).probs[-1]
+    assert _kl(q, end) < 1e-9
+
+
+def test_random_features_are_the_panels_and_reproducible():
+    phi = random_features(3, 4, feature_dim=6, seed=2)
+    assert phi.shape == (3, 4, 6) and torch.equal(phi, random_features(3, 4, 6, seed=2))
+    panel = group_panel(groups=3, k=4, lrs=[0.1], epochs=2, feature_dim=6, seed=2)
+    assert torch.equal(panel.features, phi)
+    with pytest.raises(ValueError, match="feature_dim"):
+        random_features(2, 4, feature_dim=0)
+
+
+def test_descend_shared_is_autograd_descent_on_the_shared_parameters():
+    p1, s1 = random_group(4, seed=1)
+    p2, s2 = random_group(4, seed=2)
+    p_old, scores = torch.stack([p1, p2]), torch.stack([s1, s2])
+    phi = random_features(2, 4, feature_dim=5, seed=7)
+    q = tc.tpo_target(p_old.log(), scores)
+    theta = torch.zeros(5, dtype=DOUBLE, requires_grad=True)
+    for _ in range(5):
+        logits = p_old.log() + phi @ theta  # (G, K)
+        (grad,) = torch.autograd.grad(tc.tpo_loss(logits, q), theta)
+        theta = (theta - 0.7 * grad).detach().requires_grad_()
+    probs, grads = descend_shared(p_old, scores, phi, "tpo", 0.7, 5)
+    assert probs.shape == (6, 2, 4) and grads.shape == (5, 2, 4)
+    torch.testing.assert_close(probs[-1], torch.softmax(p_old.log() + phi @ theta.detach(), -1))
+    torch.testing.assert_close(grads[0], p_old - q)
+
+
+def test_a_flat_group_moves_through_shared_weights_and_tpo_pulls_it_back():
+    p1, s1 = random_group(5, seed=0)
+    p2, _ = random_group(5, seed=1)
+    p_old, scores = torch.stack([p1, p2]), torch.stack([s1, torch.full((5,), 0.7, dtype=DOUBLE)])
+    phi = random_features(2, 5, seed=0)
+    for method in ("clipped", "tpo"):
+        probs, grads = descend_shared(p_old, scores, phi, method, 1.0, 4)
+        assert grads[0, 1].abs().max() == 0  # on the snapshot the flat group is neutral
+        assert (probs[1:, 1] - p2).abs().max() > 1e-3  # the other group's steps move it
+        if method == "tpo":  # its target is p_old: the gradient p - p_old pulls it back
+            torch.testing.assert_close(grads[1:, 1], probs[1:-1, 1] - p2)
+            assert grads[1:, 1].abs().max() > 1e-3
+        else:  # zero advantages: nothing in the clipped surrogate pulls it back
+            assert grads[:, 1].abs().max() == 0
+    with pytest.raises(ValueError, match=r"\(G, K\)"):
+        descend_shared(p1, s1, phi, "tpo", 1.0, 2)
+    with pytest.raises(ValueError, match="features must be a finite"):
+        descend_shared(p_old, scores, phi[:1], "tpo", 1.0, 2)
 
 
 # ---------------------------------------------------------------- simplex

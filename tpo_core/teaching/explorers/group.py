@@ -142,13 +142,17 @@ class GroupExplorer(Explorer):
         )
 
 
+OVERSHOOT_EPOCHS = 200
+"""The overshoot explorer's most epochs: enough for TPO to settle at lr = 0.1 (lr x E = 20)."""
+
+
 class OvershootExplorer(Explorer):
     """Gradient descent on one group's logits under PG, the clipped surrogate and TPO.
 
-    Move ``lr_slider`` and ``epochs_slider``: PG's endpoint is set by
-    ``lr x epochs`` alone (too little undershoots, too much collapses onto one
-    candidate), the clipped surrogate stops wherever its ratio leaves
-    ``[0.8, 1.2]``, and TPO settles on its target ``q`` with a vanishing
+    Move ``lr_slider`` and ``epochs_slider`` (1 to :data:`OVERSHOOT_EPOCHS`): PG's
+    endpoint is set by ``lr x epochs`` alone (too little undershoots, too much
+    collapses onto one candidate), the clipped surrogate stops wherever its ratio
+    leaves ``[0.8, 1.2]``, and TPO settles on its target ``q`` with a vanishing
     gradient. ``trajectories`` maps each method to its :class:`Trajectory`.
     """
 
@@ -159,7 +163,9 @@ class OvershootExplorer(Explorer):
         self.seed = seed
         self.p_old, self.scores = random_group(k, seed)
         self.lr_slider = log_slider("lr", lr, LR_RANGE)
-        self.epochs_slider = w.IntSlider(value=epochs, min=1, max=50, description="epochs")
+        self.epochs_slider = w.IntSlider(
+            value=epochs, min=1, max=OVERSHOOT_EPOCHS, description="epochs"
+        )
         self.eta_slider = log_slider("eta", eta, ETA_RANGE)
         self.resample_button = w.Button(description="new group", icon="refresh")
         self.readout = w.HTML()
