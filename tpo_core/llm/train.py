@@ -255,8 +255,9 @@ def rlvr_train(
     """Run ``config.steps`` RLVR steps; ``callback(step, result)`` runs after each.
 
     ``policy`` is an already loaded ``(tokenizer, model)`` pair (default: :func:`load_policy`).
-    With ``resume`` and a checkpoint in ``config.checkpoint_dir``, the run continues after its
-    last saved step, exactly as if it had never stopped.
+    Checkpoints go to this run's own folder under ``config.checkpoint_dir``
+    (:func:`~tpo_core.llm.checkpoint.run_folder`); with ``resume`` and a checkpoint there, the
+    run continues after its last saved step, exactly as if it had never stopped.
     """
     config.validate()
     random.seed(config.seed)
