@@ -219,7 +219,8 @@ multiple_choice(
         "b": (
             "shared features Phi_g change how a parameter step moves each group's logits",
             "right: PG's endpoint is log p_old + (lr E / K) Phi Phi^T A, which depends on "
-            "the group; TPO's fixed point p = q does not.",
+            "the group; TPO's fixed point p = q does not (for features of rank K, as the "
+            "panel's are).",
         ),
         "c": (
             "their scores have different scales",
