@@ -32,6 +32,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session):
+    if not _cells:  # no notebook ran: nothing to record
+        return
     from website.pages import record
 
     for notebook, items in _cells.items():

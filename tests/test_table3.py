@@ -13,10 +13,10 @@ from tpo_core.tokens.grid import load_runs, shipped, shipped_runs, write_run
 from tpo_core.tokens.table3 import (
     PAPER_TABLE3,
     PRESETS,
-    after_solving,
     final_error_by,
     final_errors,
     is_stuck,
+    learning_marks,
     select_runs,
     table3_line,
     table3_markdown,
@@ -132,7 +132,7 @@ def test_final_error_by_keeps_configurations_apart():
     assert sweep["ppo (match=interactions)"][1] == pytest.approx([0.9])
 
 
-def test_select_runs_and_after_solving():
+def test_select_runs_and_learning_marks():
     short = TrainResult(
         TrainConfig(k=8),
         error=[0.9, 0.04, 0.2, 0.0],
@@ -143,19 +143,30 @@ def test_select_runs_and_after_solving():
     assert select_runs([short, other], k=8, epochs=4) == [short]  # tpo's default: 4
     assert select_runs([short, other], epochs=1) == [other]
     assert select_runs([short, other], epochs=None) == [short]  # method default
-    summary = after_solving(short, solved=0.05, late=1, settled=1, last=2)
-    # first error <= 5% at episode 2; median of grads [0.5, 0.1, 0.3];
-    # one of [0.04, 0.2, 0.0] above 10%;
-    # last two episodes: error (0.2 + 0) / 2, all-fail (0.1 + 0) / 2
-    assert summary == pytest.approx(
-        dict(
-            steps_to_solved=2,
-            late_grad_median=0.3,
-            collapses=1,
-            final_error=0.1,
-            final_all_fail=0.05,
+
+
+def test_learning_marks_count_steps_relapses_and_stuck_seeds():
+    def run(seed, error, all_fail):
+        return TrainResult(
+            TrainConfig(seed=seed, episodes=len(error)), error=error, all_fail=all_fail
         )
-    )
+
+    solved_then_back = [0.9] * 10 + [0.0] * 60 + [0.5] * 60  # solves, then stays at 50%
+    never = [0.9] * 130
+    clean = [0.9] * 5 + [0.0] * 125
+    runs = [
+        run(2, never, [0.9] * 130),
+        run(0, solved_then_back, [0.0] * 70 + [0.45] * 60),  # stuck: 90% of its error all-fail
+        run(1, clean, [0.0] * 130),
+        run(3, clean, [0.0] * 130),
+    ]
+    runs[3] = TrainResult(TrainConfig(algo="grpo", seed=3, episodes=130), error=clean)
+    marks = learning_marks(runs, "tpo")
+    assert marks.steps == [11, 6, 131]  # seeds 0, 1, 2; seed 2 never reaches 5%
+    assert marks.reached == [6, 11] and marks.median == 11
+    assert marks.relapsed == [0] and marks.stuck == [0, 2]
+    with pytest.raises(ValueError, match="no runs"):
+        learning_marks(runs, "dg")
 
 
 def summary(*args):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from tpo_core.stats import bootstrap_interval, mean_and_se
+from tpo_core.stats import bootstrap_interval, mean_and_se, solved_and_relapsed
 from tpo_core.tokens.algorithms import get_algorithm
 from tpo_core.tokens.train import TrainConfig, TrainResult
 
@@ -241,26 +241,41 @@ def _spelled(config: TrainConfig, names: list[str]) -> str:
     return ", ".join(f"{n}={getattr(config, n)}" for n in names)
 
 
-def after_solving(
-    run: TrainResult, solved: float = 0.05, late: int = 500, settled: int = 300, last: int = 20
-) -> dict:
-    """How a run behaves once it has learned: first episode at or below ``solved`` error,
-    median first-epoch gradient norm after episode ``late``, the number of episodes
-    after ``settled`` whose error is above 10% (collapses), and the final error next to
-    the final all-fail share (means of the last ``last`` episodes).
+@dataclass(frozen=True)
+class LearningMarks:
+    """How one method's seeds learned: ``steps`` to ``solved`` error per seed (``episodes + 1``
+    for a seed that never got there), and the seeds that relapsed after solving
+    (:func:`~tpo_core.stats.solved_and_relapsed`) and that ended stuck (:func:`is_stuck`)."""
 
-    Under exact-match reward, an all-fail share as large as the error means every
-    mistake sits on a prompt where all K answers fail: the policy is sure of a wrong
-    answer there, the group has no signal, and neither TPO nor GRPO can fix it.
-    """
-    grads = sorted(g for g in run.grad_norm[late:] if not math.isnan(g))
-    tail = run.all_fail[-last:]
-    return dict(
-        steps_to_solved=run.steps_to(solved),
-        late_grad_median=grads[len(grads) // 2] if grads else math.nan,
-        collapses=sum(e > 0.1 for e in run.error[settled:]),
-        final_error=run.final_error(last),
-        final_all_fail=sum(tail) / len(tail) if tail else math.nan,
+    steps: list[int]
+    relapsed: list[int]
+    stuck: list[int]
+
+    episodes: int  # the runs' length: a step beyond it means never
+
+    @property
+    def reached(self) -> list[int]:
+        """The steps of the seeds that got there, sorted."""
+        return sorted(s for s in self.steps if s <= self.episodes)
+
+    @property
+    def median(self) -> int | None:
+        return self.reached[len(self.reached) // 2] if self.reached else None
+
+
+def learning_marks(runs: list[TrainResult], algo: str, solved: float = 0.05) -> LearningMarks:
+    """:class:`LearningMarks` of ``algo``'s runs among ``runs``, seeds in order."""
+    seeds = sorted((r for r in runs if r.config.algo == algo), key=lambda r: r.config.seed)
+    if not seeds:
+        raise ValueError(f"no runs of {algo!r} to mark")
+    steps = [r.steps_to(solved) for r in seeds]
+    return LearningMarks(
+        steps=[
+            s if s is not None else r.config.episodes + 1 for s, r in zip(steps, seeds, strict=True)
+        ],
+        relapsed=[r.config.seed for r in seeds if solved_and_relapsed(r.error)[1] is not None],
+        stuck=[r.config.seed for r in seeds if is_stuck(r)],
+        episodes=max(r.config.episodes for r in seeds),
     )
 
 
@@ -351,13 +366,14 @@ __all__ = [
     "PAPER_TABLE3",
     "PRESETS",
     "Cell",
-    "after_solving",
     "check_distinct",
     "configuration",
     "differing_settings",
     "final_error_by",
     "final_errors",
     "is_stuck",
+    "learning_marks",
+    "LearningMarks",
     "preset_settings",
     "runs_by_cell",
     "select_runs",
