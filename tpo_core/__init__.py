@@ -14,7 +14,7 @@ top and may import any stage)::
 
     objectives    the math every stage shares: TPO's target and loss, every baseline loss
     stats         summaries every stage shares: mean and standard error, bootstrap intervals
-    group         one scored group: closed-form descent of PG, clip and TPO (notebook 01)
+    group/        one scored group: closed-form descent of PG, clip and TPO (notebook 01)
     bandits/      tabular (exact and sampled) and neural contextual bandits (02-03)
     tokens/       token tasks, the tiny transformer, rollouts, methods, training, grids (04-05)
     llm/          RLVR on Hugging Face causal LMs, verifiers, TRL's trainer with TPO (06)
