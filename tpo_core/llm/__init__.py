@@ -31,7 +31,7 @@ from tpo_core.llm.model import (
     load_policy,
     resolve_device,
 )
-from tpo_core.llm.replay import group_table, replay_group
+from tpo_core.llm.replay import first_step, group_table, replay_group
 from tpo_core.llm.rollouts import (
     Rollout,
     completion_mask,
@@ -49,6 +49,7 @@ from tpo_core.llm.scale import (
     Scale,
     card_for,
     choose_scale,
+    memory_line,
     memory_table,
     scale_minutes,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "end_token_ids",
     "evaluate",
     "evaluation_seed",
+    "first_step",
     "fit_rollout",
     "format_prompts",
     "generation_peak_gib",
@@ -98,6 +100,7 @@ __all__ = [
     "group_table",
     "load_checkpoint",
     "load_policy",
+    "memory_line",
     "memory_table",
     "predicted_minutes",
     "replay_group",

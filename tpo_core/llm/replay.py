@@ -1,9 +1,11 @@
 """One prompt's group up close (notebook 06): its table of ``p_old``, ``u``, ``q`` and GRPO's
-advantages, and a replay that fits that group alone, epoch by epoch."""
+advantages, a replay that fits that group alone, epoch by epoch, and the size of one step of
+each loss on the same batch."""
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import replace
 
 import torch
@@ -11,7 +13,7 @@ import torch
 from tpo_core.llm.config import RLVRConfig
 from tpo_core.llm.losses import rlvr_loss
 from tpo_core.llm.rollouts import Rollout, token_log_probs
-from tpo_core.llm.train import Optimisation
+from tpo_core.llm.train import Optimisation, fit_rollout
 from tpo_core.objectives import (
     Replay,
     grpo_advantages,
@@ -78,3 +80,25 @@ def replay_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs
             new = token_log_probs(trained, rollout, rows, config.temperature, config.log_prob_chunk)
         history.append(sequence_log_probs(new, mask).view(1, -1))
     return Replay.from_epochs(config.loss, history[0], rewards, history, config.eta)
+
+
+def first_step(model, rollout: Rollout, config: RLVRConfig) -> dict[str, float]:
+    """One optimiser step of ``config.loss`` on the whole ``rollout``, taken by a copy of
+    ``model`` that sampled it (no KL term): ``grad_norm``, the gradient's norm before clipping
+    at ``max_grad_norm``, and ``step``, the weights' change ``||theta' - theta||``.
+
+    TPO's loss is a mean over groups, per-token GRPO's a mean over tokens, so
+    one learning rate gives them gradients of different sizes. AdamW's first
+    step divides each weight's gradient by its own size, ``lr g / |g|``, so
+    ``step`` is about ``lr sqrt(n)`` over the ``n`` weights with a gradient,
+    whatever ``grad_norm`` is. ``model`` is left untouched.
+    """
+    trained = copy.deepcopy(model)
+    one = replace(config, epochs=1, beta=0.0, track_kl=False, warmup_steps=0)
+    params = [p for p in trained.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    fitted = fit_rollout(trained, None, rollout, one, Optimisation.for_model(trained, one))
+    change = sum(
+        float((p.detach() - b).float().pow(2).sum()) for p, b in zip(params, before, strict=True)
+    )
+    return dict(grad_norm=fitted["grad_norm"], step=math.sqrt(change))

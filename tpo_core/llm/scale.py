@@ -5,7 +5,8 @@ the runs of the notebook's comparison. On a GPU the micro-batch is the
 largest that :mod:`~tpo_core.llm.memory` predicts to fit, and checkpoints go to
 ``CHECKPOINT_ROOT`` (one folder per run), so a disconnected session resumes
 with ``rlvr_train(config, resume=True)``. :func:`memory_table` is the table a
-notebook shows: per card, the setting, its predicted peaks and minutes.
+notebook shows: per card, the setting, its predicted peaks and minutes (one
+line of text per card: :func:`memory_line`).
 """
 
 from __future__ import annotations
@@ -170,8 +171,9 @@ def scale_minutes(scale: Scale, card: Card | None = None) -> dict[str, float]:
 
 def memory_table(session: bool = False) -> list[dict]:
     """Per card of :data:`CARDS`: the scale :func:`choose_scale` gives it, the predicted peak
-    GiB of generation and of a training micro-batch, whether they fit, and the predicted
-    minutes of one run and of the scale's comparison (both from the memory module's models)."""
+    GiB of generation and of a training micro-batch, whether they fit, the number of runs of
+    the scale's comparison, and the predicted minutes of its first run (one epoch per batch)
+    and of them all (both from the memory module's models)."""
     rows = []
     for card in CARDS:
         scale = choose_scale(card.memory_gib, session=session)
@@ -191,8 +193,19 @@ def memory_table(session: bool = False) -> list[dict]:
                 generation_gib=round(generate, 1),
                 training_gib=round(train, 1),
                 fits=fits(card, max(generate, train)),
+                runs=len(scale.runs),
                 minutes_per_run=round(minutes[scale.runs[0]]),
                 minutes_comparison=round(sum(minutes.values())),
             )
         )
     return rows
+
+
+def memory_line(row: dict) -> str:
+    """One row of :func:`memory_table` as a line of text."""
+    return (
+        f"{row['card']:>8} {row['card_gib']:5.1f} GiB | {row['model']} on {row['task']} | "
+        f"peak GiB {row['generation_gib']:4.1f} sampling, {row['training_gib']:4.1f} training: "
+        f"{'fits' if row['fits'] else 'does NOT fit'} | minutes: {row['minutes_per_run']} for one "
+        f"run, {row['minutes_comparison']} for all {row['runs']}"
+    )

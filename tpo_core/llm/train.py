@@ -257,7 +257,9 @@ def rlvr_train(
     ``policy`` is an already loaded ``(tokenizer, model)`` pair (default: :func:`load_policy`).
     Checkpoints go to this run's own folder under ``config.checkpoint_dir``
     (:func:`~tpo_core.llm.checkpoint.run_folder`); with ``resume`` and a checkpoint there, the
-    run continues after its last saved step, exactly as if it had never stopped.
+    run continues after its last saved step, exactly as if it had never stopped (``callback``
+    then runs once first, with the checkpoint's history). A run resumed after its last step
+    takes no step, so its ``last_rollout`` is None.
     """
     config.validate()
     random.seed(config.seed)
@@ -275,6 +277,8 @@ def rlvr_train(
     first = 0
     if resume and folder is not None and (folder / CHECKPOINT).exists():
         first = load_checkpoint(folder, model, opt, result)
+        if callback is not None and first:
+            callback(first - 1, result)  # draw the steps done before the interruption
     for _ in range(first * config.prompts_per_step):  # the problems the earlier steps drew
         next(stream)
     _peak_gib(device)

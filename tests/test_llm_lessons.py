@@ -1,0 +1,124 @@
+"""What notebooks 06 and 07 call beyond the loop: one step of each loss on the same batch, the
+memory table as text, and a run resumed after an interruption (the GPU settings' default)."""
+
+import math
+
+import pytest
+import torch
+
+import tpo_core as tc
+from tpo_core import llm
+from tpo_core.llm import RLVRConfig, verifiers
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return llm.build_tiny_sums_model(tmp_path_factory.mktemp("tiny") / "sums", warmup_steps=30)
+
+
+def config_for(path, **changes):
+    settings = dict(
+        model=str(path),
+        task="sums",
+        k=4,
+        prompts_per_step=3,
+        steps=2,
+        lr=1e-3,
+        max_new_tokens=3,
+        chat_template=False,
+        device="cpu",
+    )
+    return RLVRConfig(**(settings | changes))
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_model):
+    """A batch sampled by the starting model, with completions of unequal lengths."""
+    config = config_for(tiny_model)
+    torch.manual_seed(0)
+    tokenizer, model = llm.load_policy(config)
+    problems = verifiers.make_problems("sums", config.prompts_per_step, seed=1)
+    return model, llm.sample_rollout(model, tokenizer, problems, config, seed=3)
+
+
+# ---------------------------------------------------------------- one step of each loss
+
+
+@pytest.mark.parametrize("loss", llm.LOSSES)
+def test_first_step_is_the_losss_gradient_and_adams_first_step(tiny_model, batch, loss):
+    model, rollout = batch
+    config = config_for(tiny_model, loss=loss, beta=0.0, max_grad_norm=0.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    step = llm.first_step(model, rollout, config)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    # the gradient by autograd, at the snapshot (old = new)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = slice(0, len(rollout.completions))
+    new = llm.token_log_probs(model, rollout, rows, config.temperature)  # (G*K, T)
+    loss_value = llm.rlvr_loss(config, new, new.detach(), rollout.rewards, rollout.completion_mask)
+    grads = torch.autograd.grad(loss_value, params)
+    norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
+    assert step["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    # AdamW's first step from fresh moments: lr g / (|g| + eps) on the clipped gradient
+    clip = min(1.0, config.max_grad_norm / (norm + 1e-6))
+    moved = sum(float((g * clip / ((g * clip).abs() + 1e-8)).pow(2).sum()) for g in grads)
+    assert step["step"] == pytest.approx(config.lr * math.sqrt(moved), rel=1e-4)
+
+
+def test_per_token_gradients_are_tpos_p_minus_q_over_groups_and_grpos_advantage_over_tokens():
+    """Notebook 06's derivation: at the snapshot every token of completion i gets TPO's
+    gradient (p_i - q_i) / G, and GRPO's -A_i / N with N the batch's completion tokens."""
+    g, k, t = 2, 4, 5
+    gen = torch.Generator().manual_seed(0)
+    old = -torch.rand(g * k, t, generator=gen, dtype=torch.float64)
+    mask = torch.arange(t) < torch.tensor([5, 3, 4, 1, 2, 5, 5, 3]).view(-1, 1)  # (G*K, T)
+    rewards = torch.tensor([[1.0, 0, 0, 1], [0, 1, 0, 0]], dtype=torch.float64)
+    seq = tc.sequence_log_probs(old, mask).view(g, k)
+    p, q = torch.softmax(seq, -1), tc.tpo_target(seq, rewards)
+    advantages = tc.grpo_advantages(rewards)
+    for loss, per_completion in (
+        ("tpo", (p - q) / g),
+        ("grpo_per_token", -advantages / mask.sum()),
+    ):
+        new = old.clone().requires_grad_()
+        config = RLVRConfig(model="m", k=k, loss=loss)
+        (grad,) = torch.autograd.grad(llm.rlvr_loss(config, new, old, rewards, mask), new)
+        expected = per_completion.reshape(g * k, 1).expand(-1, t) * mask  # (G*K, T)
+        torch.testing.assert_close(grad, expected)
+
+
+# ---------------------------------------------------------------- the memory table as text
+
+
+def test_memory_line_states_the_rows_numbers():
+    for session in (False, True):
+        for row in llm.memory_table(session):
+            line = llm.memory_line(row)
+            assert line.split()[0] == row["card"] and f"{row['training_gib']:.1f}" in line
+            assert f"{row['minutes_comparison']} for all {row['runs']}" in line
+            assert "fits" in line and "NOT" not in line
+    row = llm.memory_table()[0] | dict(fits=False)
+    assert "does NOT fit" in llm.memory_line(row)
+    assert llm.memory_table(session=True)[0]["runs"] == 2 and llm.memory_table()[0]["runs"] == 4
+
+
+# ---------------------------------------------------------------- resuming after a disconnect
+
+
+def test_a_resumed_run_draws_its_checkpointed_steps_before_going_on(tiny_model, tmp_path):
+    folder = str(tmp_path / "ckpt")
+    first = config_for(tiny_model, steps=2, checkpoint_dir=folder, checkpoint_every=1)
+    done = llm.rlvr_train(first, progress=False, resume=True)  # nothing to resume yet
+    calls = []
+    later = config_for(tiny_model, steps=3, checkpoint_dir=folder, checkpoint_every=1)
+    resumed = llm.rlvr_train(
+        later, callback=lambda step, r: calls.append((step, len(r.history["reward"]))), resume=True
+    )
+    assert calls == [(1, 2), (2, 3)]  # the two saved steps at once, then the third
+    assert resumed.history["reward"][:2] == pytest.approx(done.history["reward"])
+    calls.clear()
+    finished = llm.rlvr_train(later, callback=lambda s, r: calls.append(s), resume=True)
+    assert calls == [2] and finished.last_rollout is None  # nothing left to run
+    assert finished.history["reward"] == pytest.approx(resumed.history["reward"])
