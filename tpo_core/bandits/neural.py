@@ -5,14 +5,18 @@ The classifier sees an input, samples ONE class from its softmax, and is told
 only whether that class was right (reward ``1{a = label}``); the label itself
 stays hidden. Every method turns that one bit into a loss on the logits:
 
-* PG: ``-A log pi(a)`` with ``A = r - b``, ``b = sum_c pi_c^2`` (the expected reward).
+* PG: ``-A log pi(a)`` with ``A = r - b``, ``b = sum_c pi_c^2``: the chance that two
+  samples from pi agree (the paper's baseline; the true expected reward ``pi(label)``
+  needs the label).
 * DG: the same term gated by ``sigmoid(A * surprisal / eta)``.
 * GRPO (single sample): rewards z-scored across the minibatch, ``-A log pi(a)``.
 * group-PG (ablation): TPO's score vector ``A(a) e_a`` z-scored over the classes
   (u), weighted REINFORCE ``-sum_c u_c log pi_c``.
 * TPO: the same ``u``, target ``q ∝ pi exp(u)``, cross-entropy to ``q``. A wrong
-  sample gets ``u = -sqrt(K-1)`` and every other class ``+1/sqrt(K-1)``, so it
-  suppresses exactly the sampled wrong class.
+  sample gets ``u = -sqrt(K-1)`` and every other class ``+1/sqrt(K-1)``.
+
+Seeds train side by side (:class:`SeedStack`): one copy of the network per seed,
+each with its own initialisation, minibatches and samples.
 
 The default data set is synthetic and offline: Gaussian classes in pairs
 whose prototypes have cosine similarity ``confusability``, so the share of
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import gzip
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +35,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tpo_core.bandits.tabular import exact_update
 from tpo_core.objectives import (
     dg_loss,
     group_pg_loss,
@@ -159,21 +161,70 @@ def make_classifier(in_features: int = 784, num_classes: int = 10, hidden: int =
     )
 
 
+class SeedStack(nn.Module):
+    """One copy of the paper's MLP per seed, run side by side: (S, B, in) -> (S, B, classes).
+
+    Copy ``s`` starts as :func:`make_classifier` does after ``torch.manual_seed(seeds[s])``.
+    The copies share nothing: summed over seeds, each seed's loss moves only its own
+    weights, and Adam works elementwise, so one Adam over the stack is S separate runs.
+    """
+
+    def __init__(self, seeds, in_features: int, num_classes: int, hidden: int = 50):
+        super().__init__()
+        copies = []
+        for seed in seeds:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                net = make_classifier(in_features, num_classes, hidden)
+            copies.append([layer for layer in net if isinstance(layer, nn.Linear)])
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([c[i].weight.detach().T for c in copies]))  # (S, in, out)
+            for i in range(3)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([c[i].bias.detach() for c in copies])[:, None])  # (S, 1, out)
+            for i in range(3)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` is (S, B, in), one batch per seed, or (B, in), the same batch for every seed."""
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.matmul(x, w) + b  # (S, B, out)
+            x = torch.relu(x) if i < last else x
+        return x
+
+    def member(self, s: int) -> nn.Module:
+        """Copy ``s`` as a stand-alone :func:`make_classifier` network."""
+        w0 = self.weights[0]
+        net = make_classifier(w0.shape[1], self.weights[-1].shape[2], w0.shape[2])
+        layers = [layer for layer in net if isinstance(layer, nn.Linear)]
+        with torch.no_grad():
+            for layer, w, b in zip(layers, self.weights, self.biases, strict=True):
+                layer.weight.copy_(w[s].T)
+                layer.bias.copy_(b[s, 0])
+        return net
+
+
 def bandit_scores(probs: torch.Tensor, actions: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
-    """TPO's single-sample score vector ``A(a) e_a`` with ``A = r - sum_c pi_c^2``."""
-    advantage = reward - (probs**2).sum(-1)
-    return torch.zeros_like(probs).scatter_(-1, actions[:, None], advantage[:, None])
+    """TPO's single-sample score vector ``A(a) e_a`` with ``A = r - sum_c pi_c^2`` (..., K)."""
+    advantage = reward - (probs**2).sum(-1)  # (...,)
+    return torch.zeros_like(probs).scatter_(-1, actions[..., None], advantage[..., None])
 
 
 def neural_bandit_loss(method: str, logits: torch.Tensor, actions, reward) -> torch.Tensor:
-    """The loss each method minimises for one minibatch of single-sample feedback."""
+    """The loss each method minimises for one minibatch of single-sample feedback.
+
+    ``logits`` is (..., B, K), ``actions`` and ``reward`` (..., B); the loss is the mean over
+    every example, and GRPO z-scores the rewards over the last dimension (one minibatch).
+    """
     if method not in NEURAL_BANDIT_METHODS:
         raise ValueError(
             f"unknown method {method!r}; choose one of {', '.join(NEURAL_BANDIT_METHODS)}"
         )
     log_pi = torch.log_softmax(logits, -1)
     probs = log_pi.detach().exp()
-    log_pi_a = log_pi.gather(-1, actions[:, None])[:, 0]
+    log_pi_a = log_pi.gather(-1, actions[..., None])[..., 0]  # (..., B)
     if method in ("pg", "dg"):
         advantage = reward - (probs**2).sum(-1)
         return pg_loss(log_pi_a, advantage) if method == "pg" else dg_loss(log_pi_a, advantage)
@@ -211,9 +262,15 @@ def mean_curve(runs: list[NeuralBanditRun]) -> tuple[list, list, list]:
     return runs[0].steps, mean.tolist(), se.tolist()
 
 
+def final_errors(runs: list[NeuralBanditRun]) -> list[float]:
+    """Each run's last test error, one per seed."""
+    return [r.test_error[-1] for r in runs]
+
+
 @torch.no_grad()
-def classification_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (model(x).argmax(-1) != y).float().mean().item()
+def classification_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Argmax error of ``model`` on ``(x, y)``; one value per seed for a :class:`SeedStack`."""
+    return (model(x).argmax(-1) != y).float().mean(-1)
 
 
 def train_neural_bandit(
@@ -222,89 +279,45 @@ def train_neural_bandit(
     steps: int = 2_000,
     batch: int = 100,
     lr: float = 1e-3,
-    seed: int = 0,
+    seeds=(0,),
     eval_every: int = 100,
-    callback: Callable[[NeuralBanditRun], None] | None = None,
     progress: bool = True,
-) -> NeuralBanditRun:
-    """Train the MLP from bandit feedback (Adam); test error every ``eval_every`` steps."""
+) -> list[NeuralBanditRun]:
+    """Train one MLP per seed from bandit feedback (Adam); test error every ``eval_every`` steps.
+
+    The seeds train side by side (:class:`SeedStack`); seed ``s`` draws its minibatches and
+    its sampled classes from its own generator, so its run does not depend on the other seeds.
+    """
     if method not in NEURAL_BANDIT_METHODS:
         raise ValueError(
             f"unknown method {method!r}; choose one of {', '.join(NEURAL_BANDIT_METHODS)}"
         )
-    torch.manual_seed(seed)
-    model = make_classifier(data.x_train.shape[1], data.num_classes)
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
+    model = SeedStack(seeds, data.x_train.shape[1], data.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    run = NeuralBanditRun(method, seed, model=model)
-    for step in tqdm(
-        range(steps + 1), desc=f"{method} seed {seed}", disable=not progress, leave=False
-    ):
+    gens = [torch.Generator().manual_seed(seed) for seed in seeds]
+    runs = [NeuralBanditRun(method, seed) for seed in seeds]
+    for step in tqdm(range(steps + 1), desc=method, disable=not progress, leave=False):
         if step % eval_every == 0:
-            run.steps.append(step)
-            run.test_error.append(classification_error(model, data.x_test, data.y_test))
-            if callback is not None:
-                callback(run)
+            errors = classification_error(model, data.x_test, data.y_test)  # (S,)
+            for run, error in zip(runs, errors.tolist(), strict=True):
+                run.steps.append(step)
+                run.test_error.append(error)
         if step == steps:
             break
-        idx = torch.randint(len(data.x_train), (batch,), generator=g)
-        x, y = data.x_train[idx], data.y_train[idx]
-        logits = model(x)
-        actions = torch.multinomial(torch.softmax(logits.detach(), -1), 1, generator=g)[:, 0]
-        reward = (actions == y).float()
-        loss = neural_bandit_loss(method, logits, actions, reward)
+        idx = torch.stack([torch.randint(len(data.x_train), (batch,), generator=g) for g in gens])
+        logits = model(data.x_train[idx])  # (S, B, K)
+        probs = torch.softmax(logits.detach(), -1)
+        actions = torch.stack(
+            [torch.multinomial(p, 1, generator=g)[:, 0] for p, g in zip(probs, gens, strict=True)]
+        )  # (S, B)
+        reward = (actions == data.y_train[idx]).float()
+        loss = neural_bandit_loss(method, logits, actions, reward) * len(seeds)  # sum of means
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return run
-
-
-# ---------------------------------------------------------------- mechanism
-
-
-def tpo_gain_over_one_vs_rest(logits: torch.Tensor, labels: torch.Tensor):
-    """Per example: wrong-class concentration, and TPO's extra first-order gain in ``p_y``.
-
-    In expectation over the sampled class, PG (and DG, GRPO) move the logits
-    along the one-vs-rest update ``p_y (e_y - pi)``: raise the label, lower every
-    wrong class in proportion to its mass. TPO's expected update is
-    ``sum_a pi_a (q^(a) - pi)``, where a failed sample ``a`` lowers ``a`` alone,
-    with a weight that grows with ``pi_a``: it hits the dominant wrong class
-    hardest. A logit update ``g`` changes ``p_y`` to first order by
-    ``p_y (g_y - <pi, g>)``; the extra gain is TPO's minus one-vs-rest's, both
-    per unit step. Returns ``(concentration, extra_gain)`` with
-    ``concentration = largest wrong-class mass / total wrong mass``.
-    """
-    k = logits.shape[-1]
-    log_pi = torch.log_softmax(logits.detach().double(), -1)
-    probs = log_pi.exp()
-    n = len(labels)
-    # Every class as the sampled action, for every example: (n, K actions, K classes).
-    actions = torch.arange(k).expand(n, k)
-    reward = (actions == labels[:, None]).double()
-    advantage = reward - (probs**2).sum(-1, keepdim=True)
-    q = tpo_target(log_pi[:, None, :].expand(n, k, k), torch.diag_embed(advantage))
-    tpo_update = (probs[:, :, None] * (q - probs[:, None, :])).sum(1)
-    one_vs_rest = exact_update("pg", log_pi, labels)
-    p_y = probs.gather(-1, labels[:, None])[:, 0]
-
-    def gain(g):
-        return p_y * (g.gather(-1, labels[:, None])[:, 0] - (probs * g).sum(-1))
-
-    wrong = probs.scatter(-1, labels[:, None], 0.0)
-    concentration = wrong.max(-1).values / wrong.sum(-1).clamp_min(1e-300)
-    return concentration, gain(tpo_update) - gain(one_vs_rest)
-
-
-def binned_means(
-    x: torch.Tensor, y: torch.Tensor, edges
-) -> tuple[list[float], list[float], list[int]]:
-    """Mean of ``y`` within bins of ``x`` (bin centres, means, counts; empty bins skipped)."""
-    centres, means, counts = [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        inside = (x >= lo) & (x < hi)
-        if inside.any():
-            centres.append((lo + hi) / 2)
-            means.append(y[inside].mean().item())
-            counts.append(int(inside.sum()))
-    return centres, means, counts
+    for s, run in enumerate(runs):
+        run.model = model.member(s)
+    return runs

@@ -132,19 +132,31 @@ def exact_update(method: str, logits: torch.Tensor, correct: torch.Tensor, eta: 
 def sampled_update(
     method: str, logits: torch.Tensor, correct: torch.Tensor, batch: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """One sampled ascent direction per row of ``logits`` (S, K), from B sampled actions.
+    """One sampled ascent direction per row of ``logits`` (S, K), from B actions drawn from pi."""
+    probs = torch.log_softmax(logits.detach(), -1).exp()  # (S, K)
+    actions = torch.multinomial(probs, batch, replacement=True, generator=generator)  # (S, B)
+    return batch_update(method, logits, correct, actions)
+
+
+def batch_update(
+    method: str, logits: torch.Tensor, correct: torch.Tensor, actions: torch.Tensor
+) -> torch.Tensor:
+    """The ascent direction of each row of ``logits`` (S, K) from its batch ``actions`` (S, B).
 
     Baseline 0.5 for PG and DG (as the paper ran them); GRPO z-scores the B rewards of a
     row; TPO averages the one-hot score vectors ``(r_b - 0.5) e_{a_b}`` over
-    the batch into one score per action, builds ``q`` and steps along ``q - pi``.
-    Directions are minus the autograd gradients of the library's losses.
+    the batch into one score per action, builds ``q`` over all K actions and steps
+    along ``q - pi``. Directions are minus the autograd gradients of the library's losses.
     """
     _check_method(method, SINGLE_CONTEXT_METHODS)
+    if actions.dim() != 2 or actions.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"actions must be (S, B) with S = {logits.shape[0]} rows, got {tuple(actions.shape)}"
+        )
     z = logits.detach().requires_grad_(True)
-    log_pi = torch.log_softmax(z, -1)
-    actions = torch.multinomial(log_pi.detach().exp(), batch, replacement=True, generator=generator)
-    reward = (actions == correct[:, None]).to(logits.dtype)
-    log_pi_a = log_pi.gather(-1, actions)
+    log_pi = torch.log_softmax(z, -1)  # (S, K)
+    reward = (actions == correct[:, None]).to(logits.dtype)  # (S, B)
+    log_pi_a = log_pi.gather(-1, actions)  # (S, B)
     if method == "pg":
         loss = pg_loss(log_pi_a, reward - 0.5)
     elif method == "dg":
@@ -152,7 +164,8 @@ def sampled_update(
     elif method == "grpo":
         loss = grpo_loss(log_pi_a, log_pi_a.detach(), grpo_advantages(reward), beta=0.04)
     else:
-        scores = torch.zeros_like(logits).scatter_add_(-1, actions, reward - 0.5) / batch
+        batch = actions.shape[1]
+        scores = torch.zeros_like(logits).scatter_add_(-1, actions, reward - 0.5) / batch  # (S, K)
         loss = tpo_loss(z, tpo_target(z.detach(), scores))
     (grad,) = torch.autograd.grad(loss, z)
     return -grad
@@ -181,6 +194,16 @@ class BanditCurves:
         mean, se = self.mean_and_se(name)
         return list(range(len(mean))), mean.tolist(), se.tolist()
 
+    def misalignment_per_seed(self) -> torch.Tensor:
+        """Each seed's misalignment averaged over the steps (seeds,): one number per run."""
+        return self.misalignment.mean(-1)
+
+    def steps_to(self, threshold: float) -> torch.Tensor:
+        """Each seed's first step with error at or below ``threshold`` (seeds,); NaN if never."""
+        reached = self.error <= threshold  # (seeds, steps + 1)
+        first = reached.to(torch.float64).argmax(-1).to(torch.float64)
+        return torch.where(reached.any(-1), first, torch.nan)
+
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a.flatten(1), b.flatten(1)
@@ -190,6 +213,22 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _normalised_step(logits, g, alpha):
     norm = g.flatten(1).norm(dim=-1).clamp_min(1e-300)
     return logits + alpha * g / norm.view(-1, *([1] * (g.dim() - 1)))
+
+
+def all_fail_step(
+    method: str, k: int = 100, batch: int = 100, alpha: float = 0.1, seed: int = 0
+) -> tuple[float, float]:
+    """``pi(y*)`` before and after one normalised step on a batch in which every sample failed.
+
+    The logits start at 0, as in the single-context bandit; the B actions are drawn
+    uniformly from the K - 1 wrong ones. A method whose update is zero stays where it is.
+    """
+    logits = torch.zeros(1, k, dtype=torch.float64)
+    correct = torch.zeros(1, dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    actions = torch.randint(1, k, (1, batch), generator=gen)  # (1, B), never the correct 0
+    after = _normalised_step(logits, batch_update(method, logits, correct, actions), alpha)
+    return 1 / k, torch.softmax(after, -1)[0, 0].item()
 
 
 def run_single_context(
@@ -270,12 +309,22 @@ def context_error(logits: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     return 1 - probs.gather(-1, correct[..., None])[..., 0].mean(-1)
 
 
+def update_size(method: str, p, k: int = 10) -> torch.Tensor:
+    """Length of the exact update, ``||beta(p) (e_y - pi)|| = beta(p) (1 - p) sqrt(K / (K - 1))``.
+
+    The wrong mass ``1 - p`` is spread evenly over the K - 1 wrong actions. A large
+    ``beta`` need not mean a large step: GRPO's ``beta = sqrt(p / (1 - p))`` grows
+    without bound as ``p -> 1``, but its update's length ``sqrt(p (1 - p) K / (K - 1))``
+    goes to 0.
+    """
+    p = torch.as_tensor(p, dtype=torch.float64)
+    return beta_coefficient(method, p, k) * (1 - p) * math.sqrt(k / (k - 1))
+
+
 def step_budget(method: str, p, k: int = 10) -> torch.Tensor:
     """How a normalised step's squared length splits over contexts with correct-action mass ``p``.
 
-    Wrong mass is spread evenly, so ``||e_y - pi||^2 = (1 - p)^2 K / (K - 1)``;
-    context n gets ``beta(p_n)^2 ||e_y - pi_n||^2`` of the budget, normalised to sum to 1.
+    Context n gets ``update_size(p_n)^2 / sum_m update_size(p_m)^2`` of it (the shares sum to 1).
     """
-    p = torch.as_tensor(p, dtype=torch.float64)
-    share = beta_coefficient(method, p, k) ** 2 * (1 - p) ** 2 * k / (k - 1)
+    share = update_size(method, p, k) ** 2
     return share / share.sum()

@@ -22,7 +22,13 @@ from tpo_core.teaching.explorers.group import GroupExplorer, OvershootExplorer, 
 from tpo_core.teaching.explorers.llm import GroupInspector, LiveRLVR
 from tpo_core.teaching.explorers.tokens import LiveCurves, TokenStateExplorer
 from tpo_core.teaching.explorers.twins import beta_twin, overshoot_twin, target_twin, twin_html
-from tpo_core.teaching.figures.bandits import beta_figure, binned_figure, budget_figure
+from tpo_core.teaching.figures.bandits import (
+    beta_figure,
+    binned_figure,
+    budget_figure,
+    concentration_share_figure,
+    update_size_figure,
+)
 from tpo_core.teaching.figures.curves import (
     curves_figure,
     live_curves_figure,
@@ -61,6 +67,7 @@ __all__ = [
     "binned_figure",
     "budget_figure",
     "check",
+    "concentration_share_figure",
     "curves_figure",
     "endpoint_figure",
     "group_figure",
@@ -82,4 +89,5 @@ __all__ = [
     "targets_figure",
     "twin_grid",
     "twin_html",
+    "update_size_figure",
 ]

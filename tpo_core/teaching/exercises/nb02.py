@@ -35,17 +35,18 @@ def _grade_beta_tpo(answer):
     return False, "lambda = exp(K / sqrt(K - 1)); beta = p (lambda - 1) / (1 - p + lambda p)."
 
 
-HARD_SHARE = dict(p=[0.02, 0.3, 0.9], k=10)
+HARD_SHARE = dict(p=[0.05, 0.5, 0.95], k=10)
 
 
 @exercise(
     "02-hard-share",
-    "Three contexts with p = 0.02 (hard), 0.3 and 0.9 (easy), K = 10. Of the RL updates "
+    "Three contexts with p = 0.05 (hard), 0.5 and 0.95 (easy), K = 10. Of the RL updates "
     "'pg', 'dg', 'grpo' and 'tpo', which gives the hard context the largest share of a "
-    "normalised step?",
-    "Shares of ||g||² for the hard context: PG 0.7%, DG 1.3%, GRPO 6%, TPO 23% (CE 66%). "
-    "DG's and GRPO's beta vanish like p and sqrt(p) as p -> 0, TPO's like (lambda - 1) p "
-    "with lambda ≈ 28, so TPO keeps paying attention to contexts it has not solved yet.",
+    "normalised step? (Set the explorer's sliders to these values.)",
+    "Shares of ||g||² for the hard context: PG 3.4%, DG 6.7%, GRPO 13.8%, TPO 57.6% "
+    "(CE 78.1%). PG's and DG's beta vanish like p as p -> 0 and GRPO's like sqrt(p), TPO's "
+    "like (lambda - 1) p with lambda ≈ 28, so TPO keeps paying attention to contexts it has "
+    "not solved yet.",
 )
 def _grade_hard_share(answer):
     methods = ("pg", "dg", "grpo", "tpo")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from tpo_core.bandits.neural import tpo_gain_over_one_vs_rest
+from tpo_core.bandits.mechanism import (
+    FAILED_SAMPLE_METHODS,
+    expected_updates,
+    failed_sample_weight,
+    step_shares,
+)
 from tpo_core.objectives import standardize_scores
 from tpo_core.teaching.exercises.engine import (
     as_choice,
@@ -32,27 +37,58 @@ def _grade_wrong_sample_u(answer):
     return False, "z-score a vector that is zero except one negative entry (K = 10)."
 
 
+CONDITIONING_EXAMPLE = [0.5, 0.3] + [0.025] * 8  # label 0, confusable class 1, eight rare ones
+
+
+@exercise(
+    "03-conditioning",
+    "p(label) = 0.5, one confusable wrong class holds 0.3 and eight rare ones 0.025 each. "
+    "Which of 'pg', 'dg', 'grpo' and 'tpo' give a failed sample a larger weight when the "
+    "sampled wrong class is the confusable one than when it is a rare one? Answer a list "
+    "of names.",
+    "['dg', 'tpo']. Every one of them moves a failed sample a along -(e_a - pi). PG's weight "
+    "is the baseline b = sum pi^2 and GRPO's the batch's mean over std of the reward, the "
+    "same whichever wrong class was sampled. DG's gate sigmoid(-b surprisal) is larger for a "
+    "likely class, and TPO's target takes mass off a in proportion to how much it had: both "
+    "condition on the sampled wrong class, TPO far more strongly (weights about 16 times "
+    "apart here, DG's about 2).",
+)
+def _grade_conditioning(answer):
+    names = [answer] if isinstance(answer, str) else list(answer)
+    chosen = {as_choice(n, FAILED_SAMPLE_METHODS) for n in names}
+    logits = torch.tensor([CONDITIONING_EXAMPLE], dtype=torch.float64).log()
+    ratio = {}
+    for m in FAILED_SAMPLE_METHODS:
+        w = failed_sample_weight(m, logits, torch.tensor([0]))[0]
+        ratio[m] = float(w[1] / w[2])
+    truth = {m for m, r in ratio.items() if r > 1 + 1e-6}
+    listing = ", ".join(f"{m} {r:.2f}" for m, r in ratio.items())
+    why = f"weight on the confusable class over a rare one: {listing}."
+    return chosen == truth, why if chosen == truth else why + " Which ratios differ from 1?"
+
+
+SHARE_PAIR = ([0.5] + [0.5 / 9] * 9, [0.5, 0.45] + [0.05 / 8] * 8)  # spread, concentrated
+
+
 @exercise(
     "03-concentration",
     "Two examples with the same p(label) = 0.5. In one the wrong mass is spread over nine "
-    "classes; in the other most of it sits on one confusable class. For which is TPO's "
-    "extra gain over the one-vs-rest update larger: 'spread' or 'concentrated'?",
-    "A failed sample of class a lowers a alone, with a weight that grows with pi_a; the "
-    "expectation over a therefore hits the dominant wrong class hardest. When one class "
-    "holds most of the wrong mass, that is exactly where p(label) gains: 'concentrated'.",
+    "classes; in the other 0.45 of it sits on one confusable class. One normalised step is "
+    "shared between them. Which method gives the concentrated example the larger share of "
+    "it: 'pg' or 'tpo'?",
+    "'tpo'. PG's expected update p_y (e_y - pi) is only a little longer on the concentrated "
+    "example. A failed TPO sample takes mass off the sampled class in proportion to how much "
+    "it had, so the likely confusable class is pushed down hard and TPO's expected update on "
+    "that example is more than twice as long: it gets most of the step.",
 )
 def _grade_concentration(answer):
-    a = as_choice(answer, ("spread", "concentrated"))
-    spread = torch.tensor([0.5] + [0.5 / 9] * 9, dtype=torch.float64)
-    concentrated = torch.tensor([0.5, 0.45] + [0.05 / 8] * 8, dtype=torch.float64)
-    _, extra = tpo_gain_over_one_vs_rest(
-        torch.stack([spread, concentrated]).log(), torch.tensor([0, 0])
-    )
-    truth = "concentrated" if extra[1] > extra[0] else "spread"
-    why = f"extra gain: spread {extra[0]:.4f}, concentrated {extra[1]:.4f}"
-    return (a == truth), why + (
-        "." if a == truth else "; which class does a failed sample push down?"
-    )
+    a = as_choice(answer, ("pg", "tpo"))
+    logits = torch.tensor(SHARE_PAIR, dtype=torch.float64).log()
+    labels = torch.tensor([0, 0])
+    share = {m: float(step_shares(expected_updates(m, logits, labels))[1]) for m in ("pg", "tpo")}
+    truth = max(share, key=share.get)
+    why = f"the concentrated example's share: PG {share['pg']:.0%}, TPO {share['tpo']:.0%}"
+    return a == truth, why + ("." if a == truth else "; which method hits the likely class?")
 
 
 multiple_choice(
@@ -61,8 +97,9 @@ multiple_choice(
     {
         "a": (
             "nothing: only successes carry signal",
-            "that is single-sample PG with a zero "
-            "reward; TPO's group compares the failure with the other candidates.",
+            "that holds for REINFORCE without a baseline (A = r = 0); with the baseline "
+            "sum pi^2 a failure's advantage is negative, and TPO's group compares the failed "
+            "class with the other classes.",
         ),
         "b": (
             "move mass off that class, to the others in proportion to their p_old",
