@@ -45,7 +45,12 @@ from tpo_core.teaching.figures.group import (
 )
 from tpo_core.teaching.figures.llm import rlvr_figure
 from tpo_core.teaching.figures.simplex import simplex_figure
-from tpo_core.teaching.figures.tokens import muon_figure, replay_figure, table3_figure
+from tpo_core.teaching.figures.tokens import (
+    muon_figure,
+    push_figure,
+    replay_figure,
+    table3_figure,
+)
 from tpo_core.teaching.style import COLORS, METHOD_LABELS
 
 __all__ = [
@@ -76,6 +81,7 @@ __all__ = [
     "overshoot_figure",
     "overshoot_twin",
     "panel_figure",
+    "push_figure",
     "question",
     "replay_figure",
     "rlvr_figure",

@@ -1,8 +1,8 @@
 """One frozen rollout batch, many epochs: notebook 01's picture on a real transformer.
 
-:func:`replay` copies a model, takes one method's update on one batch for E
-epochs (the same loss and optimisers as :func:`tpo_core.tokens.train.train`),
-and records after every epoch where each group's policy has gone
+:func:`refit` copies a model and takes one method's update on one batch for E
+epochs (the same loss and optimisers as :func:`tpo_core.tokens.train.train`);
+:func:`replay` records after every epoch where each group's policy has gone
 (:class:`tpo_core.objectives.Replay`). A *group* is a prompt's K answers
 (sequence methods) or a prefix state's K next-token candidates (token
 methods); its policy is the softmax of the candidates' log-probabilities.
@@ -28,13 +28,11 @@ def group_log_probs(model: TinyTransformer, batch) -> torch.Tensor:
     return batch.new_log_probs(model)  # (B, H, K): one group per prefix state
 
 
-def replay(config: TrainConfig, model: TinyTransformer, batch, epochs: int) -> Replay:
-    """Run ``epochs`` epochs of ``config.algo``'s update on one frozen ``batch``.
-
-    ``model`` is left untouched (a copy trains, with fresh optimisers); the
-    batch must be the kind the method trains on (:class:`SequenceBatch` with
-    K > 1 answers, or :class:`TokenBatch`).
-    """
+def refit(config: TrainConfig, model: TinyTransformer, batch, epochs: int, each_epoch=None):
+    """A copy of ``model`` after ``epochs`` epochs of ``config.algo``'s update on one frozen
+    ``batch``, with fresh optimisers (the training loop's update of one episode when
+    ``epochs`` is the method's own); ``each_epoch(copy)`` runs before the first epoch and after
+    each one. ``model`` is left untouched."""
     algo = get_algorithm(config.algo)
     kind = {"sequence": SequenceBatch, "token": TokenBatch}.get(algo.rollout)
     if kind is None:
@@ -46,7 +44,6 @@ def replay(config: TrainConfig, model: TinyTransformer, batch, epochs: int) -> R
     trained = copy.deepcopy(model)
     optimizers = optimizers_for(config, trained)
     loss = loss_function(config)
-    history = []
     for epoch in range(epochs + 1):
         if epoch:
             for opt in optimizers:
@@ -54,8 +51,25 @@ def replay(config: TrainConfig, model: TinyTransformer, batch, epochs: int) -> R
             loss(trained, batch).backward()
             for opt in optimizers:
                 opt.step()
+        if each_epoch is not None:
+            each_epoch(trained)
+    return trained
+
+
+def replay(config: TrainConfig, model: TinyTransformer, batch, epochs: int) -> Replay:
+    """Run ``epochs`` epochs of ``config.algo``'s update on one frozen ``batch``.
+
+    ``model`` is left untouched (a copy trains, with fresh optimisers); the
+    batch must be the kind the method trains on (:class:`SequenceBatch` with
+    K > 1 answers, or :class:`TokenBatch`).
+    """
+    history = []
+
+    def record(trained: TinyTransformer) -> None:
         with torch.no_grad():
             history.append(group_log_probs(trained, batch))
+
+    refit(config, model, batch, epochs, record)
     if isinstance(batch, SequenceBatch):
         old, scores = batch.old_log_probs.sum(-1), batch.scores
     else:

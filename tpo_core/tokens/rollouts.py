@@ -122,6 +122,11 @@ class TokenBatch:
     rewards: torch.Tensor  # (B, H, K) each candidate's token reward at its state
     behaviour_rewards: torch.Tensor  # (B, H)
 
+    @property
+    def unanimous(self) -> torch.Tensor:
+        """(B, H) bool: the states whose K candidates are one token K times."""
+        return (self.candidates == self.candidates[..., :1]).all(-1)
+
     def new_log_probs(self, model: TinyTransformer) -> torch.Tensor:
         """log pi_theta of every candidate at its prefix state, (B, H, K), with gradients."""
         # (B, H, V) next-token log-probs along the behaviour answer, picked at the K candidates

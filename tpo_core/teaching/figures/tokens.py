@@ -1,5 +1,5 @@
-"""Figures of the token tasks (notebooks 04-05): a replayed batch, Muon's step, one group's
-candidates, and the final errors next to the paper's Table 3.
+"""Figures of the token tasks (notebooks 04-05): a replayed batch, each method's push on one
+prefix state, Muon's step, and the final errors next to the paper's Table 3.
 """
 
 from __future__ import annotations
@@ -58,6 +58,29 @@ def replay_figure(replays: dict, title: str = "") -> go.Figure:
     return fig
 
 
+def push_figure(pis, pushes: dict, title: str = "") -> go.Figure:
+    """Each method's mean push on a state's correct-token logit (``pushes``: method -> values,
+    :func:`tpo_core.tokens.states.expected_push`) against the state's probability of the correct
+    token ``pis``, one line per method."""
+    fig = go.Figure()
+    for method, values in pushes.items():
+        fig.add_scatter(
+            x=list(pis),
+            y=list(values),
+            name=METHOD_LABELS.get(method, method),
+            mode="lines",
+            line_color=COLORS.get(method, "#333333"),
+        )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title="π(correct token | state)", range=[0, 1]),
+        yaxis_title="mean push on the correct token's logit",
+        height=360,
+        **LAYOUT,
+    )
+    return fig
+
+
 def muon_figure(gradient, scales=(1.0, 1e-4)) -> go.Figure:
     """Muon in one picture: whatever the gradient's size and spectrum, the step's singular
     values all sit near 1 (the step is roughly ``U V^T`` of the gradient's SVD)."""
@@ -88,7 +111,7 @@ def table3_figure(rows: list[dict], title: str = "") -> go.Figure:
     """Our final error (bars: the last episode's mean over seeds, with its 95% bootstrap
     interval) next to the paper's (diamonds), per method and H.
 
-    ``rows`` come from :func:`tpo_core.tokens.experiments.table3_rows`; cells the paper
+    ``rows`` come from :func:`tpo_core.tokens.table3.table3_rows`; cells the paper
     reports as "> 95" are drawn at 95.
     """
     x = [f"{METHOD_LABELS.get(r['method'], r['method'])}, H={r['H']}" for r in rows]
