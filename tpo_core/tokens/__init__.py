@@ -4,6 +4,7 @@ Data flows one way through the modules::
 
     tasks (prompts, rewards) -> model (TinyTransformer, Muon + Adam) -> rollouts
       -> algorithms (one loss per method, by name) -> train (the loop, curves)
+      -> replay (one frozen batch refitted), states (what each loss asks of one prefix state)
       -> grid (resumable grids of runs on disk, with provenance)
       -> table3 (final errors cell by cell, next to the paper's Table 3)
 

@@ -39,6 +39,12 @@ class StateSummary:
     confident_right: float  # share of states with pi(y | s) > CONFIDENT
     confident_wrong: float  # share with one wrong token above CONFIDENT
 
+    def __str__(self) -> str:
+        return (
+            f"pi(correct) {self.correct:.2f}, entropy {self.entropy:.2f} nats, "
+            f"confidently right {self.confident_right:.0%}, wrong {self.confident_wrong:.0%}"
+        )
+
 
 @torch.no_grad()
 def state_probs(model: TinyTransformer, batch: TokenBatch) -> torch.Tensor:
