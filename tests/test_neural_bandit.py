@@ -17,7 +17,9 @@ from tpo_core.bandits.neural import (
     load_mnist,
     make_classifier,
     make_confusable_data,
+    matched_noise,
     neural_bandit_loss,
+    seed_series,
     train_neural_bandit,
 )
 
@@ -59,6 +61,15 @@ def test_confusable_pairs_have_the_requested_similarity():
     unrelated = torch.nn.functional.cosine_similarity(means[0], means[2], dim=0)
     assert cos == pytest.approx(0.7, abs=0.08)
     assert abs(unrelated) < 0.2
+
+
+def test_matched_noise_keeps_partners_equally_far_apart_in_noise_units():
+    ref = math.sqrt(2 * (1 - 0.6)) / 0.2
+    for rho in (0.0, 0.3, 0.9):
+        assert math.sqrt(2 * (1 - rho)) / matched_noise(rho, 0.6, 0.2) == pytest.approx(ref)
+    assert matched_noise(0.6, 0.6, 0.2) == 0.2
+    with pytest.raises(ValueError, match="confusability"):
+        matched_noise(1.0, 0.6, 0.2)
 
 
 def test_confusable_data_is_reproducible_and_checked():
@@ -144,7 +155,7 @@ def test_training_is_reproducible_and_a_seed_ignores_its_neighbours():
     assert a[1].seed == b[0].seed == 9 and a[1].test_error == b[0].test_error
     for x, y in zip(a[1].model.parameters(), b[0].model.parameters(), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
-    assert final_errors(a) == [a[0].test_error[-1], a[1].test_error[-1]]
+    assert final_errors(a).tolist() == [a[0].test_error[-1], a[1].test_error[-1]]
 
 
 def test_seed_stack_starts_as_make_classifier_and_its_members_compute_the_same():
@@ -259,6 +270,12 @@ def test_tpo_shares_more_of_the_step_with_concentrated_mistakes_than_pg():
     a, b = torch.randn(3, 4, dtype=DOUBLE), torch.randn(3, 4, dtype=DOUBLE)
     torch.testing.assert_close(mechanism.cosine(a, 2 * a), torch.ones(3, dtype=DOUBLE))
     torch.testing.assert_close(mechanism.cosine(a, b), mechanism.cosine(b, a))
+
+
+def test_seed_series_gives_mean_and_standard_error_per_point():
+    xs, mean, se = seed_series([0.0, 0.9], [[0.1, 0.3], [0.2, 0.2, 0.2]])
+    assert xs == [0.0, 0.9] and mean == pytest.approx([0.2, 0.2])
+    assert se == pytest.approx([math.sqrt(0.02) / math.sqrt(2), 0.0])
 
 
 def test_binned_means():

@@ -103,6 +103,19 @@ def make_confusable_data(
     return ClassificationData(x_train, y_train, x_test, y_test)
 
 
+def matched_noise(confusability: float, reference_confusability: float, reference_noise: float):
+    """The noise that keeps a class as hard to tell from its partner as at the reference.
+
+    Partners are ``sqrt(2 (1 - rho))`` apart, so the noise scales as ``sqrt(1 - rho)``:
+    turning the confusability dial then moves *where* the mistakes go, not how hard a
+    pair is.
+    """
+    for name, rho in (("confusability", confusability), ("reference", reference_confusability)):
+        if not 0 <= rho < 1:
+            raise ValueError(f"{name} must lie in [0, 1), got {rho}")
+    return reference_noise * math.sqrt((1 - confusability) / (1 - reference_confusability))
+
+
 def _read_idx(path: Path) -> torch.Tensor:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
@@ -262,9 +275,15 @@ def mean_curve(runs: list[NeuralBanditRun]) -> tuple[list, list, list]:
     return runs[0].steps, mean.tolist(), se.tolist()
 
 
-def final_errors(runs: list[NeuralBanditRun]) -> list[float]:
-    """Each run's last test error, one per seed."""
-    return [r.test_error[-1] for r in runs]
+def final_errors(runs: list[NeuralBanditRun]) -> torch.Tensor:
+    """Each run's last test error, one per seed (seeds,)."""
+    return torch.tensor([r.test_error[-1] for r in runs], dtype=torch.float64)
+
+
+def seed_series(xs, per_point) -> tuple[list, list, list]:
+    """``(xs, mean, se)`` over seeds at each x; ``per_point`` holds one list of values per seed."""
+    summaries = [mean_and_se(values) for values in per_point]
+    return list(xs), [float(m) for m, _ in summaries], [float(se) for _, se in summaries]
 
 
 @torch.no_grad()

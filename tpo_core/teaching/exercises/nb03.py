@@ -37,12 +37,12 @@ def _grade_wrong_sample_u(answer):
     return False, "z-score a vector that is zero except one negative entry (K = 10)."
 
 
-CONDITIONING_EXAMPLE = [0.5, 0.3] + [0.025] * 8  # label 0, confusable class 1, eight rare ones
+CONDITIONING_EXAMPLE = [0.2, 0.6] + [0.025] * 8  # label 0, confusable class 1, eight rare ones
 
 
 @exercise(
     "03-conditioning",
-    "p(label) = 0.5, one confusable wrong class holds 0.3 and eight rare ones 0.025 each. "
+    "p(label) = 0.2, one confusable wrong class holds 0.6 and eight rare ones 0.025 each. "
     "Which of 'pg', 'dg', 'grpo' and 'tpo' give a failed sample a larger weight when the "
     "sampled wrong class is the confusable one than when it is a rare one? Answer a list "
     "of names.",
@@ -50,8 +50,8 @@ CONDITIONING_EXAMPLE = [0.5, 0.3] + [0.025] * 8  # label 0, confusable class 1, 
     "is the baseline b = sum pi^2 and GRPO's the batch's mean over std of the reward, the "
     "same whichever wrong class was sampled. DG's gate sigmoid(-b surprisal) is larger for a "
     "likely class, and TPO's target takes mass off a in proportion to how much it had: both "
-    "condition on the sampled wrong class, TPO far more strongly (weights about 16 times "
-    "apart here, DG's about 2).",
+    "condition on the sampled wrong class, TPO far more strongly (its two weights are about "
+    "56 times apart here, DG's about 2.5 times).",
 )
 def _grade_conditioning(answer):
     names = [answer] if isinstance(answer, str) else list(answer)
