@@ -335,8 +335,3 @@ def test_beta_explorer_updates_in_place():
     ex.p_sliders["hard"].value = 0.2
     share = step_budget("tpo", ex.p_values, 40).tolist()
     assert list(ex.budget_figure.data[1].y) == pytest.approx(share)
-
-
-def test_binned_figure():
-    fig = tt.binned_figure([0.1, 0.5], [1.0, 2.0], [3, 4], "t", "x", "y")
-    assert list(fig.data[0].customdata) == [3, 4]

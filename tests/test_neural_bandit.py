@@ -8,7 +8,6 @@ import torch
 
 import tpo_core as tc
 from tpo_core.bandits import mechanism
-from tpo_core.bandits.mechanism import binned_means
 from tpo_core.bandits.neural import (
     NEURAL_BANDIT_METHODS,
     SeedStack,
@@ -276,15 +275,3 @@ def test_seed_series_gives_mean_and_standard_error_per_point():
     xs, mean, se = seed_series([0.0, 0.9], [[0.1, 0.3], [0.2, 0.2, 0.2]])
     assert xs == [0.0, 0.9] and mean == pytest.approx([0.2, 0.2])
     assert se == pytest.approx([math.sqrt(0.02) / math.sqrt(2), 0.0])
-
-
-def test_binned_means():
-    x = torch.tensor([0.1, 0.15, 0.5, 0.9])
-    y = torch.tensor([1.0, 3.0, 5.0, 7.0])
-    centres, means, counts = binned_means(x, y, [0.0, 0.2, 0.4, 0.6, 1.0])
-    assert (
-        centres == pytest.approx([0.1, 0.5, 0.8])
-        and means == [2.0, 5.0, 7.0]
-        and counts == [2, 1, 1]
-    )
-    assert math.isfinite(sum(means))

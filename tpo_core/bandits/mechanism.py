@@ -130,17 +130,3 @@ def relative_step_share(method: str, p_label: float, concentrations, k: int = 10
     logits, labels = confusion_examples(p_label, spread_first, k)
     sq = expected_updates(method, logits, labels).pow(2).sum(-1)  # (1 + n,)
     return sq[1:] / sq[0]
-
-
-def binned_means(
-    x: torch.Tensor, y: torch.Tensor, edges
-) -> tuple[list[float], list[float], list[int]]:
-    """Mean of ``y`` within bins of ``x`` (bin centres, means, counts; empty bins skipped)."""
-    centres, means, counts = [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        inside = (x >= lo) & (x < hi)
-        if inside.any():
-            centres.append((lo + hi) / 2)
-            means.append(y[inside].mean().item())
-            counts.append(int(inside.sum()))
-    return centres, means, counts

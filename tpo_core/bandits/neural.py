@@ -192,11 +192,11 @@ class SeedStack(nn.Module):
             copies.append([layer for layer in net if isinstance(layer, nn.Linear)])
         self.weights = nn.ParameterList(
             nn.Parameter(torch.stack([c[i].weight.detach().T for c in copies]))  # (S, in, out)
-            for i in range(3)
+            for i in range(len(copies[0]))
         )
         self.biases = nn.ParameterList(
             nn.Parameter(torch.stack([c[i].bias.detach() for c in copies])[:, None])  # (S, 1, out)
-            for i in range(3)
+            for i in range(len(copies[0]))
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,6 @@ from tpo_core.teaching.explorers.tokens import LiveCurves, TokenStateExplorer
 from tpo_core.teaching.explorers.twins import beta_twin, overshoot_twin, target_twin, twin_html
 from tpo_core.teaching.figures.bandits import (
     beta_figure,
-    binned_figure,
     budget_figure,
     concentration_share_figure,
     update_size_figure,
@@ -69,7 +68,6 @@ __all__ = [
     "TokenStateExplorer",
     "beta_figure",
     "beta_twin",
-    "binned_figure",
     "budget_figure",
     "check",
     "concentration_share_figure",

@@ -89,21 +89,6 @@ def budget_figure(p_values, labels, k: int, methods=BUDGET_METHODS) -> go.Figure
     return fig
 
 
-def binned_figure(centres, means, counts, title: str, xaxis: str, yaxis: str) -> go.Figure:
-    """Bars of a binned mean (hover shows how many examples fell in each bin)."""
-    fig = go.Figure()
-    fig.add_bar(
-        x=list(centres),
-        y=list(means),
-        customdata=list(counts),
-        name=yaxis,
-        marker_color=COLORS["tpo"],
-        hovertemplate="%{x:.2f}: %{y:.4f} (%{customdata} examples)",
-    )
-    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=360, **LAYOUT)
-    return fig
-
-
 def concentration_share_figure(concentrations, shares: dict, p_label: float) -> go.Figure:
     """Lines of each method's relative share of a normalised step against concentration.
 
