@@ -51,6 +51,7 @@ CPU_SETTINGS = dict(
     task="sums",
     k=8,
     prompts_per_step=16,
+    micro_batch_groups=16,  # the whole step in one pass: a tiny model, many small passes are slow
     steps=80,
     lr=1e-3,
     max_new_tokens=2,
