@@ -2,6 +2,7 @@
 memory table as text, and a run resumed after an interruption (the GPU settings' default)."""
 
 import math
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -50,6 +51,23 @@ def batch(tiny_model):
 def test_first_step_is_the_losss_gradient_and_adams_first_step(tiny_model, batch, loss):
     model, rollout = batch
     config = config_for(tiny_model, loss=loss, beta=0.0, max_grad_norm=0.5)
+    check_first_step(model, rollout, config)
+
+
+def test_first_step_with_lora_moves_only_the_adapters(tiny_model):
+    """The GPU sizes train LoRA adapters: only they have a gradient and a step."""
+    config = config_for(tiny_model, lora_rank=4, beta=1e-3)  # the KL is left out of the step
+    torch.manual_seed(0)
+    tokenizer, model = llm.load_policy(config)
+    problems = verifiers.make_problems("sums", config.prompts_per_step, seed=2)
+    rollout = llm.sample_rollout(model, tokenizer, problems, config, seed=4)
+    check_first_step(model, rollout, replace(config, beta=0.0))
+    assert llm.first_step(model, rollout, config) == llm.first_step(
+        model, rollout, replace(config, beta=0.0)
+    )
+
+
+def check_first_step(model, rollout, config):
     before = [p.detach().clone() for p in model.parameters()]
     step = llm.first_step(model, rollout, config)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -122,3 +140,36 @@ def test_a_resumed_run_draws_its_checkpointed_steps_before_going_on(tiny_model, 
     finished = llm.rlvr_train(later, callback=lambda s, r: calls.append(s), resume=True)
     assert calls == [2] and finished.last_rollout is None  # nothing left to run
     assert finished.history["reward"] == pytest.approx(resumed.history["reward"])
+    # notebook 06 then inspects a fresh batch of the finished run's model
+    problems = verifiers.make_problems("sums", later.prompts_per_step, seed=later.seed)
+    fresh = llm.sample_rollout(finished.model, finished.tokenizer, problems, later, seed=1)
+    fresh = llm.snapshot_log_probs(finished.model, fresh, later)
+    assert len(llm.group_table(fresh, 0)["q"]) == later.k
+
+
+# ---------------------------------------------------------------- the notebooks' GPU settings
+
+
+def test_the_class_session_and_the_capstones_gpu_runs_are_valid_and_predicted():
+    """What notebooks 06 and 07 run on a T4, short of the GPU: every run's config, its own
+    checkpoint folder, and the predicted minutes they print first."""
+    t4 = llm.card_for(14.6, "Tesla T4")
+    session = llm.choose_scale(14.6, session=True)
+    session = replace(session, settings=session.settings | dict(checkpoint_dir="elsewhere"))
+    configs = [RLVRConfig(**session.run_settings(run)) for run in session.runs]
+    assert [c.loss for c in configs] == ["tpo", "grpo_per_token"]
+    assert all(c.checkpoint_dir == "elsewhere" and c.checkpoint_every for c in configs)
+    assert sum(llm.scale_minutes(session, t4).values()) <= 30
+    changes = dict(task="graph_color", steps=30)
+    capstone = llm.choose_scale(14.6)
+    capstone = replace(capstone, settings=capstone.settings | changes, runs=llm.LOSSES)
+    configs = [
+        RLVRConfig(**(capstone.run_settings(loss) | dict(seed=seed)))
+        for loss in capstone.runs
+        for seed in range(2)
+    ]
+    for config in configs:
+        config.validate()
+    assert len({llm.run_folder(c) for c in configs}) == 4  # each resumes its own checkpoint
+    minutes = llm.scale_minutes(capstone, t4)
+    assert minutes["tpo"] == pytest.approx(llm.predicted_minutes(asdict(configs[0]), t4))
