@@ -61,6 +61,8 @@ def test_first_step_with_lora_moves_only_the_adapters(tiny_model):
     tokenizer, model = llm.load_policy(config)
     problems = verifiers.make_problems("sums", config.prompts_per_step, seed=2)
     rollout = llm.sample_rollout(model, tokenizer, problems, config, seed=4)
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("lora" in name for name in trained)
     check_first_step(model, rollout, replace(config, beta=0.0))
     assert llm.first_step(model, rollout, config) == llm.first_step(
         model, rollout, replace(config, beta=0.0)
