@@ -370,6 +370,8 @@ def run_grid(
             for result, runs in pending:
                 result.get()
                 bar.update(runs)
+            pool.close()  # a finished grid lets its workers exit; leaving the block early
+            pool.join()  # (an error, SIGTERM) terminates them instead
     bar.close()
     return paths
 
