@@ -133,5 +133,7 @@ def test_compare_seeds_reads_the_numbers_it_is_given():
     assert text.startswith("TPO 5.0% [") and "against GRPO 59.4% [" in text
     assert f"[{100 * lo:.1f}, {100 * hi:.1f}] excludes 0 (separated)" in text
     assert f"rank-sum p = {rank_sum_test(tpo, grpo):.3f}" in text
-    assert f"80% power: {seeds_to_separate(tpo, grpo):.0f}" in text
+    assert f"80% power: {math.ceil(seeds_to_separate(tpo, grpo))}" in text
+    close = compare_seeds("a", [0.0, 0.0, 0.0, 0.0], "b", [1.0, 1.0, 0.9, 1.0])
+    assert close.endswith("80% power: 2")  # a huge gap still needs two seeds to show a spread
     assert "includes 0 (not separated)" in compare_seeds("a", [0.0, 1.0, 0.5], "b", [0.5, 0.0, 1.0])

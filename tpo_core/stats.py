@@ -83,6 +83,8 @@ def compare_seeds(name_a: str, a, name_b: str, b, scale: float = 100.0, unit: st
     lo, hi = gap_interval(x, y)
     separated = lo > 0 or hi < 0
     needed = seeds_to_separate(x, y) if len(x) > 1 and len(y) > 1 else math.inf
+    # whole seeds, and at least two: one seed has no spread to test against
+    needed = "never (equal means)" if math.isinf(needed) else max(2, math.ceil(needed))
     return (
         f"{name_a} {scale * float(x.mean()):.1f}{unit} [{scale * lo_a:.1f}, {scale * hi_a:.1f}] "
         f"({len(x)} seeds) against {name_b} {scale * float(y.mean()):.1f}{unit} "
@@ -90,7 +92,7 @@ def compare_seeds(name_a: str, a, name_b: str, b, scale: float = 100.0, unit: st
         f"[{scale * lo:.1f}, {scale * hi:.1f}] {'excludes' if separated else 'includes'} 0 "
         f"({'separated' if separated else 'not separated'}); rank-sum p = "
         f"{rank_sum_test(x, y):.3f}; seeds per method to detect this gap with 80% power: "
-        f"{needed:.0f}"
+        f"{needed}"
     )
 
 
