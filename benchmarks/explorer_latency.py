@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from tpo_core.teaching.widgets import GroupExplorer, OvershootExplorer
+from tpo_core import teaching as tt
 
 
 def median_ms(slider, values):
@@ -31,8 +31,8 @@ def main():
     args = parser.parse_args()
     n = args.repeats
     sweep = np.geomspace(0.05, 20, n)
-    group = GroupExplorer(k=8)
-    overshoot = OvershootExplorer(k=8, epochs=50)
+    group = tt.GroupExplorer(k=8)
+    overshoot = tt.OvershootExplorer(k=8, epochs=50)
     rows = [
         ("GroupExplorer eta", group.eta_slider, sweep),
         ("GroupExplorer score", group.score_sliders[0], np.linspace(-5, 5, n)),
