@@ -30,7 +30,7 @@ def test_the_slide_rule_starts_slides_at_headings_and_keeps_figures():
     assert decks.slide_type(md("### A subsection")) == "subslide"
     assert decks.slide_type(md("What to see: ...")) == "-"
     for drawing in (
-        "viz.group_figure(view)",
+        "tt.group_figure(view)",
         "tt.simplex_figure(p_old, scores, lrs=[0.5], epochs=30)",
         "fig = tt.replay_figure(runs, 'one batch')\nfig",
         "display(tt.table3_figure(rows))",

@@ -96,12 +96,24 @@ def test_advantage_and_beta_mistakes_are_named():
 
 
 MULTIPLE_CHOICE = {
-    "00-gradient-sign": "a", "01-double-epochs": "b", "01-panel-lr": "b", "02-pg-baseline": "a",
-    "03-failed-sample": "b", "04-unanimous": "a", "05-ratio-box": "b", "05-stuck-group": "a",
-    "06-unlikely-right": "a", "06-one-epoch": "a", "00-large-eta": "a", "00-gradient-sum": "a",
-    "02-what-differs": "b", "03-shared-weights": "b", "04-sequential-mistake": "b",
-    "07-final-error": "b", "07-overlap": "b",
-}  # fmt: skip
+    "00-gradient-sign": "a",
+    "01-double-epochs": "b",
+    "01-panel-lr": "b",
+    "02-pg-baseline": "a",
+    "03-failed-sample": "b",
+    "04-unanimous": "a",
+    "05-ratio-box": "b",
+    "05-stuck-group": "a",
+    "06-unlikely-right": "a",
+    "06-one-epoch": "a",
+    "00-large-eta": "a",
+    "00-gradient-sum": "a",
+    "02-what-differs": "b",
+    "03-shared-weights": "b",
+    "04-sequential-mistake": "b",
+    "07-final-error": "b",
+    "07-overlap": "b",
+}
 
 
 @pytest.mark.parametrize(("name", "right"), sorted(MULTIPLE_CHOICE.items()))

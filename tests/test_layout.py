@@ -80,8 +80,10 @@ def test_no_import_cycle_between_units():
     }
 
     def reaches(start, goal, seen=()):
-        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n)))
-                   for n in graph.get(start, ()))  # fmt: skip
+        return any(
+            n == goal or (n not in seen and reaches(n, goal, (*seen, n)))
+            for n in graph.get(start, ())
+        )
 
     assert not [u for u in graph if reaches(u, u)]
 
@@ -185,14 +187,31 @@ def test_glossary_defines_every_method_name_and_is_linked():
 
     root = PACKAGE.parent
     glossary = (root / "docs" / "GLOSSARY.md").read_text()
-    rows = {line.split("|")[1].strip().strip("`") for line in glossary.splitlines()
-            if line.startswith("| `")}  # fmt: skip
-    names = {*ALGORITHMS, *SINGLE_CONTEXT_METHODS, *MULTI_CONTEXT_METHODS,
-             *NEURAL_BANDIT_METHODS, *DESCENT_METHODS, *LOSSES}  # fmt: skip
+    rows = {
+        line.split("|")[1].strip().strip("`")
+        for line in glossary.splitlines()
+        if line.startswith("| `")
+    }
+    names = {
+        *ALGORITHMS,
+        *SINGLE_CONTEXT_METHODS,
+        *MULTI_CONTEXT_METHODS,
+        *NEURAL_BANDIT_METHODS,
+        *DESCENT_METHODS,
+        *LOSSES,
+    }
     assert names <= rows, f"glossary lacks {sorted(names - rows)}"
     assert rows <= names, f"glossary names methods nothing runs: {sorted(rows - names)}"
-    for term in ("snapshot", "group policy", "all-fail group", "prompt-matched",
-                 "interaction-matched", "misalignment", "k3 KL", "Muon"):  # fmt: skip
+    for term in (
+        "snapshot",
+        "group policy",
+        "all-fail group",
+        "prompt-matched",
+        "interaction-matched",
+        "misalignment",
+        "k3 KL",
+        "Muon",
+    ):
         assert f"**{term}**" in glossary, term
     linked = [root / "README.md", *sorted((root / "notebooks").glob("*.ipynb"))]
     assert [p.name for p in linked if not re.search(r"GLOSSARY\.(md|html)", p.read_text())] == []

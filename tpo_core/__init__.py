@@ -17,10 +17,10 @@ top and may import any stage)::
     group/        one scored group: closed-form descent of PG, clip and TPO (notebook 01)
     bandits/      tabular (exact and sampled) and neural contextual bandits (02-03)
     tokens/       token tasks, the tiny transformer, rollouts, methods, training, grids (04-05)
-    llm/          RLVR on Hugging Face causal LMs, verifiers, TRL's trainer with TPO (06)
+    llm/          RLVR on Hugging Face causal LMs, verifiers, TRL's trainer with TPO (06-07)
     teaching/     what notebooks import: figures/, explorers/ (and their kernel-free twins),
                   exercises/, each by course stage
-    __main__      the experiment command line: ``python -m tpo_core train|grid``
+    __main__      the experiment command line: ``python -m tpo_core train|grid|summary``
 
 docs/GLOSSARY.md names every method and term.
 """

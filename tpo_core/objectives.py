@@ -509,14 +509,14 @@ class Replay:
         Each group's policy is ``p = softmax(l)``; its target is ``q = tpo_target(l_old, s, eta)``.
         """
         q = tpo_target(old_log_probs, scores, eta)  # (..., K)
-        p_0 = torch.softmax(old_log_probs.to(q.dtype), -1)
+        p_0 = group_policy(old_log_probs.to(q.dtype))
         informative = scores.to(q.dtype).std(-1, unbiased=False) >= ZERO_STD  # (...,)
         best = (scores == scores.amax(-1, keepdim=True)).to(q.dtype)  # (..., K)
 
         def mean(values):
             return float(values.mean()) if values.numel() else math.nan
 
-        policies = [torch.softmax(lp.to(q.dtype), -1) for lp in log_probs_by_epoch]
+        policies = [group_policy(lp.to(q.dtype)) for lp in log_probs_by_epoch]
         return cls(
             algo=algo,
             kl_to_target=[mean(kl_divergence(q, p)[informative]) for p in policies],

@@ -33,7 +33,6 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 TWIN_TAG = "twin:"
 EXPLORER_TAG = "explorer"
-CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"  # nbval's old in-cell marker; its cell tag needs nothing
 LIBRARY = Path(__file__).resolve().parents[1] / "tpo_core"  # what a notebook's outputs depend on
 BADGE = re.compile(r"\[!\[([^\]]*)\]\([^)]*\)\]\(([^)]*)\)")  # [![alt](image)](target)
 SITE_PAGE = re.compile(r"\]\(https://[\w-]+\.github\.io/[\w.-]+/docs/(\w+)\.html(#[\w-]+)?\)")
@@ -125,8 +124,6 @@ def site_notebook(nb, twin_htmls: dict[str, str]):
             cell.source = site_links(link_badges(cell.source))
         elif cell.cell_type == "code":
             cell.outputs = _site_outputs(cell, twin_htmls)
-            lines = [line for line in cell.source.splitlines() if line.strip() != CHECK_MARKER]
-            cell.source = "\n".join(lines)
     return nb
 
 

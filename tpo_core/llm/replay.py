@@ -16,6 +16,7 @@ from tpo_core.llm.rollouts import Rollout, token_log_probs
 from tpo_core.llm.train import Optimisation, fit_rollout
 from tpo_core.objectives import (
     Replay,
+    group_policy,
     grpo_advantages,
     sequence_log_probs,
     standardize_scores,
@@ -37,7 +38,7 @@ def group_table(rollout: Rollout, group: int, eta: float = 1.0) -> dict:
         prompt=rollout.prompts[group],
         completions=rollout.completions[rows],
         rewards=r.tolist(),
-        p_old=torch.softmax(seq_old, -1).tolist(),
+        p_old=group_policy(seq_old).tolist(),
         u=standardize_scores(r).tolist(),
         q=tpo_target(seq_old, r, eta).tolist(),
         advantages=grpo_advantages(r).tolist(),

@@ -105,7 +105,7 @@ def group_push(algo: str, old_log_probs, rewards, hits, eta: float = 1.0) -> tor
     """
     hits = hits.to(old_log_probs.dtype)
     if algo == "tpo_token":
-        p = torch.softmax(old_log_probs, -1)  # (..., K): the group policy
+        p = torch.softmax(old_log_probs, -1)  # (..., K): softmax as in tpo_target, so ties push 0
         q = tpo_target(old_log_probs, rewards, eta)  # (..., K)
         return ((q - p) * hits).sum(-1)
     if algo == "grpo_token":

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import ipywidgets as w
 import plotly.graph_objects as go
-import torch
 
-from tpo_core.objectives import grpo_advantages, tpo_target
+from tpo_core.objectives import group_policy, grpo_advantages, tpo_target
 from tpo_core.teaching.explorers.base import (
     Explorer,
 )
@@ -62,7 +61,7 @@ class TokenStateExplorer(Explorer):
         return (
             [f"#{j} → {c}" for j, c in enumerate(self.batch.candidates[i, t].tolist())],
             rewards.tolist(),
-            torch.softmax(old, -1).tolist(),
+            group_policy(old).tolist(),
             tpo_target(old, rewards).tolist(),
             grpo_advantages(rewards).tolist(),
         )

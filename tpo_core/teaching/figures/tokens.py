@@ -1,5 +1,6 @@
-"""Figures of the token tasks (notebooks 04-05): a replayed batch, each method's push on one
-prefix state, Muon's step, and the final errors next to the paper's Table 3.
+"""Figures of the token tasks (notebooks 04-05): a replayed batch (also the LLM loop's replayed
+group, notebooks 06-07), each method's push on one prefix state, Muon's step (the refresher's
+figure), and the final errors next to the paper's Table 3.
 """
 
 from __future__ import annotations
