@@ -274,7 +274,7 @@ def test_kernel_free_target_twin_composes_its_two_sliders(browser, tmp_path):
     """No kernel: clicking either slider's rail restyles the bars to the precomputed state."""
     import torch
 
-    from tpo_core.teaching import twins
+    from tpo_core.teaching.explorers import twins
 
     p_old, scores = random_group(5, 0)
     etas, values = torch.logspace(-1.3, 1.3, 27).tolist(), [-2 + 0.2 * i for i in range(21)]

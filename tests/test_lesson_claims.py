@@ -36,7 +36,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 DEFINED = {"1%", "5%", "10%", "50%", "80%", "95%", "100%"}
 """Thresholds and levels the lessons define (steps to 1% error, 95% intervals, 80% power)."""
 
-CLAIM = re.compile(r"(?<![\w.$^_\\/#-])(\d[\d,]*(?:\.\d+)?)(\s?(?:%|×|times\b))?")
+CLAIM = re.compile(r"(?<![\w.$^_\\/#-])(\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?)(\s?(?:%|×|times\b))?")
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
 SOURCED = re.compile(r"§\s?\d|\bTable\s\d|\bSection\s\d|\bSec\.\s?\d")
 PAPER = re.compile(r"\bpaper", re.I)
@@ -61,7 +61,7 @@ def claims(cell_source: str) -> list[tuple[str, str, bool]]:
         for sentence in re.split(r"(?<=[.!?:;])\s+", prose(paragraph)):
             for m in CLAIM.finditer(sentence):
                 number, unit = m.groups()
-                if unit or "." in number:  # a percentage, a ratio or a decimal: measured
+                if unit or "." in number or "e" in number:  # a percentage, ratio or decimal
                     quoted = cited or bool(PAPER.search(sentence))
                     found.append((m.group(0).strip(), sentence, quoted))
     return found
@@ -89,6 +89,9 @@ def supported(claim: str, numbers: list[float]) -> bool:
     percent = claim.endswith("%")
     digits = re.sub(r"\s?(%|×|times)$", "", claim).replace(",", "")
     value = float(digits)
+    if "e" in digits:  # scientific notation: the same digits in the same notation
+        places = len(digits.split("e")[0].partition(".")[2])
+        return any(f"{x:.{places}e}" == f"{value:.{places}e}" for x in numbers)
     places = len(digits.split(".")[1]) if "." in digits else 0
     scales = (1.0, 100.0) if percent else (1.0,)
     return any(round(x * s, places) == value for x in numbers for s in scales)
@@ -142,6 +145,9 @@ def test_the_check_flags_a_number_no_cell_printed_and_passes_printed_or_quoted_o
     # a claim must be printed *above* it: move the output below and both numbers fail
     nb.cells = nb.cells[1:2] + nb.cells[:1]
     assert len(unsupported_claims(nb)) == 3
+    # scientific notation is one claim, supported by a number that prints the same digits
+    norms = _notebook(("code", "print(norm)", "0.4472\n"), ("md", "a norm of 4.47e-01; 4.48e-01", None))
+    assert unsupported_claims(norms) == ["cell 1: '4.48e-01' in “a norm of 4.47e-01; 4.48e-01”"]
     # our numbers in a paragraph with no citation are not quoted, even beside the paper's
     ours = _notebook(
         ("md", "We measure 3.2%.\n\nThe paper (Table 3) reports 6.9%; we found 2.1%.", None)
