@@ -146,8 +146,12 @@ def test_the_check_flags_a_number_no_cell_printed_and_passes_printed_or_quoted_o
     nb.cells = nb.cells[1:2] + nb.cells[:1]
     assert len(unsupported_claims(nb)) == 3
     # scientific notation is one claim, supported by a number that prints the same digits
-    norms = _notebook(("code", "print(norm)", "0.4472\n"), ("md", "a norm of 4.47e-01; 4.48e-01", None))
-    assert unsupported_claims(norms) == ["cell 1: '4.48e-01' in “a norm of 4.47e-01; 4.48e-01”"]
+    norms = _notebook(
+        ("code", "print(norm)", "0.4472\n"), ("md", "a norm of 4.47e-01, then 4.48e-01", None)
+    )
+    assert unsupported_claims(norms) == [
+        "cell 1: '4.48e-01' in “a norm of 4.47e-01, then 4.48e-01”"
+    ]
     # our numbers in a paragraph with no citation are not quoted, even beside the paper's
     ours = _notebook(
         ("md", "We measure 3.2%.\n\nThe paper (Table 3) reports 6.9%; we found 2.1%.", None)
