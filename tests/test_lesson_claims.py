@@ -61,7 +61,7 @@ def claims(cell_source: str) -> list[tuple[str, str, bool]]:
         for sentence in re.split(r"(?<=[.!?:;])\s+", prose(paragraph)):
             for m in CLAIM.finditer(sentence):
                 number, unit = m.groups()
-                if unit or "." in number or "e" in number:  # a percentage, ratio or decimal
+                if unit or "." in number:  # a percentage, a ratio or a decimal: measured
                     quoted = cited or bool(PAPER.search(sentence))
                     found.append((m.group(0).strip(), sentence, quoted))
     return found
