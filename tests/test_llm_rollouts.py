@@ -208,3 +208,13 @@ def test_merging_and_unmerging_the_lora_leaves_a_bf16_base_bit_identical(tiny_mo
         llm.sample_rollout(model, tokenizer, problems, config, seed=seed)
     after = dict(model.named_parameters())
     assert all(torch.equal(base[n], after[n]) for n in base)
+
+
+def test_the_loading_bar_is_hidden_on_request_and_then_restored(tiny_model, capfd):
+    from transformers.utils import logging as hf_logging
+
+    llm.load_policy(config_for(tiny_model), progress=False)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+    llm.load_policy(config_for(tiny_model))
+    assert "Loading weights" in capfd.readouterr().err

@@ -38,12 +38,25 @@ def needs_loss_scaling(device: torch.device) -> bool:
     return autocast_dtype(device) == torch.float16
 
 
-def load_policy(config: RLVRConfig):
+@contextlib.contextmanager
+def _loading_bar(shown: bool):
+    """transformers' "Loading weights" bar, shown or hidden for one load, then as it was."""
+    from transformers.utils import logging as hf_logging
+
+    was_shown = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if shown else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was_shown else hf_logging.disable_progress_bar)()
+
+
+def load_policy(config: RLVRConfig, progress: bool = True):
     """Tokenizer and model from ``config.model`` (``from_pretrained``), LoRA and checkpointing on.
 
     Weights stay in float32 (AdamW's master copy); with LoRA on a GPU the frozen
     base is loaded in the card's :func:`autocast_dtype` (peft keeps the adapters
-    in float32). No ``trust_remote_code``.
+    in float32). No ``trust_remote_code``. ``progress=False`` hides the loading bar.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -53,7 +66,8 @@ def load_policy(config: RLVRConfig):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = (autocast_dtype(device) if config.lora_rank else None) or torch.float32
-    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device)
+    with _loading_bar(progress):
+        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False

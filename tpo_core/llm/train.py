@@ -264,7 +264,7 @@ def rlvr_train(
     config.validate()
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    tokenizer, model = policy or load_policy(config)
+    tokenizer, model = policy or load_policy(config, progress)
     ref = reference_policy(model, config)
     opt = Optimisation.for_model(model, config)
     device = next(model.parameters()).device
