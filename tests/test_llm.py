@@ -11,12 +11,6 @@ from tpo_core import llm
 from tpo_core.llm import RLVRConfig
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny Llama-architecture model saved to disk, loaded like a hub model."""
-    return llm.build_tiny_sums_model(tmp_path_factory.mktemp("tiny") / "sums", warmup_steps=30)
-
-
 def tiny_config(path, **changes):
     settings = dict(
         model=str(path),

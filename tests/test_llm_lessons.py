@@ -14,11 +14,6 @@ from tpo_core.llm import RLVRConfig, verifiers
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return llm.build_tiny_sums_model(tmp_path_factory.mktemp("tiny") / "sums", warmup_steps=30)
-
-
 def config_for(path, **changes):
     settings = dict(
         model=str(path),

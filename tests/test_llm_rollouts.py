@@ -16,11 +16,6 @@ pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return llm.build_tiny_sums_model(tmp_path_factory.mktemp("tiny") / "sums", warmup_steps=30)
-
-
-@pytest.fixture(scope="module")
 def opinionated_model(tiny_model, tmp_path_factory):
     """The tiny model with a saved generation_config like Qwen3's (temperature 0.6, top-p 0.95)
     and Qwen2.5's (a repetition penalty), plus top-k and two options that reshape the logits

@@ -6,15 +6,9 @@ import pytest
 import torch
 
 import tpo_core as tc
-from tpo_core.llm import build_tiny_sums_model, verifiers
+from tpo_core.llm import verifiers
 
 pytest.importorskip("trl")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny Llama-architecture model saved to disk, loaded like a hub model."""
-    return build_tiny_sums_model(tmp_path_factory.mktemp("tiny") / "sums", warmup_steps=30)
 
 
 def trl_trainer(tiny_model, tmp_path, **changes):
