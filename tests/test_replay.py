@@ -15,7 +15,6 @@ from tpo_core.tokens.model import muon_spectrum
 from tpo_core.tokens.replay import group_log_probs, refit, replay
 from tpo_core.tokens.rollouts import TokenBatch, sequence_rollouts, token_rollouts
 from tpo_core.tokens.states import (
-    CONFIDENT,
     expected_push,
     final_states,
     state_drift,
@@ -267,7 +266,6 @@ def test_state_summary_by_hand():
     assert summary.entropy == pytest.approx(float(entropy))
     assert summary.confident_right == pytest.approx(1 / 3)
     assert summary.confident_wrong == pytest.approx(1 / 3)
-    assert CONFIDENT == 0.9
 
 
 def test_unanimous_states_push_nothing_yet_move_with_the_shared_weights(model):
