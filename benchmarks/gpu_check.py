@@ -46,29 +46,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from llm_step import QWEN25_05B, TOY, build_model, coin_flip_rewards  # noqa: E402
+from llm_step import QWEN25_05B, TOY, build_model, coin_flip_rewards, qwen2_config  # noqa: E402
 
 from tpo_core import llm  # noqa: E402
 from tpo_core.llm import memory, rollouts  # noqa: E402
 from tpo_core.llm import model as policy  # noqa: E402
+from tpo_core.llm.scale import gpu_memory_gib  # noqa: E402
 from tpo_core.tokens.grid import provenance  # noqa: E402
 from tpo_core.tokens.replicas import train_replicas  # noqa: E402
 from tpo_core.tokens.train import TrainConfig, train  # noqa: E402
 
 # Qwen3-1.7B's dimensions in Qwen2 blocks (no q/k norm): the memory and compute of the paper's model
-QWEN3_17B = dict(
-    hidden_size=2048,
-    intermediate_size=6144,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    vocab_size=151936,
-    max_position_embeddings=40960,
-    rope_theta=1e6,
-    tie_word_embeddings=True,
-)
-T4_GIB = 14.6
+QWEN3_17B = qwen2_config(memory.MODEL_SHAPES["Qwen/Qwen3-1.7B"], 40960)
+T4_GIB = next(card.memory_gib for card in memory.CARDS if card.name == "T4")
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "tpo-core")
 
 
@@ -94,7 +84,7 @@ def measured(device: str):
     yield out
     if device == "cuda":
         torch.cuda.synchronize()
-        out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        out["peak_gib"] = torch.cuda.max_memory_allocated() / memory.GIB
     out["seconds"] = time.perf_counter() - start
 
 
@@ -130,12 +120,13 @@ def rlvr_config(folder, device, **settings):
     return llm.RLVRConfig(**(base | settings))
 
 
-def predicted(folder, config, prompt_tokens) -> dict:
+def predicted(folder, config) -> dict:
     """The memory model's peaks for ``config`` (GiB), from the model's own config."""
     from transformers import AutoConfig
 
     shape = memory.ModelShape.from_config(AutoConfig.from_pretrained(folder))
     settings = dataclasses.asdict(config)
+    prompt_tokens = memory.PROMPT_TOKENS[config.task]
     half = config.device == "cuda"
     return dict(
         predicted_generation_gib=memory.generation_peak_gib(shape, settings, prompt_tokens, half),
@@ -168,14 +159,14 @@ def steps(config) -> dict:
 
 
 def check_large(folder, device, smoke) -> dict:
-    settings = llm.choose_scale(40.0 if smoke else memory_gib()).settings
+    settings = llm.choose_scale(40.0 if smoke else gpu_memory_gib()).settings
     size = dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else {}
     keep = ("k", "prompts_per_step", "max_new_tokens", "micro_batch_groups", "log_prob_chunk")
     chosen = {k: v for k, v in settings.items() if k in keep} | size
     out = dict(micro_batch_groups=chosen["micro_batch_groups"])
     for loss in ("tpo", "grpo_per_token"):
         config = rlvr_config(folder, device, loss=loss, **chosen)
-        out[loss] = guarded(lambda c=config: steps(c) | predicted(folder, c, 64))
+        out[loss] = guarded(lambda c=config: steps(c) | predicted(folder, c))
     tpo, grpo = out["tpo"].get("train_seconds"), out["grpo_per_token"].get("train_seconds")
     out["tpo_over_grpo_train_seconds"] = tpo / grpo if tpo and grpo else None
     return out
@@ -188,11 +179,10 @@ def check_small_t4(folder, device, smoke) -> dict:
     config = rlvr_config(folder, device, **({k: settings[k] for k in keep} | size))
     real = policy.autocast_dtype
     if device == "cuda":
-        total = torch.cuda.get_device_properties(0).total_memory / 2**30
-        torch.cuda.set_per_process_memory_fraction(min(1.0, T4_GIB / total))
+        torch.cuda.set_per_process_memory_fraction(min(1.0, T4_GIB / gpu_memory_gib()))
         policy.autocast_dtype = lambda d: torch.float16 if d.type == "cuda" else None
     try:
-        return guarded(lambda: steps(config) | predicted(folder, config, 64)) | dict(
+        return guarded(lambda: steps(config) | predicted(folder, config)) | dict(
             precision="float16 with loss scaling" if device == "cuda" else "float32 (CPU)"
         )
     finally:
@@ -210,14 +200,10 @@ def check_session(folder, device, smoke) -> dict:
     measured_steps = guarded(lambda: steps(config))
     if smoke:  # a prediction needs a card
         return dict(measured=measured_steps, card=None, predicted_step=None)
-    card = llm.card_for(memory_gib(), torch.cuda.get_device_name())
+    card = llm.card_for(gpu_memory_gib(), torch.cuda.get_device_name())
     shape = memory.MODEL_SHAPES[settings["model"]]
-    prediction = memory.step_seconds(shape, settings, 64, card)
+    prediction = memory.step_seconds(shape, settings, memory.PROMPT_TOKENS[settings["task"]], card)
     return dict(measured=measured_steps, card=card.name, predicted_step=prediction)
-
-
-def memory_gib() -> float:
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
 def a_rollout(folder, device, smoke, **changes):

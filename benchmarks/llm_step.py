@@ -27,18 +27,26 @@ import torch
 
 from tpo_core import llm
 from tpo_core.llm import rollouts
+from tpo_core.llm.memory import GIB, MODEL_SHAPES, ModelShape
 
-QWEN25_05B = dict(
-    hidden_size=896,
-    intermediate_size=4864,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    vocab_size=151936,
-    max_position_embeddings=32768,
-    rope_theta=1e6,
-    tie_word_embeddings=True,
-)
+
+def qwen2_config(shape: ModelShape, max_positions: int) -> dict:
+    """``Qwen2Config`` arguments for the memory model's ``shape`` of a published model."""
+    return dict(
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        head_dim=shape.head_dim,
+        vocab_size=shape.vocab,
+        max_position_embeddings=max_positions,
+        rope_theta=1e6,
+        tie_word_embeddings=shape.tied,
+    )
+
+
+QWEN25_05B = qwen2_config(MODEL_SHAPES["Qwen/Qwen2.5-0.5B-Instruct"], 32768)
 TOY = dict(
     hidden_size=64,
     intermediate_size=128,
@@ -141,7 +149,7 @@ def main() -> None:
             generation_tokens_per_second=sum(h["completion_tokens"][steady])
             / sum(h["generate_seconds"][steady]),
             loss_seconds=loss_seconds(config, result.last_rollout),
-            peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / 2**30
+            peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / GIB
             if device == "cuda"
             else None,
         )

@@ -17,6 +17,7 @@ import torch
 
 from tpo_core.llm.memory import (
     CARDS,
+    GIB,
     MODEL_SHAPES,
     PROMPT_TOKENS,
     Card,
@@ -91,7 +92,7 @@ def gpu_memory_gib() -> float | None:
     """The GPU's memory as torch reports it, or None without one."""
     if not torch.cuda.is_available():
         return None
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
+    return torch.cuda.get_device_properties(0).total_memory / GIB
 
 
 def fitted(settings: dict, memory_gib: float) -> dict:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, run_folder, save_checkpoint
 from tpo_core.llm.config import RLVRConfig
 from tpo_core.llm.losses import rlvr_loss_terms
+from tpo_core.llm.memory import GIB
 from tpo_core.llm.model import (
     autocast,
     load_policy,
@@ -240,7 +241,7 @@ def _peak_gib(device: torch.device) -> float:
     """The peak GPU memory since the last reset, then reset (NaN on a CPU)."""
     if device.type != "cuda":
         return math.nan
-    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    peak = torch.cuda.max_memory_allocated(device) / GIB
     torch.cuda.reset_peak_memory_stats(device)
     return peak
 
