@@ -149,7 +149,7 @@ def main() -> None:
             generation_tokens_per_second=sum(h["completion_tokens"][steady])
             / sum(h["generate_seconds"][steady]),
             loss_seconds=loss_seconds(config, result.last_rollout),
-            peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / GIB
+            peak_gpu_memory_gib=torch.cuda.max_memory_allocated() / GIB
             if device == "cuda"
             else None,
         )

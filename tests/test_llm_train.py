@@ -240,7 +240,7 @@ def test_history_has_truncation_length_and_throughput(tiny_model):
     assert h["truncated"][0] == pytest.approx(1 - result.last_rollout.ended.float().mean().item())
     assert h["truncated"][0] > 0  # one token leaves no room for the sum and its end token
     assert h["completion_length"][0] == pytest.approx(1.0)
-    assert h["tokens_per_second"][0] > 0 and math.isnan(h["peak_gpu_gb"][0])
+    assert h["tokens_per_second"][0] > 0 and math.isnan(h["peak_gpu_gib"][0])
     assert h["skipped"] == [0] and math.isnan(h["kl"][0])  # no KL pass unless asked
 
 

@@ -110,7 +110,7 @@ def fitted(settings: dict, memory_gib: float) -> dict:
 
 
 def choose_scale(
-    gpu_memory_gb: float | None = None, tiny_model: str | None = None, session: bool = False
+    memory_gib: float | None = None, tiny_model: str | None = None, session: bool = False
 ) -> Scale:
     """The run size for the hardware: GPU memory in GiB (None: measured; 0: no GPU).
 
@@ -124,9 +124,9 @@ def choose_scale(
 
     GPU settings checkpoint every 10 steps under :data:`CHECKPOINT_ROOT`.
     """
-    if gpu_memory_gb is None:
-        gpu_memory_gb = gpu_memory_gib()
-    if not gpu_memory_gb:
+    if memory_gib is None:
+        memory_gib = gpu_memory_gib()
+    if not memory_gib:
         if tiny_model is None:
             raise ValueError("no GPU: pass tiny_model, a folder from build_tiny_sums_model")
         return Scale(
@@ -135,15 +135,15 @@ def choose_scale(
             CPU_SETTINGS | dict(model=str(tiny_model)),  # the KL pass costs little here
         )
     saved = dict(checkpoint_dir=CHECKPOINT_ROOT, checkpoint_every=10)
-    size = f"a {gpu_memory_gb:.0f} GiB GPU"
+    size = f"a {memory_gib:.0f} GiB GPU"
     if session:
-        settings = fitted(SESSION_SETTINGS, gpu_memory_gb) | saved
+        settings = fitted(SESSION_SETTINGS, memory_gib) | saved
         reason = f"{size}, one class session: TPO against GRPO on arithmetic, a 0.5B model"
         return Scale("class-session", reason, settings, COMPARISON)
-    if gpu_memory_gb < SMALL_GPU_GIB:
-        settings = fitted(SMALL_SETTINGS, gpu_memory_gb) | saved
+    if memory_gib < SMALL_GPU_GIB:
+        settings = fitted(SMALL_SETTINGS, memory_gib) | saved
         return Scale("small-gpu", f"{size}: a 0.5B instruct model with LoRA fits", settings)
-    settings = fitted(PAPER_SETTINGS, gpu_memory_gb) | saved
+    settings = fitted(PAPER_SETTINGS, memory_gib) | saved
     reason = f"{size}: the paper's 1.7B model, K = 16, 16 prompts per step"
     return Scale("large-gpu", reason, settings)
 

@@ -69,9 +69,9 @@ METRICS = (
     "generate_seconds",
     "completion_tokens",
     "tokens_per_second",
-    "generate_peak_gpu_gb",
-    "train_peak_gpu_gb",
-    "peak_gpu_gb",
+    "generate_peak_gpu_gib",
+    "train_peak_gpu_gib",
+    "peak_gpu_gib",
 )
 
 
@@ -300,9 +300,9 @@ def rlvr_train(
                 generate_seconds=generated - start,
                 completion_tokens=tokens,
                 tokens_per_second=tokens / (generated - start),
-                generate_peak_gpu_gb=generate_peak,
-                train_peak_gpu_gb=train_peak,
-                peak_gpu_gb=max(generate_peak, train_peak),
+                generate_peak_gpu_gib=generate_peak,
+                train_peak_gpu_gib=train_peak,
+                peak_gpu_gib=max(generate_peak, train_peak),
             )
         )
         result.last_rollout, done = rollout, step + 1
