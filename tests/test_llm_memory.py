@@ -286,7 +286,8 @@ def test_gpu_settings_checkpoint_each_run_in_its_own_folder():
 
 
 def test_choose_scale_by_gpu_memory():
-    assert llm.choose_scale(None, tiny_model="x").name in ("cpu", "small-gpu", "large-gpu")
+    measured = llm.scale.gpu_memory_gib() or 0  # None: choose_scale measures it
+    assert llm.choose_scale(None, tiny_model="x") == llm.choose_scale(measured, tiny_model="x")
     assert llm.choose_scale(0, tiny_model="x").name == "cpu"
     assert llm.choose_scale(15.0).settings["lora_rank"] == 32
     big = llm.choose_scale(80.0)
@@ -296,3 +297,24 @@ def test_choose_scale_by_gpu_memory():
     assert llm.choose_scale(14.6).name == "small-gpu"  # a T4, as torch reports it
     assert llm.choose_scale(39.4).name == "large-gpu"  # a 40 GB A100
     assert llm.choose_scale(31.7).name == "small-gpu"  # a 32 GB V100 (float16 only)
+
+
+@pytest.mark.parametrize("session", [False, True])
+def test_the_chosen_scale_fits_its_card_and_never_shrinks_on_a_larger_one(session):
+    """By the memory model: every card's setting fits it (sampling and training), and a card
+    with more memory gets a model at least as large and, for the same model, a micro-batch at
+    least as large."""
+    sizes = {c.memory_gib for c in memory.CARDS} | {llm.SMALL_GPU_GIB - 0.1, llm.SMALL_GPU_GIB}
+    previous = None
+    for gib in sorted(sizes):
+        settings = llm.choose_scale(gib, session=session).settings
+        shape = memory.MODEL_SHAPES[settings["model"]]
+        prompt = memory.PROMPT_TOKENS[settings["task"]]
+        peak = max(
+            memory.training_peak_gib(shape, settings, prompt),
+            memory.generation_peak_gib(shape, settings, prompt),
+        )
+        assert memory.fits(memory.Card("this GPU", gib, 0.0, 0.0), peak), (gib, peak)
+        size = (shape.params, settings["micro_batch_groups"] * settings["k"])
+        assert previous is None or size >= previous, (gib, size, previous)
+        previous = size
