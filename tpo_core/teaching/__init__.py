@@ -35,11 +35,11 @@ from tpo_core.teaching.figures.curves import (
     sweep_figure,
 )
 from tpo_core.teaching.figures.group import (
+    candidates_figure,
     endpoint_figure,
     group_figure,
     overshoot_figure,
     panel_figure,
-    state_figure,
     targets_figure,
 )
 from tpo_core.teaching.figures.llm import rlvr_figure
@@ -86,7 +86,7 @@ __all__ = [
     "seeds_figure",
     "simplex_figure",
     "solution",
-    "state_figure",
+    "candidates_figure",
     "sweep_figure",
     "table3_figure",
     "target_twin",

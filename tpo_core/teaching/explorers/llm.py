@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from tpo_core.teaching.explorers.base import (
     Explorer,
 )
-from tpo_core.teaching.figures.group import state_figure
+from tpo_core.teaching.figures.group import candidates_figure
 from tpo_core.teaching.figures.llm import RLVR_PANELS, rlvr_figure
 
 
@@ -51,7 +51,7 @@ class GroupInspector(Explorer):
         start = mixed[0] if mixed else 0
         self.group_slider = w.IntSlider(value=start, min=0, max=last, description="prompt")
         self.table = w.HTML()
-        self.figure = go.FigureWidget(state_figure(*self._bars(), xaxis="completion"))
+        self.figure = go.FigureWidget(candidates_figure(*self._bars(), xaxis="completion"))
         self.widget = w.VBox([self.group_slider, self.table, self.figure])
         self._observe(self.group_slider)
         self._update()

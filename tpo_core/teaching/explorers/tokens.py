@@ -10,7 +10,7 @@ from tpo_core.teaching.explorers.base import (
     Explorer,
 )
 from tpo_core.teaching.figures.curves import live_curves_figure
-from tpo_core.teaching.figures.group import state_figure
+from tpo_core.teaching.figures.group import candidates_figure
 
 
 class LiveCurves(Explorer):
@@ -47,7 +47,7 @@ class TokenStateExplorer(Explorer):
         self.prompt_slider = w.IntSlider(value=i, min=0, max=b - 1, description="prompt")
         self.position_slider = w.IntSlider(value=t, min=0, max=h - 1, description="position")
         self.readout = w.HTML()
-        self.figure = go.FigureWidget(state_figure(*self.state()))
+        self.figure = go.FigureWidget(candidates_figure(*self.state()))
         self.widget = w.VBox(
             [w.HBox([self.prompt_slider, self.position_slider]), self.readout, self.figure]
         )

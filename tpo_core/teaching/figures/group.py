@@ -70,7 +70,7 @@ def targets_figure(views: dict[str, GroupView], title: str = "") -> go.Figure:
     return fig
 
 
-def state_figure(
+def candidates_figure(
     labels, rewards, p_old, q, advantages, title: str = "", xaxis: str = "candidate → next token"
 ) -> go.Figure:
     """One group's K candidates (named by ``labels``): ``p_old`` and TPO's ``q`` (top), reward
