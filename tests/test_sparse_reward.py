@@ -149,11 +149,14 @@ def test_sparse_figures_plot_the_rows_they_are_given():
     rows = [
         dict(method="tpo", H=7, ours=5.0, ci=(2.0, 9.0), paper=6.9, **common),
         dict(method="dg", H=9, ours=99.0, ci=(98.5, 99.5), paper="> 95", **common),
+        dict(method="tpo_no_anchor", H=10, ours=99.0, ci=(98.5, 99.5), paper="> 99", **common),
+        dict(method="tpo", H=6, ours=1.0, ci=(0.5, 1.5), paper="n/a", **common),
     ]
     table = tt.table3_figure(rows)
-    assert list(table.data[0].y) == [5.0, 99.0] and list(table.data[1].y) == [6.9, 95.0]
-    assert list(table.data[0].error_y.array) == [4.0, 0.5]  # up to the interval's top
-    assert list(table.data[0].error_y.arrayminus) == [3.0, 0.5]
+    assert list(table.data[0].y) == [5.0, 99.0, 99.0, 1.0]
+    assert list(table.data[1].y) == [6.9, 95.0, 99.0, None]  # bounds at their value
+    assert list(table.data[0].error_y.array) == [4.0, 0.5, 0.5, 0.5]  # to the interval's top
+    assert list(table.data[0].error_y.arrayminus) == [3.0, 0.5, 0.5, 0.5]
     line = "| tpo | 7 | 3 | 1000 | 5.0 [2.0, 9.0] | 6.0 ± 1.0 | 1 of 3 | 6.9 |"
     assert line in table3_markdown(rows)
     assert "paper 6.9" in table3_line(rows[0], "prompts")
@@ -163,7 +166,7 @@ def test_seeds_figure_shows_every_seed_its_mean_interval_and_the_paper():
     from tpo_core.stats import bootstrap_interval
 
     finals = {("tpo", 10): [0.0, 1.0, 80.0], ("grpo", 10): [5.0, 99.0, 100.0, 97.0]}
-    fig = tt.seeds_figure(finals, {("tpo", 10): 7.4, ("grpo", 10): None})
+    fig = tt.seeds_figure(finals, {("tpo", 10): 7.4, ("grpo", 10): "> 95"})
     dots, mean = fig.data[0], fig.data[1]
     assert list(dots.y) == finals[("tpo", 10)] and len(fig.data[2].y) == 4
     assert list(mean.y) == [pytest.approx(27.0)]

@@ -50,6 +50,21 @@ def test_final_errors_and_table3_rows():
     assert PAPER_TABLE3[("dg", "prompts", 9)] is None
 
 
+def test_the_paper_column_gives_table_3_its_bounds_and_the_ablations_at_h10():
+    assert table3.paper_error("grpo", "prompts", 10) == 50.4
+    assert table3.paper_error("dg", "prompts", 9) == "> 95"  # Table 3's "-"
+    for ablation in ("tpo_no_anchor", "group_pg", "grpo_no_kl"):  # section 3.5: all above 99%
+        assert table3.paper_error(ablation, "interactions", 10) == "> 99"
+    assert table3.paper_error("grpo_no_kl", "prompts", 9) == "> 95"
+    assert table3.paper_error("tpo_no_anchor", "prompts", 8) == "n/a"  # no number reported
+    assert table3.paper_error("tpo", "prompts", 6) == "n/a"
+    assert [table3.paper_bound(v) for v in (7.4, "> 95", "> 99")] == [7.4, 95.0, 99.0]
+    rows = table3_rows([run("tpo_no_anchor", length=10), run("tpo_no_anchor", [1, 1], length=8)])
+    assert [(r["H"], r["paper"]) for r in rows] == [(8, "n/a"), (10, "> 99")]
+    off = table3_rows([run("tpo_no_anchor", length=10, episodes=300)])
+    assert off[0]["paper"] == "n/a" and off[0]["off_protocol"] == ["episodes=300"]
+
+
 def test_runs_of_different_configurations_are_separate_rows_that_say_how():
     runs = [
         run(errors=[0.5, 0.1]),

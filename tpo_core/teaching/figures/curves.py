@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from tpo_core.stats import bootstrap_interval
 from tpo_core.teaching.style import COLORS, LAYOUT, METHOD_LABELS, rgba
+from tpo_core.tokens.table3 import paper_bound
 
 
 def curves_figure(
@@ -94,7 +95,7 @@ def live_curves_figure(names, title: str = "", yaxis: str = "error") -> go.Figur
 
 def seeds_figure(
     finals: dict[tuple[str, int], list[float]],
-    paper: dict[tuple[str, int], float | None] | None = None,
+    paper: dict[tuple[str, int], float | str] | None = None,
     title: str = "",
     yaxis: str = "final exact-match error (%)",
 ) -> go.Figure:
@@ -102,7 +103,8 @@ def seeds_figure(
 
     ``finals`` maps ``(method, H)`` to one value per seed. Beside the dots, a bar marks the
     mean with its 95% bootstrap interval over seeds; ``paper`` adds the paper's value as a
-    diamond (``None``: the paper reports it only as above 95, drawn at 95). Traces, in order:
+    diamond (:func:`~tpo_core.tokens.table3.paper_error`: a bound such as "> 95" is drawn at
+    95). Traces, in order:
     per column its dots (named ``<label>``) and its mean (``<label> mean``), then ``paper``.
     """
     fig = go.Figure()
@@ -136,7 +138,7 @@ def seeds_figure(
         keys = [k for k in finals if k in paper]
         fig.add_scatter(
             x=[list(finals).index(k) + 0.2 for k in keys],
-            y=[95.0 if paper[k] is None else paper[k] for k in keys],
+            y=[paper_bound(paper[k]) for k in keys],
             mode="markers",
             name="paper (20 seeds)",
             marker=dict(symbol="diamond", size=11, color="#222222"),

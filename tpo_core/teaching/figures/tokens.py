@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 
 from tpo_core.teaching.style import COLORS, KL_FLOOR, LAYOUT, METHOD_LABELS
 from tpo_core.tokens.model import muon_spectrum
+from tpo_core.tokens.table3 import paper_bound
 
 
 def replay_figure(replays: dict, title: str = "") -> go.Figure:
@@ -113,10 +114,10 @@ def table3_figure(rows: list[dict], title: str = "") -> go.Figure:
     interval) next to the paper's (diamonds), per method and H.
 
     ``rows`` come from :func:`tpo_core.tokens.table3.table3_rows`; cells the paper
-    reports as "> 95" are drawn at 95.
+    reports as a bound ("> 95") are drawn at it, and "n/a" not at all.
     """
     x = [f"{METHOD_LABELS.get(r['method'], r['method'])}, H={r['H']}" for r in rows]
-    paper = [95.0 if r["paper"] == "> 95" else r["paper"] for r in rows]
+    paper = [None if r["paper"] == "n/a" else paper_bound(r["paper"]) for r in rows]
     fig = go.Figure()
     fig.add_bar(
         x=x,
