@@ -31,7 +31,6 @@ from tpo_core.teaching.figures.bandits import (
 from tpo_core.teaching.figures.curves import (
     curves_figure,
     live_curves_figure,
-    seeds_figure,
     sweep_figure,
 )
 from tpo_core.teaching.figures.group import (
@@ -48,6 +47,7 @@ from tpo_core.teaching.figures.tokens import (
     muon_figure,
     push_figure,
     replay_figure,
+    seeds_figure,
     table3_figure,
 )
 from tpo_core.teaching.style import COLORS, METHOD_LABELS

@@ -48,11 +48,6 @@ def paper_error(algo: str, match: str, length: int) -> float | str:
     return "> 95" if value is None else value
 
 
-def paper_bound(value: float | str) -> float:
-    """A :func:`paper_error` as a number to draw: a bound ("> 95") at its value."""
-    return float(value.removeprefix("> ")) if isinstance(value, str) else float(value)
-
-
 # The settings the paper's Table 3 runs share (each method at its own epochs: 4, DG 1). How
 # the engine implements Muon, LayerNorm or GELU (newton_schulz, layernorm_eps, ...) is not part
 # of the protocol, but cells that differ in it are still kept apart.
@@ -394,7 +389,6 @@ __all__ = [
     "is_stuck",
     "learning_marks",
     "LearningMarks",
-    "paper_bound",
     "paper_error",
     "preset_settings",
     "runs_by_cell",

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from tpo_core.stats import bootstrap_interval
 from tpo_core.teaching.style import COLORS, LAYOUT, METHOD_LABELS, rgba
-from tpo_core.tokens.table3 import paper_bound
 
 
 def curves_figure(
@@ -88,66 +86,6 @@ def live_curves_figure(names, title: str = "", yaxis: str = "error") -> go.Figur
         yaxis_title=yaxis,
         yaxis_type="log",
         height=380,
-        **LAYOUT,
-    )
-    return fig
-
-
-def seeds_figure(
-    finals: dict[tuple[str, int], list[float]],
-    paper: dict[tuple[str, int], float | str] | None = None,
-    title: str = "",
-    yaxis: str = "final exact-match error (%)",
-) -> go.Figure:
-    """One dot per seed, per (method, H): every run's final error, not only their mean.
-
-    ``finals`` maps ``(method, H)`` to one value per seed. Beside the dots, a bar marks the
-    mean with its 95% bootstrap interval over seeds; ``paper`` adds the paper's value as a
-    diamond (:func:`~tpo_core.tokens.table3.paper_error`: a bound such as "> 95" is drawn at
-    95). Traces, in order:
-    per column its dots (named ``<label>``) and its mean (``<label> mean``), then ``paper``.
-    """
-    fig = go.Figure()
-    labels = []
-    for (method, length), values in finals.items():
-        label = f"{METHOD_LABELS.get(method, method)}, H={length}"
-        labels.append(label)
-        color = COLORS.get(method, "#333333")
-        n = len(values)
-        offsets = [(i - (n - 1) / 2) / max(n, 1) * 0.5 for i in range(n)]  # spread, no randomness
-        fig.add_scatter(
-            x=[labels.index(label) - 0.15 + o * 0.4 for o in offsets],
-            y=list(values),
-            mode="markers",
-            name=label,
-            marker=dict(color=color, size=7, opacity=0.7),
-            hovertemplate="%{y:.1f}<extra>" + label + "</extra>",
-        )
-        mean = sum(values) / n
-        lo, hi = bootstrap_interval(values)
-        fig.add_scatter(
-            x=[labels.index(label) + 0.2],
-            y=[mean],
-            mode="markers",
-            name=f"{label} mean",
-            showlegend=False,
-            marker=dict(color=color, size=12, symbol="line-ew-open", line_width=3),
-            error_y=dict(type="data", symmetric=False, array=[hi - mean], arrayminus=[mean - lo]),
-        )
-    if paper:
-        keys = [k for k in finals if k in paper]
-        fig.add_scatter(
-            x=[list(finals).index(k) + 0.2 for k in keys],
-            y=[paper_bound(paper[k]) for k in keys],
-            mode="markers",
-            name="paper (20 seeds)",
-            marker=dict(symbol="diamond", size=11, color="#222222"),
-        )
-    fig.update_layout(
-        title=title,
-        yaxis_title=yaxis,
-        xaxis=dict(tickvals=list(range(len(labels))), ticktext=labels),
-        height=400,
         **LAYOUT,
     )
     return fig
