@@ -244,28 +244,31 @@ def final_error_by(
     sweeps = {}
     for line, by_value in lines.items():
         varied = _varied([other for other in lines if other.algo == line.algo])
-        label = line.algo + (f" ({_spelled(line, varied)})" if varied else "")
+        spelled = ", ".join(f"{n}={getattr(line, n)}" for n in varied)
+        label = line.algo + (f" ({spelled})" if varied else "")
         xs = sorted(by_value)
         mean, se = zip(*(mean_and_se(by_value[x]) for x in xs), strict=True)
         sweeps[label] = (xs, [float(m) for m in mean], [float(s) for s in se])
     return sweeps
 
 
-def _spelled(config: TrainConfig, names: list[str]) -> str:
-    return ", ".join(f"{n}={getattr(config, n)}" for n in names)
-
-
 @dataclass(frozen=True)
 class LearningMarks:
     """How one method's seeds learned: ``steps`` to ``solved`` error per seed (``episodes + 1``
-    for a seed that never got there), and the seeds that relapsed after solving
-    (:func:`~tpo_core.stats.solved_and_relapsed`) and that ended stuck (:func:`is_stuck`)."""
+    for a seed that never got there), the seeds that relapsed after solving
+    (:func:`~tpo_core.stats.solved_and_relapsed`) and that ended stuck (:func:`is_stuck`),
+    and each seed's ``finals`` (seed: the last episode's error)."""
 
     steps: list[int]
     relapsed: list[int]
     stuck: list[int]
-
+    finals: dict[int, float]
     episodes: int  # the runs' length: a step beyond it means never
+
+    @property
+    def worst_unstuck(self) -> float | None:
+        """The highest final error of a seed that did not end stuck (None if all did)."""
+        return max((v for s, v in self.finals.items() if s not in self.stuck), default=None)
 
     @property
     def reached(self) -> list[int]:
@@ -282,13 +285,11 @@ def learning_marks(runs: list[TrainResult], algo: str, solved: float = 0.05) -> 
     seeds = sorted((r for r in runs if r.config.algo == algo), key=lambda r: r.config.seed)
     if not seeds:
         raise ValueError(f"no runs of {algo!r} to mark")
-    steps = [r.steps_to(solved) for r in seeds]
     return LearningMarks(
-        steps=[
-            s if s is not None else r.config.episodes + 1 for s, r in zip(steps, seeds, strict=True)
-        ],
+        steps=[r.steps_to(solved) or r.config.episodes + 1 for r in seeds],  # 1-based: 0 is never
         relapsed=[r.config.seed for r in seeds if solved_and_relapsed(r.error)[1] is not None],
         stuck=[r.config.seed for r in seeds if is_stuck(r)],
+        finals={r.config.seed: r.final_error() for r in seeds},
         episodes=max(r.config.episodes for r in seeds),
     )
 
