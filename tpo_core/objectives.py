@@ -441,6 +441,268 @@ def grpo_loss(
 
 
 # --------------------------------------------------------------------------
+# Sequence-level group losses: one contract, one short function per method
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupBatch:
+    """G groups of K sampled sequences of up to T tokens, as every sequence-level loss reads them.
+
+    * ``new`` (G, K, T): log pi_theta of each sampled token, with gradients;
+    * ``old`` (G, K, T): log pi_old of each sampled token under the rollout snapshot;
+    * ``scores`` (G, K): one score per sequence;
+    * ``mask`` (G, K, T) bool: the real tokens (None: all of them);
+    * ``ref`` (G, K, T): log-probs of a KL reference (None: the snapshot ``old``).
+
+    The token engine, the LLM loop and the TRL trainer all build one and hand it to a
+    method's loss; it is checked once, here.
+    """
+
+    new: torch.Tensor
+    old: torch.Tensor
+    scores: torch.Tensor
+    mask: torch.Tensor | None = None
+    ref: torch.Tensor | None = None
+
+    def __post_init__(self):
+        for name in ("new", "old", "scores") + ("ref",) * (self.ref is not None):
+            _check_tensor(name, getattr(self, name))
+        if self.new.dim() != 3 or 0 in self.new.shape:
+            raise ValueError(
+                f"new must be (G, K, T) with no empty axis, got shape {tuple(self.new.shape)}"
+            )
+        _check_same_shape("old", self.old, "new", self.new)
+        if self.ref is not None:
+            _check_same_shape("ref", self.ref, "new", self.new)
+        if self.scores.shape != self.new.shape[:2]:
+            raise ValueError(
+                f"scores must be (G, K) = {tuple(self.new.shape[:2])}, got "
+                f"{tuple(self.scores.shape)}"
+            )
+        if self.mask is not None:
+            if not isinstance(self.mask, torch.Tensor) or self.mask.dtype != torch.bool:
+                raise TypeError("mask must be a bool torch.Tensor marking the real tokens")
+            _check_same_shape("mask", self.mask, "new", self.new)
+        for name in ("new", "old", "ref"):
+            if getattr(self, name) is not None:
+                _check_finite(name, getattr(self, name), self.mask)
+        _check_finite("scores", self.scores, None)
+
+    @property
+    def groups(self) -> int:
+        return self.new.shape[0]
+
+    def sequence(self, which: str = "new") -> torch.Tensor:
+        """(G, K): ``log pi(y|x)``, the sum of a sequence's token log-probs."""
+        return sequence_log_probs(getattr(self, which), self.mask)
+
+    def token_mean(self, terms: torch.Tensor) -> torch.Tensor:
+        """The mean of per-token ``terms`` (G, K, T) over every real token of the batch."""
+        return masked_mean(terms, self.mask)
+
+    def subset(self, groups: torch.Tensor) -> GroupBatch:
+        """The batch of the groups that ``groups`` (G,) bool selects."""
+
+        def pick(x):
+            return None if x is None else x[groups]
+
+        return GroupBatch(
+            *(pick(getattr(self, n)) for n in ("new", "old", "scores", "mask", "ref"))
+        )
+
+
+@dataclass
+class SequenceLoss:
+    """A sequence-level loss and what a training loop records of it."""
+
+    loss: torch.Tensor
+    clipped: torch.Tensor | None = None  # share of tokens (or sequences) whose clip is active
+
+
+def _clip_share(log_ratio, a, clip_low, clip_high, mask):
+    active = ((a > 0) & (log_ratio > math.log1p(clip_high))) | (
+        (a < 0) & (log_ratio < math.log1p(-clip_low))
+    )
+    return masked_mean(active.to(log_ratio.dtype), mask).detach()
+
+
+def _surrogate(log_ratio, a, clip_low, clip_high):
+    """PPO's ``-min(rho A, clip(rho, 1 - low, 1 + high) A)`` from ``log rho``."""
+    ratio = torch.exp(log_ratio.clamp(-20.0, 20.0))
+    return -torch.minimum(ratio * a, ratio.clamp(1 - clip_low, 1 + clip_high) * a)
+
+
+def _per_token_clipped(b: GroupBatch, a, clip_low, clip_high, beta):
+    """The clipped surrogate per token with each sequence's ``a`` (G, K) on its tokens, plus
+    ``beta`` times the per-token k3 KL to ``ref``: (terms (G, K, T), clipped share)."""
+    new = _float32_or_wider(b.new)
+    log_ratio = new - _float32_or_wider(b.old.detach())  # (G, K, T)
+    a = a[..., None]  # (G, K, 1): each sequence's advantage on every token
+    terms = _surrogate(log_ratio, a, clip_low, clip_high)
+    if beta > 0:
+        ref = b.old if b.ref is None else b.ref
+        terms = terms + beta * kl_k3(new, _float32_or_wider(ref))
+    return terms, _clip_share(
+        log_ratio.detach(), a.expand_as(log_ratio), clip_low, clip_high, b.mask
+    )
+
+
+def tpo_sequences(b: GroupBatch, eta: float = 1.0) -> SequenceLoss:
+    """TPO: ``q = softmax(log_softmax(L_old) + u / eta)`` over each group's K sequence
+    log-probs ``L``, loss ``-sum_i q_i log softmax(L)_i``; a mean over groups."""
+    return SequenceLoss(tpo_loss(b.sequence(), tpo_target(b.sequence("old"), b.scores, eta)))
+
+
+def tpo_no_anchor_sequences(b: GroupBatch, eta: float = 1.0) -> SequenceLoss:
+    """Ablation: TPO's loss with ``q = softmax(u / eta)``, without ``p_old``."""
+    return SequenceLoss(tpo_loss(b.sequence(), tpo_target_no_anchor(b.scores, eta)))
+
+
+def group_pg_sequences(b: GroupBatch) -> SequenceLoss:
+    """Ablation: ``-sum_i u_i L_i`` with TPO's ``u``; a mean over groups."""
+    return SequenceLoss(group_pg_loss(b.sequence(), b.scores))
+
+
+def grpo_sequences(
+    b: GroupBatch, clip_low: float = 0.2, clip_high: float = 0.2, beta: float = 0.04
+) -> SequenceLoss:
+    """GRPO on whole sequences (the paper's Table 3): ``A = u`` (``std + 1e-8``), the clipped
+    surrogate on ``rho = exp(L - L_old)``, plus ``beta`` times the k3 KL of ``L`` to the
+    reference's ``L``; a mean over the G*K sequences."""
+    new, old = b.sequence(), b.sequence("old").detach()
+    a = grpo_advantages(b.scores)  # (G, K)
+    terms = _surrogate(new - old, a, clip_low, clip_high)
+    if beta > 0:
+        terms = terms + beta * kl_k3(new, old if b.ref is None else b.sequence("ref"))
+    return SequenceLoss(
+        terms.mean(), _clip_share((new - old).detach(), a, clip_low, clip_high, None)
+    )
+
+
+def grpo_masked_sequences(
+    b: GroupBatch, clip_low: float = 0.2, clip_high: float = 0.2, beta: float = 0.04
+) -> SequenceLoss:
+    """Ablation: :func:`grpo_sequences` over the informative groups only (scores not all
+    equal); zero, with a graph, when there are none."""
+    keep = b.scores.amax(-1) > b.scores.amin(-1)  # (G,)
+    if not keep.any():
+        return SequenceLoss(b.new.sum() * 0.0)
+    return grpo_sequences(b.subset(keep), clip_low, clip_high, beta)
+
+
+def grpo_per_token_sequences(
+    b: GroupBatch, clip_low: float = 0.2, clip_high: float = 0.2, beta: float = 0.04
+) -> SequenceLoss:
+    """GRPO as LLM trainers form it: a ratio per token ``rho_t``, the sequence's ``A = u`` on
+    each of its tokens, plus ``beta`` times the per-token k3 KL; a mean over tokens."""
+    terms, clipped = _per_token_clipped(b, grpo_advantages(b.scores), clip_low, clip_high, beta)
+    return SequenceLoss(b.token_mean(terms), clipped)
+
+
+def dr_grpo_sequences(
+    b: GroupBatch,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    beta: float = 0.0,
+    length: int | None = None,
+) -> SequenceLoss:
+    """Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-like training", arXiv 2503.20783):
+    GRPO without its two normalisations. ``A = r - mean(r)`` (no division by the std), the
+    per-token clipped surrogate, and token sums divided by a constant, ``G K T_max`` with
+    ``T_max = length`` the longest allowed completion (default: T), not by each answer's own
+    length."""
+    g, k, t = b.new.shape
+    length = t if length is None else length
+    if length < t:
+        raise ValueError(f"length {length} is shorter than the sequences' {t} tokens")
+    a = b.scores - b.scores.mean(-1, keepdim=True)  # (G, K)
+    terms, clipped = _per_token_clipped(b, _float32_or_wider(a), clip_low, clip_high, beta)
+    if b.mask is not None:
+        terms = terms.masked_fill(~b.mask, 0.0)
+    return SequenceLoss(terms.sum() / (g * k * length), clipped)
+
+
+def dapo_sequences(
+    b: GroupBatch, clip_low: float = 0.2, clip_high: float = 0.28, beta: float = 0.0
+) -> SequenceLoss:
+    """DAPO's loss (Yu et al. 2025, arXiv 2503.14476): ``A = u``, the per-token clipped
+    surrogate with the asymmetric clip ``[1 - 0.2, 1 + 0.28]`` ("clip-higher"), a mean over
+    every token of the batch ("token-level policy gradient loss"), no KL. DAPO's dynamic
+    sampling and overlong shaping act on the batch and the reward, not the loss (see the
+    glossary)."""
+    terms, clipped = _per_token_clipped(b, grpo_advantages(b.scores), clip_low, clip_high, beta)
+    return SequenceLoss(b.token_mean(terms), clipped)
+
+
+def gspo_sequences(
+    b: GroupBatch, clip_low: float = 3e-4, clip_high: float = 4e-4, beta: float = 0.0
+) -> SequenceLoss:
+    """GSPO (Zheng et al. 2025, arXiv 2507.18071): the sequence ratio
+    ``s_i = exp(mean_t log rho_t)`` (length-normalised), ``A = u``, the clipped surrogate on
+    ``s_i`` with GSPO's own range ``[1 - 3e-4, 1 + 4e-4]``; a mean over sequences, no KL."""
+    new, old = _float32_or_wider(b.new), _float32_or_wider(b.old.detach())
+    n = torch.ones_like(new).sum(-1) if b.mask is None else b.mask.sum(-1).to(new.dtype)
+    log_s = sequence_log_probs(new - old, b.mask) / n  # (G, K): mean log-ratio per sequence
+    a = grpo_advantages(b.scores)
+    terms = _surrogate(log_s, a, clip_low, clip_high)
+    if beta > 0:
+        terms = terms + beta * kl_k3(b.sequence(), b.sequence("old" if b.ref is None else "ref"))
+    return SequenceLoss(terms.mean(), _clip_share(log_s.detach(), a, clip_low, clip_high, None))
+
+
+def cispo_sequences(b: GroupBatch, clip_high: float = 4.0, beta: float = 0.0) -> SequenceLoss:
+    """CISPO (MiniMax-M1, 2025, arXiv 2506.13585): ``-sg(min(rho_t, 1 + eps_high)) A log pi_t``
+    with ``A = u``: the importance weight is clipped and carries no gradient, so every token
+    keeps its gradient; a mean over tokens. No lower bound, as MiniMax-M1 sets none; the upper
+    bound ``1 + 4 = 5`` is ScaleRL's (Khatri et al. 2025, arXiv 2510.13786), TRL's default
+    recommendation."""
+    new = _float32_or_wider(b.new)
+    log_ratio = (new - _float32_or_wider(b.old)).detach()  # (G, K, T)
+    weight = torch.exp(log_ratio.clamp(max=math.log1p(clip_high)))  # min(rho, 1 + eps_high)
+    a = grpo_advantages(b.scores)[..., None]  # (G, K, 1)
+    terms = -weight * a * new
+    if beta > 0:
+        terms = terms + beta * kl_k3(new, _float32_or_wider(b.old if b.ref is None else b.ref))
+    clipped = masked_mean((log_ratio > math.log1p(clip_high)).to(new.dtype), b.mask)
+    return SequenceLoss(b.token_mean(terms), clipped)
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """The leave-one-out advantage ``r_i - mean_{j != i} r_j = K / (K - 1) (r_i - mean r)``."""
+    _check_tensor("rewards", rewards)
+    k = rewards.shape[-1]
+    if k < 2:
+        raise ValueError(f"a leave-one-out baseline needs K >= 2 candidates, got {k}")
+    r = _float32_or_wider(rewards)
+    return (r - (r.sum(-1, keepdim=True) - r) / (k - 1)).detach()
+
+
+def rloo_sequences(b: GroupBatch) -> SequenceLoss:
+    """RLOO (Ahmadian et al. 2024, "Back to basics", arXiv 2402.14740): REINFORCE on the
+    sequence log-prob, ``-A_i L_i`` with the leave-one-out baseline; a mean over sequences."""
+    return SequenceLoss(-(rloo_advantages(b.scores) * b.sequence()).mean())
+
+
+SEQUENCE_LOSSES = {
+    "tpo": tpo_sequences,
+    "tpo_no_anchor": tpo_no_anchor_sequences,
+    "group_pg": group_pg_sequences,
+    "grpo": grpo_sequences,
+    "grpo_no_kl": grpo_sequences,
+    "grpo_masked": grpo_masked_sequences,
+    "grpo_per_token": grpo_per_token_sequences,
+    "dr_grpo": dr_grpo_sequences,
+    "dapo": dapo_sequences,
+    "gspo": gspo_sequences,
+    "cispo": cispo_sequences,
+    "rloo": rloo_sequences,
+}
+"""Each sequence-level method's loss on a :class:`GroupBatch`; its settings come from
+:mod:`tpo_core.methods` (``grpo_no_kl`` is ``grpo`` at ``beta = 0``)."""
+
+
+# --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
 
@@ -529,7 +791,10 @@ class Replay:
 
 
 __all__ = [
+    "SEQUENCE_LOSSES",
+    "GroupBatch",
     "Replay",
+    "SequenceLoss",
     "ZERO_STD",
     "check_eta",
     "clipped_fraction",
@@ -543,6 +808,7 @@ __all__ = [
     "kl_k3",
     "masked_mean",
     "pg_loss",
+    "rloo_advantages",
     "ppo_loss",
     "sequence_log_probs",
     "standardize_scores",

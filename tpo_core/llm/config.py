@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 
 from tpo_core.llm.verifiers import LLM_TASKS
+from tpo_core.methods import implemented
 
-LOSSES = ("tpo", "grpo_per_token")
+LOSSES = implemented("llm")  # the methods the loop runs (tpo_core.methods)
 LOG_PROB_CHUNK = 1024  # completion tokens per chunk of the LM head: (1024, vocab) logits at once
 
 
@@ -17,7 +18,7 @@ class RLVRConfig:
 
     model: str  # hub name or local folder
     task: str = "sums"
-    loss: str = "tpo"  # one of LOSSES: "tpo" or "grpo_per_token"
+    loss: str = "tpo"  # the method, one of LOSSES (tpo, grpo_per_token, dr_grpo, dapo, ...)
     k: int = 8  # completions per prompt
     prompts_per_step: int = 8
     steps: int = 50
@@ -26,7 +27,7 @@ class RLVRConfig:
     max_new_tokens: int = 256
     temperature: float = 1.0
     eta: float = 1.0  # TPO's temperature
-    clip_eps: float = 0.2  # GRPO's clip
+    clip_eps: float = 0.2  # grpo_per_token's clip; the other methods use their own papers' ranges
     beta: float = 0.0  # weight of the k3 KL to the initial policy (both losses)
     track_kl: bool = False  # measure the KL to the start even at beta = 0 (an extra pass)
     micro_batch_groups: int = 1  # groups of K per forward/backward pass
@@ -49,7 +50,7 @@ class RLVRConfig:
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+            raise ValueError(f"unknown loss {self.loss!r}; the LLM loop runs {', '.join(LOSSES)}")
         if self.task not in LLM_TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(LLM_TASKS)}")
         if self.k < 2:
@@ -70,6 +71,11 @@ class RLVRConfig:
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
         if not (0 < self.clip_eps < 1):
             raise ValueError(f"clip_eps must lie in (0, 1), got {self.clip_eps}")
+        if self.clip_eps != 0.2 and self.loss != "grpo_per_token":
+            raise ValueError(
+                f"clip_eps sets grpo_per_token's clip; {self.loss} runs with its own paper's "
+                "settings (tpo_core.methods)"
+            )
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ValueError(f"beta must be a non-negative number, got {self.beta}")
         for name in ("warmup_steps", "eval_every", "checkpoint_every"):

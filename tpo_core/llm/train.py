@@ -35,6 +35,7 @@ from tpo_core.llm.rollouts import (
     token_log_probs,
 )
 from tpo_core.llm.verifiers import Problem, held_out_problems, problem_stream, reward
+from tpo_core.methods import METHODS
 
 
 @dataclass
@@ -232,7 +233,7 @@ def fit_rollout(model, ref, rollout: Rollout, config: RLVRConfig, opt: Optimisat
     return dict(
         grad_norm=grad_norm,
         skipped=skipped,
-        clipped=clipped if config.loss == "grpo_per_token" else math.nan,
+        clipped=clipped if "clip_high" in METHODS[config.loss].settings else math.nan,
         kl=kl if ref is not None else math.nan,
     )
 

@@ -54,9 +54,13 @@ def paper_error(algo: str, match: str, length: int) -> float | str:
 PAPER_PROTOCOL = dict(task="reverse_copy", reward="terminal", vocab=2, batch=100, k=8)
 PAPER_PROTOCOL |= dict(episodes=2000, lr=1e-3, eta=1.0, skip_signal_free=False)
 
+# Today's GRPO family (beyond the paper), run at the paper's protocol with their own papers'
+# clip ranges, KL weights and epochs (tpo_core.methods).
+GRPO_FAMILY = ["dr_grpo", "dapo", "gspo", "cispo", "rloo"]
+
 PRESETS = {
     "table3": dict(
-        algos=["tpo", "grpo", "grpo_no_kl", "ppo", "dg", "tpo_no_anchor", "group_pg"],
+        algos=["tpo", "grpo", "grpo_no_kl", "ppo", "dg", "tpo_no_anchor", "group_pg", *GRPO_FAMILY],
         lengths=[7, 8, 9, 10],
         matches=["prompts", "interactions"],
         **{k: PAPER_PROTOCOL[k] for k in ("task", "reward", "vocab", "batch", "k", "episodes")},

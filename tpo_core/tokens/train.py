@@ -31,9 +31,11 @@ NEWTON_SCHULZ_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 LEGACY_SETTINGS = {"newton_schulz": "bfloat16"}
 
 
-def is_sequence_grpo(algo: str) -> bool:
-    """GRPO and its variants on whole answers (``grpo``, ``grpo_no_kl``, ...)."""
-    return algo.startswith("grpo") and get_algorithm(algo).rollout == "sequence"
+def sums_over_k(algo: str) -> bool:
+    """Whether ``grpo_sum_over_k`` applies: a sequence-level method other than TPO's family
+    (whose loss is a cross-entropy per group, not a sum of per-answer terms)."""
+    method = get_algorithm(algo).method
+    return method.family == "sequence" and not method.tempered
 
 
 def setting(default, help: str, **cli):
@@ -137,8 +139,10 @@ class TrainConfig:
             raise ValueError(
                 f"newton_schulz must be 'float32' or 'bfloat16', got {self.newton_schulz!r}"
             )
-        if self.grpo_sum_over_k and not is_sequence_grpo(self.algo):
-            raise ValueError(f"grpo_sum_over_k applies to sequence-level GRPO, not {self.algo}")
+        if self.grpo_sum_over_k and not sums_over_k(self.algo):
+            raise ValueError(
+                f"grpo_sum_over_k applies to sequence-level GRPO-style methods, not {self.algo}"
+            )
         ModelConfig(vocab=self.vocab, length=self.length, **self.model_settings())  # checks them
         if self.device not in (None, "cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
@@ -286,10 +290,12 @@ def optimizers_for(config: TrainConfig, model: TinyTransformer, params=None) -> 
 
 
 def loss_function(config: TrainConfig) -> Callable:
-    """``loss(model, batch)`` of the config's method, with its temperature, and summed over
+    """``loss(model, batch)`` of the config's method, with its catalogue settings and the
+    config's temperature, and summed over
     the K answers instead of averaged when ``grpo_sum_over_k`` (the same as K times it)."""
     algo = get_algorithm(config.algo)
-    loss = functools.partial(algo.loss, eta=config.eta) if algo.tempered else algo.loss
+    settings = algo.method.settings | (dict(eta=config.eta) if algo.tempered else {})
+    loss = functools.partial(algo.loss, **settings)
     if not config.grpo_sum_over_k:
         return loss
     k = config.resolved.k
