@@ -11,7 +11,6 @@ import math
 import pytest
 import torch
 
-from tpo_core.tokens import algorithms
 from tpo_core.tokens.algorithms import ALGORITHMS
 from tpo_core.tokens.model import ModelConfig, TinyTransformer
 from tpo_core.tokens.rollouts import SequenceBatch, sequence_rollouts
@@ -167,7 +166,7 @@ def test_training_with_the_skip_ends_where_training_without_it_does(algo, monkey
     )
     with_skip = train(config, progress=False)
     assert skipped  # some batches held unanimous groups
-    plain = functools.partial(getattr(algorithms, algo), skip_unanimous=False)
+    plain = functools.partial(ALGORITHMS[algo].loss, skip_unanimous=False)
     monkeypatch.setitem(ALGORITHMS, algo, dataclasses.replace(ALGORITHMS[algo], loss=plain))
     without = train(config, progress=False)
     assert with_skip.error == without.error

@@ -41,7 +41,7 @@ def test_grid_configs_share_grouped_runs_across_matchings():
 
 
 def test_grid_rejects_impossible_settings():
-    with pytest.raises(ValueError, match="unknown algorithm"):
+    with pytest.raises(ValueError, match="unknown method"):
         small_grid(algos=["tpo", "sac"])
 
 

@@ -190,7 +190,7 @@ def test_tpo_sequence_loss_gradient_is_p_minus_q_over_groups():
 
 def test_algorithm_names_and_epochs():
     assert get_algorithm("dg").epochs == 1 and get_algorithm("tpo").epochs == 4
-    with pytest.raises(ValueError, match="unknown algorithm"):
+    with pytest.raises(ValueError, match="unknown method"):
         get_algorithm("sac")
 
 
@@ -202,7 +202,7 @@ def test_algorithm_names_and_epochs():
     [
         (dict(algo="tpo_token", reward="terminal"), "token-level"),
         (dict(algo="grpo", k=1), "k must be >= 2"),
-        (dict(algo="nope"), "unknown algorithm"),
+        (dict(algo="nope"), "unknown method"),
         (dict(task="sort"), "unknown task"),
         (dict(match="tokens"), "match"),
         (dict(episodes=0), "episodes"),

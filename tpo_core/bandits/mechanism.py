@@ -20,9 +20,10 @@ from __future__ import annotations
 import torch
 
 from tpo_core.bandits.neural import NEURAL_BANDIT_METHODS, neural_bandit_loss
+from tpo_core.methods import implemented
 from tpo_core.objectives import pg_loss
 
-FAILED_SAMPLE_METHODS = ("pg", "dg", "grpo", "tpo")
+FAILED_SAMPLE_METHODS = implemented("failed_sample")  # tpo_core.methods
 
 
 def _check_method(method: str, known: tuple[str, ...]) -> None:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tpo_core.methods import implemented
 from tpo_core.objectives import (
     dg_loss,
     group_pg_loss,
@@ -45,7 +46,7 @@ from tpo_core.objectives import (
 )
 from tpo_core.stats import mean_and_se
 
-NEURAL_BANDIT_METHODS = ("pg", "dg", "grpo", "group_pg", "tpo")
+NEURAL_BANDIT_METHODS = implemented("neural_bandit")  # tpo_core.methods
 
 
 # ---------------------------------------------------------------- data

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tpo_core.methods import implemented
 from tpo_core.objectives import (
     dg_loss,
     grpo_advantages,
@@ -31,8 +32,8 @@ from tpo_core.objectives import (
 )
 from tpo_core.stats import mean_and_se
 
-SINGLE_CONTEXT_METHODS = ("pg", "dg", "grpo", "tpo")
-MULTI_CONTEXT_METHODS = ("ce", "pg", "dg", "grpo", "tpo")
+SINGLE_CONTEXT_METHODS = implemented("single_context")  # tpo_core.methods
+MULTI_CONTEXT_METHODS = implemented("multi_context")
 
 
 def _check_method(method: str, known: tuple[str, ...]) -> None:

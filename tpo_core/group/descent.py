@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from tpo_core.group.target import CLIP_EPS, _as_probs, _old_probs, group_view
+from tpo_core.methods import implemented
 from tpo_core.objectives import check_eta, grpo_advantages, kl_divergence, tpo_target
 
-DESCENT_METHODS = ("pg", "clipped", "tpo")
+DESCENT_METHODS = implemented("one_group")  # pg, clipped, tpo (tpo_core.methods)
 """Methods :func:`descend_group` knows: policy gradient with z-scored
 advantages, the PPO/GRPO clipped surrogate (eps = 0.2, no KL), and TPO."""
 

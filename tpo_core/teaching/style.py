@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
+from tpo_core import methods
+
 COLORS = {
     "p_old": "#9aa5b1",
     "u": "#6c8ebf",
     "q": "#e8710a",
     "gradient": "#b5443b",
     "target": "#e8710a",
-    "pg": "#1f77b4",
-    "clipped": "#7b4ea3",
-    "tpo": "#e8710a",
-    "ce": "#444444",
-    "dg": "#2ca02c",
-    "grpo": "#7b4ea3",
-    "group_pg": "#8c564b",
-    "ppo": "#17becf",
-    "tpo_token": "#e8710a",
-    "grpo_token": "#7b4ea3",
-    "grpo_no_kl": "#c5b0d5",
-    "tpo_no_anchor": "#ffbb78",
-    "grpo_masked": "#3b2a57",
-    "grpo_per_token": "#9467bd",
+    **methods.COLORS,  # one colour per method, from the catalogue
 }
 
 
-METHOD_LABELS = {
-    "pg": "PG (REINFORCE)",
-    "clipped": "PPO/GRPO clipped",
-    "tpo": "TPO",
-    "ce": "CE (oracle)",
-    "dg": "DG",
-    "grpo": "GRPO",
-    "group_pg": "group-PG",
-    "ppo": "PPO",
-    "tpo_token": "TPO (token)",
-    "grpo_token": "GRPO (token)",
-    "grpo_no_kl": "GRPO (no KL)",
-    "tpo_no_anchor": "TPO (no anchor)",
-    "grpo_masked": "GRPO (flat groups masked)",
-    "grpo_per_token": "GRPO (per-token ratio)",
-}
+METHOD_LABELS = methods.LABELS
 
 
 KL_FLOOR = 1e-12

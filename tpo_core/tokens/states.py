@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tpo_core.methods import implemented
 from tpo_core.objectives import entropy, grpo_advantages, kl_divergence, tpo_target
 from tpo_core.tokens.model import TinyTransformer
 from tpo_core.tokens.rollouts import TokenBatch, token_rollouts
@@ -27,7 +28,7 @@ from tpo_core.tokens.tasks import correct_answers
 from tpo_core.tokens.train import TrainResult
 
 CONFIDENT = 0.9  # a state is "confident" when one token holds more than this probability
-PUSHED = ("tpo_token", "grpo_token")
+PUSHED = implemented("state_push")  # tpo_core.methods
 
 
 @dataclass(frozen=True)

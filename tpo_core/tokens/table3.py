@@ -48,16 +48,12 @@ def paper_error(algo: str, match: str, length: int) -> float | str:
     return "> 95" if value is None else value
 
 
-# The settings the paper's Table 3 runs share (each method at its own epochs: 4, DG 1). How
-# the engine implements Muon, LayerNorm or GELU (newton_schulz, layernorm_eps, ...) is not part
-# of the protocol, but cells that differ in it are still kept apart.
+# The settings the paper's Table 3 runs share (each method at its own epochs). How the engine
+# implements Muon, LayerNorm or GELU is not part of it, but cells differing there stay apart.
 PAPER_PROTOCOL = dict(task="reverse_copy", reward="terminal", vocab=2, batch=100, k=8)
 PAPER_PROTOCOL |= dict(episodes=2000, lr=1e-3, eta=1.0, skip_signal_free=False)
 
-# Today's GRPO family (beyond the paper), run at the paper's protocol with their own papers'
-# clip ranges, KL weights and epochs (tpo_core.methods).
-GRPO_FAMILY = ["dr_grpo", "dapo", "gspo", "cispo", "rloo"]
-
+GRPO_FAMILY = ["dr_grpo", "dapo", "gspo", "cispo", "rloo"]  # beyond the paper (tpo_core.methods)
 PRESETS = {
     "table3": dict(
         algos=["tpo", "grpo", "grpo_no_kl", "ppo", "dg", "tpo_no_anchor", "group_pg", *GRPO_FAMILY],
