@@ -10,6 +10,7 @@ import torch
 import tpo_core as tc
 from tpo_core import llm
 from tpo_core.llm import RLVRConfig, verifiers
+from tpo_core.llm.scale import COMPARISON
 
 pytest.importorskip("transformers")
 
@@ -159,7 +160,7 @@ def test_the_class_session_and_the_capstones_gpu_runs_are_valid_and_predicted():
     assert sum(llm.scale_minutes(session, t4).values()) <= 30
     changes = dict(task="graph_color", steps=30)
     capstone = llm.choose_scale(14.6)
-    capstone = replace(capstone, settings=capstone.settings | changes, runs=llm.LOSSES)
+    capstone = replace(capstone, settings=capstone.settings | changes, runs=COMPARISON)
     configs = [
         RLVRConfig(**(capstone.run_settings(loss) | dict(seed=seed)))
         for loss in capstone.runs
