@@ -18,8 +18,8 @@ import math
 
 import torch
 
+from tpo_core.methods import METHODS
 from tpo_core.objectives import grpo_advantages, kl_k3, ppo_loss
-from tpo_core.tokens.algorithms import GRPO_BETA
 from tpo_core.tokens.model import ModelConfig, TinyTransformer, make_optimizers
 from tpo_core.tokens.rollouts import sequence_rollouts
 
@@ -61,7 +61,7 @@ def main() -> None:
             new = batch.new_log_probs(model)
             new = new if args.per_token else new.sum(-1)
             surrogate = ppo_loss(new, old, advantages)
-            kl = GRPO_BETA * kl_k3(new, old).mean()
+            kl = METHODS["grpo"].settings["beta"] * kl_k3(new, old).mean()
             ratio = (new - old).exp()
             cut = ((ratio > 1.2) & (advantages > 0)) | ((ratio < 0.8) & (advantages < 0))
             share = cut[informative].float().mean().item() if informative.any() else math.nan
