@@ -45,6 +45,7 @@ from tpo_core.llm.rollouts import (
 )
 from tpo_core.llm.scale import (
     CHECKPOINT_ROOT,
+    COMPARISON,
     SMALL_GPU_GIB,
     Scale,
     card_for,
@@ -71,6 +72,7 @@ __all__ = [
     "CHECKPOINT_ROOT",
     "FP16_INIT_SCALE",
     "LOG_PROB_CHUNK",
+    "COMPARISON",
     "LOSSES",
     "METRICS",
     "MODEL_SHAPES",
