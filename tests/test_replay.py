@@ -250,7 +250,7 @@ def test_expected_push_is_the_mean_over_sampled_groups():
 
 def test_push_refuses_other_methods_and_bad_probabilities():
     _, batch = _states()
-    with pytest.raises(ValueError, match="tpo_token and grpo_token"):
+    with pytest.raises(ValueError, match="grpo_token and tpo_token"):
         state_push("ppo", batch, "reverse_copy", 3)
     with pytest.raises(ValueError, match="strictly between"):
         expected_push("tpo_token", [0.0, 0.5])

@@ -10,10 +10,14 @@ import torch
 
 import tpo_core as tc
 from tpo_core import teaching as tt
-from tpo_core.tokens.algorithms import grpo, grpo_masked, grpo_per_token, informative_groups, tpo
+from tpo_core.tokens.algorithms import ALGORITHMS, informative_groups
 from tpo_core.tokens.rollouts import SequenceBatch
 from tpo_core.tokens.table3 import table3_line, table3_markdown
 from tpo_core.tokens.train import TrainConfig, train
+
+grpo, grpo_masked, grpo_per_token, tpo = (
+    ALGORITHMS[name].loss for name in ("grpo", "grpo_masked", "grpo_per_token", "tpo")
+)
 
 
 class FixedBatch(SequenceBatch):
