@@ -3,6 +3,7 @@ scale their loss, checkpoints load as data only, evaluations go through in chunk
 
 import math
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch
@@ -140,16 +141,18 @@ def test_a_crafted_checkpoint_does_not_run_code_and_saved_ones_load(tiny_model, 
     config = config_for(tiny_model, steps=1, checkpoint_dir=str(tmp_path), checkpoint_every=1)
     folder = llm.run_folder(config)
     llm.rlvr_train(config, progress=False)
+    torch.manual_seed(config.seed)
     tokenizer, model = llm.load_policy(config)
+    start = llm.fingerprint(model)
     opt = llm.Optimisation.for_model(model, config)
     result = llm.RLVRResult(config, {m: [] for m in llm.METRICS})
-    assert llm.load_checkpoint(folder, model, opt, result) == 1  # a saved one loads
+    assert llm.load_checkpoint(folder, model, opt, result, start) == 1  # a saved one loads
     assert len(result.history["reward"]) == 1
     state = torch.load(folder / llm.CHECKPOINT, weights_only=True)
     with open(folder / llm.CHECKPOINT, "wb") as f:  # the same checkpoint, with a payload
         pickle.dump(state | {"history": Payload()}, f)
     with pytest.raises(pickle.UnpicklingError):
-        llm.load_checkpoint(folder, model, opt, result)
+        llm.load_checkpoint(folder, model, opt, result, start)
     assert Payload.ran == []
 
 
@@ -315,3 +318,24 @@ def test_history_has_the_clipped_share_of_grpo_tokens(tiny_model):
     assert 0 < many.history["clipped"][0] < 1
     tpo = llm.rlvr_train(config_for(tiny_model), progress=False)
     assert math.isnan(tpo.history["clipped"][0])  # TPO has no clip
+
+
+def test_checkpoints_refuse_another_start_a_shorter_run_and_a_silent_restart(tiny_model, tmp_path):
+    """A checkpoint resumes only the model it started from, never more steps than asked,
+    and is never overwritten by a run that was not told to resume."""
+    config = config_for(tiny_model, steps=2, checkpoint_dir=str(tmp_path), checkpoint_every=1)
+    llm.rlvr_train(config, progress=False)
+    with pytest.raises(ValueError, match="resume=True"):
+        llm.rlvr_train(config, progress=False)  # resume=False over a saved run
+    with pytest.raises(ValueError, match="holds 2 steps, more than steps=1"):
+        llm.rlvr_train(replace(config, steps=1), progress=False, resume=True)
+    torch.manual_seed(1)
+    tokenizer, other = llm.load_policy(config)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)  # another base model at the same path
+    with pytest.raises(ValueError, match="another starting model"):
+        llm.rlvr_train(
+            replace(config, steps=3), progress=False, policy=(tokenizer, other), resume=True
+        )
+    state = torch.load(llm.run_folder(config) / llm.CHECKPOINT, weights_only=True)
+    assert state["step"] == 2  # nothing was written over

@@ -32,6 +32,19 @@ from tpo_core.llm import verifiers
         ("\\boxed{} so #### 7", "7"),  # an empty box does not decide
         ("\\boxed{7} and \\boxed{ }", "7"),
         ("1,2", "2"),  # a list, not a thousands separator
+        # signs, fractions, powers and separators as people write them
+        ("\u22123", "-3"),  # the minus sign
+        ("\u20133", "-3"),  # the en dash
+        ("#### \u22125", "-5"),
+        ("3/4", "0.75"),
+        ("\\frac{1}{2}", "0.5"),  # unboxed
+        ("\u00bd", "0.5"),  # the vulgar fraction one half
+        ("4\u00b2", "16"),  # a superscript after a digit is a power
+        ("an area of 5 m\u00b2", "5"),  # elsewhere it is not a number
+        ("\\boxed{1{,}234}", "1234"),  # LaTeX's braced comma
+        ("1 000", "1000"),  # a space between groups of three
+        ("3.14.15", None),  # malformed: not read as 0.15
+        ("3/0", None),
     ],
 )
 def test_extract_answer(text, expected):
@@ -122,3 +135,39 @@ def test_tagged_answers_are_read_in_linear_time():
     boxes = "\\boxed{" * 40_000 + "1"
     assert verifiers.extract_answer(boxes) == "1"  # no box closes: the last number
     assert time.perf_counter() - start < 2.0  # linear: milliseconds
+
+
+MEGABYTE = 1_000_000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\\boxed{" * (MEGABYTE // 7) + "1" + "}" * (MEGABYTE // 7),  # nested boxes
+        "0." + "9" * MEGABYTE,  # one long decimal
+        "\\boxed{ }" * (MEGABYTE // 9),  # blank boxes
+        "\\frac{" * (MEGABYTE // 6),
+        "1," * (MEGABYTE // 2),
+        "1 " * (MEGABYTE // 2),
+        "-" * MEGABYTE,
+        "\u00b2" * MEGABYTE,
+    ],
+    ids=[
+        "nested-boxes",
+        "long-decimal",
+        "blank-boxes",
+        "open-fracs",
+        "commas",
+        "spaces",
+        "dashes",
+        "superscripts",
+    ],
+)
+def test_answers_are_read_in_linear_time(text):
+    """1 MB of adversarial text reads in well under a second (a quadratic reader takes
+    minutes), and a number too long to read exactly is not read at all."""
+    start = time.perf_counter()
+    answer = verifiers.extract_answer(text)
+    assert time.perf_counter() - start < 1.0
+    if text.startswith("0."):
+        assert answer is None  # never rounded to 1

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -98,7 +99,10 @@ def test_runs_of_different_configurations_are_separate_rows_that_say_how():
 def write_copied_runs(folder, seed_of_copy: int):
     """Two seeds of one cell, and a copy of the first under another name (and seed)."""
     for seed, errors in ((0, [0.5, 0.1]), (1, [0.5, 0.3])):
-        result = TrainResult(run(seed=seed).config, error=errors, grad_norm=[1.0, 0.5 + seed])
+        config = replace(run(seed=seed).config, episodes=len(errors))
+        result = TrainResult(
+            config, error=errors, grad_norm=[1.0, 0.5 + seed], all_fail=[0.0, 0.0], skipped=[0, 0]
+        )
         write_run(folder / f"seed{seed}.json", result, {})
     data = json.loads((folder / "seed0.json").read_text())
     data["config"]["seed"] = seed_of_copy

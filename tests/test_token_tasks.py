@@ -272,7 +272,7 @@ def test_cli_writes_results_json(tmp_path):
         (["--algo", "tpo_token", "--reward", "terminal"], "token-level"),
         (["--algo", "grpo", "--k", "1"], "k must be >= 2"),
         (["--algo", "sac"], "invalid choice"),
-        (["--lr", "inf"], "lr must be a positive finite number"),
+        (["--lr", "inf"], "lr must be in"),
         (["--layernorm-eps", "-1"], "layernorm_eps must be a positive finite number"),
         (["--algo", "pg", "--k", "0"], "k must be at least 1"),
     ],

@@ -31,6 +31,7 @@ any training.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from dataclasses import fields
@@ -55,13 +56,23 @@ from tpo_core.tokens.train import TrainConfig, train
 GRID_LISTS = {"algo": "algos", "length": "lengths", "seed": "seeds", "match": "matches"}
 
 
+MAX_VALUES = 10_000  # values one list option may take (a range beyond it is a typo)
+
+
 def integers(text: str) -> list[int]:
     """``"3"`` -> [3]; ``"0..19"`` -> [0, 1, ..., 19] (both ends included)."""
     first, dots, last = text.partition("..")
     try:
-        return list(range(int(first), int(last) + 1)) if dots else [int(text)]
+        low, high = (int(first), int(last)) if dots else (int(text), int(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer or a range a..b: {text!r}") from None
+    if high < low:
+        raise argparse.ArgumentTypeError(f"the range {text} is empty: write low..high")
+    if high - low >= MAX_VALUES:
+        raise argparse.ArgumentTypeError(
+            f"the range {text} holds {high - low + 1} values; at most {MAX_VALUES} at once"
+        )
+    return list(range(low, high + 1))
 
 
 def add_config_options(
@@ -151,21 +162,28 @@ def _grid(args, argv, parser) -> int:
             settings = preset_settings(args.preset, settings, given)
         if args.workers < 1 or args.replicas < 1:
             raise ValueError("--workers and --replicas must be at least 1")
+        if args.workers > (os.cpu_count() or 1):
+            raise ValueError(
+                f"--workers {args.workers}: this machine has {os.cpu_count()} CPUs, one per worker"
+            )
         configs = grid_configs(**settings)
         check_output(args.out, folder=True)
+        if package_commit() is None:
+            print(
+                "note: tpo_core is not in a git checkout; the runs record no commit",
+                file=sys.stderr,
+            )
+        paths = run_grid(
+            configs,
+            args.out,
+            argv,
+            workers=args.workers,
+            progress=not args.quiet,
+            replicas=args.replicas,
+        )
+        _print_table3([load_run(p) for p in paths], settings["matches"])
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
-    if package_commit() is None:
-        print("note: tpo_core is not in a git checkout; the runs record no commit", file=sys.stderr)
-    paths = run_grid(
-        configs,
-        args.out,
-        argv,
-        workers=args.workers,
-        progress=not args.quiet,
-        replicas=args.replicas,
-    )
-    _print_table3([load_run(p) for p in paths], settings["matches"])
     return 0
 
 
@@ -177,6 +195,8 @@ def _print_table3(runs, matches) -> None:
 
 def _summary(args, argv, parser) -> int:
     try:
+        if args.runs and args.shipped:
+            raise ValueError("--shipped picks among the shipped grids; with --runs give one only")
         if args.runs:
             runs = load_runs(args.runs)
         else:

@@ -19,12 +19,22 @@ average over the unmasked entries.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import dataclass, fields
 
 import torch
 
 ZERO_STD = 1e-6
 """A group whose score standard deviation is below this counts as zero-variance."""
+
+ETA_MIN = 1e-6
+"""The smallest temperature accepted. Below it ``u / eta`` (|u| <= sqrt(K)) is so far beyond
+the log-probs that the target is already the best candidates' one-hot in float32, and near
+1e-38 it overflows to NaN."""
+
+LARGE = 2.0**60
+"""Scores beyond this size are rescaled (by a power of two, exactly) before squaring."""
 
 
 # --------------------------------------------------------------------------
@@ -84,9 +94,40 @@ def check_eta(eta) -> float:
         eta = float(eta)
     except (TypeError, ValueError):
         raise TypeError(f"eta must be a positive number, got {eta!r}") from None
-    if not math.isfinite(eta) or eta <= 0:
-        raise ValueError(f"eta must be positive and finite, got {eta}")
+    if not math.isfinite(eta) or eta < ETA_MIN:
+        raise ValueError(f"eta must be finite and at least {ETA_MIN:g}, got {eta}")
     return eta
+
+
+def check_types(config) -> None:
+    """Raise TypeError naming the first field of the dataclass ``config`` whose value is not
+    of its declared type (``bool``, ``int``, ``float``, ``str``, or None where optional): an
+    ``int`` is a float, but a ``bool`` is no number and ``2.5`` no count."""
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if value is None and type(None) in allowed:
+            continue
+        kinds = {float: (int, float), int: (int,), bool: (bool,), str: (str,)}
+        ok = any(
+            isinstance(value, kinds.get(kind, (kind,)))
+            and (kind is bool or not isinstance(value, bool))
+            for kind in allowed
+            if kind is not type(None)
+        )
+        if not ok:
+            names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
+            raise TypeError(f"{f.name} must be {names}, got {value!r}")
+
+
+def _in_range(x: torch.Tensor) -> torch.Tensor:
+    """``x`` scaled by a power of two (exact) if its entries are so large that their squares
+    would overflow: z-scores do not change, and a standard deviation stays finite."""
+    top = x.abs().amax() if x.numel() else x.new_zeros(())
+    if top <= LARGE:
+        return x
+    return x * 2.0 ** -int(torch.frexp(top).exponent)
 
 
 def _float32_or_wider(x: torch.Tensor) -> torch.Tensor:
@@ -131,12 +172,12 @@ def standardize_scores(
             raise ValueError("mask leaves a group with every candidate masked out")
     _check_finite("scores", scores, mask)
     s = _float32_or_wider(scores)
+    s = _in_range(s if mask is None else s.masked_fill(~mask, 0.0))
     if mask is None:
         mean = s.mean(dim, keepdim=True)
         std = s.std(dim, keepdim=True, correction=0)
         centred = s - mean
     else:
-        s = s.masked_fill(~mask, 0.0)
         n = mask.sum(dim, keepdim=True)
         mean = s.sum(dim, keepdim=True) / n
         centred = (s - mean).masked_fill(~mask, 0.0)
@@ -235,6 +276,11 @@ def tpo_loss(
     _check_finite("target", target, mask)
     if (target < 0).any():
         raise ValueError("target has negative entries; it must be a distribution per group")
+    total = (target if mask is None else target.masked_fill(~mask, 0.0)).sum(-1)
+    tolerance = max(1e-4, torch.finfo(target.dtype).eps * target.shape[-1])
+    if not torch.allclose(total, torch.ones_like(total), atol=tolerance):
+        worst = (total - 1).abs().max().item()
+        raise ValueError(f"target must sum to 1 over each group; a group is off by {worst:.3g}")
     log_p = _group_log_softmax(log_probs, mask)
     q = _float32_or_wider(target.detach())
     terms = q * log_p
@@ -274,12 +320,14 @@ def _check_per_sample(log_probs, advantages, mask, *others):
     _check_tensor("advantages", advantages)
     if advantages.shape != log_probs.shape:
         try:
-            torch.broadcast_shapes(advantages.shape, log_probs.shape)
+            shape = torch.broadcast_shapes(advantages.shape, log_probs.shape)
         except RuntimeError:
+            shape = None
+        if shape != log_probs.shape:
             raise ValueError(
                 f"advantages of shape {tuple(advantages.shape)} do not broadcast to "
                 f"log_probs of shape {tuple(log_probs.shape)}"
-            ) from None
+            )
     for name, x in others:
         _check_tensor(name, x)
         _check_same_shape(name, x, "log_probs", log_probs)
@@ -293,6 +341,8 @@ def _check_per_sample(log_probs, advantages, mask, *others):
             raise ValueError("mask marks no entry as real: nothing to average over")
     _check_finite("log_probs", log_probs, mask)
     _check_finite("advantages", advantages.expand_as(log_probs), mask)
+    for name, x in others:
+        _check_finite(name, x, mask)
     return _float32_or_wider(log_probs), _float32_or_wider(advantages.detach())
 
 
@@ -398,7 +448,10 @@ def grpo_advantages(
     _check_group("rewards", rewards)
     mask = _check_mask(mask, "rewards", rewards)
     _check_finite("rewards", rewards, mask)
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a positive finite number, got {eps}")
     r = _float32_or_wider(rewards)
+    r = _in_range(r if mask is None else r.masked_fill(~mask, 0.0))
     if mask is None:
         centred = r - r.mean(-1, keepdim=True)
         std = r.std(-1, keepdim=True, correction=0)
@@ -427,7 +480,8 @@ def grpo_loss(
     sequence, repeated over its tokens). The KL anchor ``l_ref`` defaults to
     the rollout snapshot ``old_log_probs``. ``beta = 0`` is "GRPO (no KL)".
     """
-    l, a = _check_per_sample(log_probs, advantages, mask, ("old_log_probs", old_log_probs))
+    refs = () if ref_log_probs is None else (("ref_log_probs", ref_log_probs),)
+    l, a = _check_per_sample(log_probs, advantages, mask, ("old_log_probs", old_log_probs), *refs)
     clip_eps = _check_clip(clip_eps)
     beta = float(beta)
     if not math.isfinite(beta) or beta < 0:

@@ -108,6 +108,9 @@ def ratio_box(view: GroupView, eps: float = CLIP_EPS) -> list[tuple[list[float],
     return segments
 
 
+MAX_GROUP = 10_000  # candidates in one example group (a figure of more shows nothing)
+
+
 def random_group(k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A reproducible example group: ``p_old ~ Dirichlet(2, ..., 2)`` and scores ``~ N(0, 1)``.
 
@@ -115,8 +118,10 @@ def random_group(k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     Gamma(2) draw is the sum of two Exponential(1) draws, and normalised
     Gamma draws are Dirichlet.
     """
-    if not (isinstance(k, int) and k >= 2):
-        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    if not (isinstance(k, int) and 2 <= k <= MAX_GROUP):
+        raise ValueError(
+            f"k must be an integer in [2, {MAX_GROUP}] (one group to look at), got {k!r}"
+        )
     g = torch.Generator().manual_seed(seed)
     gamma = -torch.log1p(-torch.rand(2, k, generator=g, dtype=torch.float64)).sum(0)
     scores = torch.round(torch.randn(k, generator=g, dtype=torch.float64), decimals=1)

@@ -12,7 +12,13 @@ TRL's ``GRPOTrainer`` with TPO's loss (needs ``trl``, so it is not imported here
 """
 
 from tpo_core.llm import verifiers
-from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, run_folder, save_checkpoint
+from tpo_core.llm.checkpoint import (
+    CHECKPOINT,
+    fingerprint,
+    load_checkpoint,
+    run_folder,
+    save_checkpoint,
+)
 from tpo_core.llm.config import LOG_PROB_CHUNK, LOSSES, RLVRConfig
 from tpo_core.llm.losses import LossTerms, rlvr_loss, rlvr_loss_terms
 from tpo_core.llm.memory import (
@@ -100,6 +106,7 @@ __all__ = [
     "generation_peak_gib",
     "group_slices",
     "group_table",
+    "fingerprint",
     "load_checkpoint",
     "load_policy",
     "memory_line",

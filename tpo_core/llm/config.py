@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from tpo_core.llm.verifiers import LLM_TASKS
 from tpo_core.methods import implemented
+from tpo_core.objectives import check_eta, check_types
 
 LOSSES = implemented("llm")  # the methods the loop runs (tpo_core.methods)
+MIN_TEMPERATURE = 0.01  # below it sampling is greedy in effect: log-probs 0 or -inf, no gradient
+MAX_LR = 1.0
+DEVICES = re.compile(r"cpu|mps|cuda(:\d+)?")
 LOG_PROB_CHUNK = 1024  # completion tokens per chunk of the LM head: (1024, vocab) logits at once
 
 
@@ -49,6 +54,7 @@ class RLVRConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        check_types(self)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; the LLM loop runs {', '.join(LOSSES)}")
         if self.task not in LLM_TASKS:
@@ -65,10 +71,22 @@ class RLVRConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "temperature", "eta", "max_grad_norm"):
+        for name in ("lr", "temperature", "max_grad_norm"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
+        check_eta(self.eta)
+        if self.lr > MAX_LR:
+            raise ValueError(f"lr must be at most {MAX_LR:g}, got {self.lr}")
+        if self.temperature < MIN_TEMPERATURE:
+            raise ValueError(
+                f"temperature must be at least {MIN_TEMPERATURE:g}, got {self.temperature}: "
+                "below it every sample is the greedy one, and no loss has a gradient"
+            )
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
+        if self.device is not None and not DEVICES.fullmatch(self.device):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not (0 < self.clip_eps < 1):
             raise ValueError(f"clip_eps must lie in (0, 1), got {self.clip_eps}")
         if self.clip_eps != 0.2 and self.loss != "grpo_per_token":

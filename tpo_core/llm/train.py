@@ -13,7 +13,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from tpo_core.llm.checkpoint import CHECKPOINT, load_checkpoint, run_folder, save_checkpoint
+from tpo_core.llm.checkpoint import (
+    CHECKPOINT,
+    fingerprint,
+    load_checkpoint,
+    run_folder,
+    save_checkpoint,
+    saved_step,
+)
 from tpo_core.llm.config import RLVRConfig
 from tpo_core.llm.losses import rlvr_loss_terms
 from tpo_core.llm.memory import GIB
@@ -276,9 +283,20 @@ def rlvr_train(
     if config.eval_every:
         held_out = held_out_problems(config.task, config.eval_problems, config.gsm8k_test_path)
     folder = run_folder(config) if config.checkpoint_dir else None
+    saved = 0 if folder is None else saved_step(folder)
+    if saved and not resume:
+        raise ValueError(
+            f"{folder} holds this run's checkpoint after {saved} steps: pass resume=True to "
+            "continue it, or remove the folder to start again"
+        )
+    if saved > config.steps:
+        raise ValueError(
+            f"the checkpoint in {folder} holds {saved} steps, more than steps={config.steps}"
+        )
+    origin = fingerprint(model) if folder is not None else ""
     first = 0
     if resume and folder is not None and (folder / CHECKPOINT).exists():
-        first = load_checkpoint(folder, model, opt, result)
+        first = load_checkpoint(folder, model, opt, result, origin)
         if callback is not None and first:
             callback(first - 1, result)  # draw the steps done before the interruption
     for _ in range(first * config.prompts_per_step):  # the problems the earlier steps drew
@@ -313,7 +331,7 @@ def rlvr_train(
             )
         every = config.checkpoint_every
         if folder is not None and every and (done % every == 0 or done == config.steps):
-            save_checkpoint(folder, model, opt, result, done)
+            save_checkpoint(folder, model, opt, result, done, origin)
         if callback is not None:
             callback(step, result)
     return result

@@ -24,15 +24,28 @@ import itertools
 import random
 import re
 import unicodedata
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 
-# a number: digits with optional thousands commas, or a leading-dot decimal; optional exponent
-NUMBER = re.compile(r"-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
-FRACTION = re.compile(r"(-?)\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")  # \frac{a}{b}, \dfrac, \tfrac
+# One number as written: a LaTeX fraction, or digits (thousands grouped by commas or single
+# spaces, or none) with an optional decimal part, exponent, power and denominator. Every
+# part is a run of one character class, so a search is linear in the text's length; the
+# value is checked afterwards (:func:`_value`), so ``3.14.15`` is read as one malformed number.
+NUMBER = re.compile(
+    r"(?P<frac_sign>-?)\\[dt]?frac\{(?P<top>[^{}]*)\}\{(?P<bottom>[^{}]*)\}"
+    r"|(?P<number>-?(?:(?:\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+)(?![\d,])|\d+|(?=\.\d)))"
+    r"(?P<decimals>(?:\.\d+)*)(?P<exponent>[eE][+-]?\d+)?(?:\^(?P<power>\d+))?(?:/(?P<den>\d+))?"
+)
 MAX_EXPONENT = 1000  # numbers beyond 10^(+-1000) are not read (their exact value is huge)
+MAX_DIGITS = 1000  # nor numbers written with more digits (exact arithmetic on them is slow)
+SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+SUPERSCRIPT_RUN = re.compile("([0-9])?([⁰¹²³⁴⁵⁶⁷⁸⁹]+)")
+# Signs and separators NFKC leaves alone: the minus sign and the en dash as minus, the fraction
+# slash, and LaTeX's braced comma (``1{,}234``).
+SPELLINGS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2044": "/"})
 REASONING_GYM_TASKS = ("graph_color", "knights_knaves")
 LLM_TASKS = ("sums", "arithmetic", "gsm8k", *REASONING_GYM_TASKS)
 
@@ -45,15 +58,51 @@ class Problem:
     entry: dict = field(default_factory=dict, compare=False, repr=False)  # Reasoning Gym's record
 
 
-def _value(number: str) -> Fraction | None:
-    """The exact value of a number as written (``1,234``, ``.5``, ``1e3``, Unicode digits)."""
+def _prepared(text: str) -> str:
+    """``text`` with one spelling per sign and digit: a superscript after a digit is a power
+    (``4²`` is ``4^2``; elsewhere, as in ``m²``, it is dropped), then NFKC (full-width and
+    other Unicode digits as ASCII), the minus sign and en dash as ``-``, ``{,}`` as ``,``."""
+    powers = SUPERSCRIPT_RUN.sub(
+        lambda m: f"{m[1]}^{m[2].translate(SUPERSCRIPTS)}" if m[1] else "", text
+    )
+    normal = unicodedata.normalize("NFKC", powers).translate(SPELLINGS)
+    return normal.replace("{,}", ",")
+
+
+def _value(match: re.Match) -> Fraction | None:
+    """The exact value of one :data:`NUMBER` match, or None if it is malformed (two decimal
+    points), divides by zero, or is too long or too large to read exactly."""
+    if match["number"] is None:
+        top, bottom = _first_value(match["top"]), _first_value(match["bottom"])
+        if top is None or bottom is None or bottom == 0:
+            return None
+        return -top / bottom if match["frac_sign"] else top / bottom
+    decimals = match["decimals"]
+    if decimals.count(".") > 1 or len(match[0]) > MAX_DIGITS:
+        return None
+    number = match["number"].replace(",", "").replace(" ", "") or "0"
     try:
-        value = Decimal(number.replace(",", ""))
+        value = Decimal(number + decimals + (match["exponent"] or ""))
     except InvalidOperation:
         return None
     if not value.is_finite() or abs(value.adjusted()) > MAX_EXPONENT:
         return None
-    return Fraction(value)
+    value = Fraction(value)
+    if match["power"] is not None:
+        power = int(match["power"])
+        if power * max(1, value.numerator.bit_length()) > 4 * MAX_EXPONENT:
+            return None
+        value **= power
+    if match["den"] is not None:
+        if int(match["den"]) == 0:
+            return None
+        value /= int(match["den"])
+    return value
+
+
+def _first_value(text: str) -> Fraction | None:
+    match = NUMBER.search(text)
+    return None if match is None else _value(match)
 
 
 def _canonical(value: Fraction) -> str:
@@ -73,48 +122,51 @@ def _canonical(value: Fraction) -> str:
 
 
 def _read_number(fragment: str) -> str | None:
-    """The first number of ``fragment``, or its ``\\frac{a}{b}`` if that comes first, canonical."""
-    fragment = fragment.replace("$", "")
-    number, fraction = NUMBER.search(fragment), FRACTION.search(fragment)
-    if fraction is not None and (number is None or fraction.start() <= number.start()):
-        top, bottom = _read_number(fraction[2]), _read_number(fraction[3])
-        if top is None or bottom is None or Fraction(bottom) == 0:
-            return None
-        value = Fraction(top) / Fraction(bottom)
-        return _canonical(-value if fraction[1] else value)
-    value = None if number is None else _value(number.group())
+    """The first number of ``fragment`` (prepared), canonical; dollar signs are ignored."""
+    value = _first_value(fragment.replace("$", ""))
     return None if value is None else _canonical(value)
 
 
 def _normalise_number(text: str) -> str | None:
     """The first number of ``text`` in canonical form (``"42.0"`` and ``"4.2e1"`` give ``"42"``)."""
-    return _read_number(unicodedata.normalize("NFKC", text))
+    return _read_number(_prepared(text))
 
 
-def boxed_contents(text: str) -> list[str]:
-    """What every ``\\boxed{...}`` holds, nested braces included, in one pass over the text."""
+BLANK = re.compile(r"\s*")
+
+
+def last_boxed(text: str) -> str | None:
+    """What the last non-blank ``\\boxed{...}`` holds (nested braces included), or None.
+
+    One pass matches the braces; boxes are then tried from the last, and a blank box can hold
+    no other box, so the blank ones are disjoint: linear in the text's length."""
     closing, opened = {}, []
     for brace in re.finditer(r"[{}]", text):
         if brace.group() == "{":
             opened.append(brace.start())
         elif opened:
             closing[opened.pop()] = brace.start()
-    starts = (m.end() - 1 for m in re.finditer(r"\\boxed\{", text))
-    return [text[i + 1 : closing[i]] for i in starts if i in closing]
+    starts = [m.end() - 1 for m in re.finditer(r"\\boxed\{", text)]
+    for i in reversed(starts):
+        if i in closing and BLANK.match(text, i + 1).end() < closing[i]:
+            return text[i + 1 : closing[i]]
+    return None
 
 
 def extract_answer(text: str) -> str | None:
     """A completion's final number: the last non-empty ``\\boxed{}``, then ``#### x``, then the
-    last number; in canonical form (exact values: ``1e3`` is 1000, ``\\frac{1}{2}`` 0.5).
-    None where the one that decides holds no number."""
-    text = unicodedata.normalize("NFKC", text)  # full-width digits and signs as ASCII
-    boxed = [content for content in boxed_contents(text) if content.strip()]
-    if boxed:
-        return _read_number(boxed[-1])
+    last number; in canonical form (exact values: ``1e3`` is 1000, ``\\frac{1}{2}`` and ``1/2``
+    0.5, ``4²`` 16, ``−3`` -3). None where the one that decides holds no number, or a
+    malformed one (``3.14.15``). Linear in the text's length."""
+    text = _prepared(text)
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return _read_number(boxed)
     if "####" in text:
         return _read_number(text.rsplit("####", 1)[1])
-    numbers = NUMBER.findall(text)
-    return _read_number(numbers[-1]) if numbers else None
+    last = deque(NUMBER.finditer(text), maxlen=1)  # the last number, in one pass
+    value = _value(last[0]) if last else None
+    return None if value is None else _canonical(value)
 
 
 def extract_tagged(text: str) -> str:

@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -56,15 +57,16 @@ def _git(*args: str) -> str | None:
 
 
 def package_commit() -> str | None:
-    """The commit of the git checkout that holds this package (``-dirty`` when its tracked
-    files had uncommitted changes), whatever the current directory; None when the package
-    is not a tracked part of a git checkout (an installed copy, an archive)."""
+    """The commit of the git checkout that holds this package (``-dirty`` when the package's
+    files had uncommitted changes, untracked files included; results being written are not
+    code), whatever the current directory; None when the package is not a tracked part of
+    a git checkout (an installed copy, an archive)."""
     if _git("ls-files", "--error-unmatch", "__init__.py") is None:
         return None
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return None
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = _git("status", "--porcelain", "--", ".", f":(exclude){RESULTS.relative_to(PACKAGE)}")
     return commit.strip() + ("-dirty" if dirty else "")
 
 
@@ -118,15 +120,70 @@ def _json_ready(x, digits: int | None = None):
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as standard JSON (NaN as null) via a temporary file and a rename.
-
-    Readers never see half a file: the rename is the last step.
-    """
+    """Write ``payload`` as standard JSON (NaN as null) via a temporary file, flushed to disk,
+    and a rename. Readers never see half a file: the rename is the last step. Refuses to
+    replace anything at ``path`` but a regular file (:func:`check_replaceable`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_json_ready(payload), separators=(",", ":"), allow_nan=False))
+    check_replaceable(path)
+    tmp = path.with_name(_temporary_name(path.name))
+    with open(tmp, "w") as file:
+        file.write(json.dumps(_json_ready(payload), separators=(",", ":"), allow_nan=False))
+        file.flush()
+        os.fsync(file.fileno())
     tmp.replace(path)
+
+
+def _temporary_name(name: str) -> str:
+    return f".{name}.{os.getpid()}.tmp"
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise ValueError if ``path`` exists and is not a regular file (a device, a FIFO, a
+    folder, a symbolic link): a result never replaces one."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing there (or a file where a folder should be, which the caller reports)
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise ValueError(f"{path} exists and is {kind}; results are written only as new files")
+
+
+def _is_our_run(path: Path) -> bool:
+    """Whether the regular file at ``path`` is a run this program wrote (one it may replace)."""
+    try:
+        data = read_json(path)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and {"config", "provenance"} <= set(data)
+
+
+MAX_JSON_BYTES = 64 * 2**20  # a run's file is well under 1 MB
+
+
+def read_json(path: Path):
+    """The JSON in the regular file at ``path``, parsed strictly (no NaN or Infinity
+    literals), or ValueError saying why not: a FIFO, a device or a folder is never opened."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    if info.st_size > MAX_JSON_BYTES:
+        raise ValueError(f"{path} holds {info.st_size} bytes, more than a run's file can")
+
+    def refuse(literal):
+        raise ValueError(f"{literal} is not standard JSON")
+
+    try:
+        return json.loads(path.read_bytes(), parse_constant=refuse)
+    except RecursionError:
+        raise ValueError(f"{path} nests too deeply to be a run's file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
 
 
 def write_run(path: Path, result: TrainResult, stamp: dict) -> None:
@@ -138,12 +195,19 @@ def write_run(path: Path, result: TrainResult, stamp: dict) -> None:
 
 def check_output(path: Path, folder: bool = False) -> None:
     """Raise ValueError, before any training, if results cannot be written at ``path`` (one
-    file, or with ``folder`` a folder of them). Creates the folder that will hold them."""
+    file, or with ``folder`` a folder of them). Creates the folder that will hold them.
+
+    An existing file is replaced only if it is a regular file holding a run this program
+    wrote; a device, a FIFO, a link or anyone else's file is never written over."""
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a folder for the grid's runs")
     if not folder and path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name, such as {path / 'run.json'}")
+    if not folder:
+        check_replaceable(path)
+        if path.exists() and not _is_our_run(path):
+            raise ValueError(f"{path} exists and is not a run's file; give a new file name")
     directory = path if folder else path.parent
     above = next(p for p in [directory, *directory.parents] if p.exists())
     if not above.is_dir():
@@ -154,13 +218,31 @@ def check_output(path: Path, folder: bool = False) -> None:
             pass
     except OSError as err:
         raise ValueError(f"cannot write files in {directory}: {err.strerror or err}") from None
+    if not folder:
+        check_name_length(directory, path.name)
+
+
+def check_name_length(directory: Path, name: str) -> None:
+    """Raise ValueError if the file system cannot hold a file named ``name`` (with its
+    temporary name) in ``directory``."""
+    try:
+        limit = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    if len(_temporary_name(name).encode()) > limit:
+        raise ValueError(
+            f"the file name {name[:40]}... is {len(name.encode())} bytes; this file system "
+            f"holds names up to {limit} bytes (less {len(_temporary_name('').encode())} for "
+            "the temporary name)"
+        )
 
 
 def load_run(path: Path) -> TrainResult:
     """The run stored at ``path`` (its provenance included)."""
+    data = read_json(path)
     try:
-        return TrainResult.from_dict(json.loads(Path(path).read_text()), source=str(path))
-    except (ValueError, KeyError, TypeError) as err:
+        return TrainResult.from_dict(data, source=str(path))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path} is not a finished run: {err}") from None
 
 
@@ -237,10 +319,13 @@ def is_complete(path: Path, config: TrainConfig) -> bool:
 
     The device does not make a different run: a grid started on a GPU resumes on a CPU.
     """
+    if not Path(path).exists():
+        return False
+    check_replaceable(path)  # a FIFO, a device or a link in the grid's folder stops it here
     try:
-        data = json.loads(Path(path).read_text())
+        data = read_json(path)
         stored = TrainConfig.from_dict(data["config"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return False
     same = replace(stored, device=None) == replace(config, device=None)
     return same and len(data.get("error", ())) == config.episodes
@@ -332,6 +417,33 @@ def _sigterm_exits():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _how_run(stamp: dict) -> tuple[str, int]:
+    """(threads, replicas) as a run's provenance records them."""
+    threads = stamp.get("hardware", "").rpartition(", ")[2]
+    return threads, stamp.get("replicas", 1)
+
+
+def _warn_if_mixed(finished: list[Path], workers: int, replicas: int) -> None:
+    """Warn (stderr) when the runs already in a grid's folder were made with other thread
+    counts or replicas than this grid's: their curves differ in rounding (about 1e-5; more
+    with replicas), so seeds of one cell would not all be made alike."""
+    threads = f"{1 if workers > 1 else torch.get_num_threads()} threads"
+    found = set()
+    for path in finished:
+        try:
+            found.add(_how_run(read_json(path).get("provenance", {})))
+        except (ValueError, AttributeError):
+            continue
+    other = {how for how in found if how[0] != threads or (how[1] > 1 and replicas == 1)}
+    if other:
+        listed = "; ".join(f"{t}, {r} replicas" for t, r in sorted(other))
+        print(
+            f"warning: runs already in this folder were made with {listed}; this grid runs "
+            f"with {threads}, {replicas} replicas, so their rounding differs (about 1e-5)",
+            file=sys.stderr,
+        )
+
+
 def run_grid(
     configs: list[TrainConfig],
     out: Path,
@@ -353,7 +465,11 @@ def run_grid(
     check_output(out, folder=True)
     stamp = provenance(argv or [])  # the code as it was when the grid started
     paths = [out / run_name(c) for c in configs]
+    for path in paths:
+        check_name_length(out, path.name)
     todo = [(c, p) for c, p in zip(configs, paths, strict=True) if not is_complete(p, c)]
+    waiting = {p for _, p in todo}
+    _warn_if_mixed([p for p in paths if p not in waiting], workers, replicas)
     bar = tqdm(
         total=len(configs), initial=len(configs) - len(todo), desc="grid", disable=not progress
     )

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
 
+from tpo_core.objectives import check_eta, check_types
 from tpo_core.stats import mean_and_se
 from tpo_core.tokens.algorithms import ALGORITHMS, get_algorithm, informative_groups
 from tpo_core.tokens.model import ModelConfig, TinyTransformer, make_optimizers
@@ -108,6 +110,7 @@ class TrainConfig:
         return cls(**(LEGACY_SETTINGS | stored))
 
     def validate(self) -> None:
+        check_types(self)
         check_task(self.task, self.reward)
         algo = get_algorithm(self.algo)
         if algo.rollout == "token" and self.reward == "terminal":
@@ -129,12 +132,11 @@ class TrainConfig:
             raise ValueError(f"vocab must be at least 2, got {self.vocab}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        if not 0 < self.lr <= MAX_LR:
+            raise ValueError(f"lr must be in (0, {MAX_LR:g}], got {self.lr}")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
-        if not (self.eta > 0 and math.isfinite(self.eta)):
-            raise ValueError(f"eta must be a positive finite number, got {self.eta}")
+        check_eta(self.eta)
         if self.newton_schulz not in NEWTON_SCHULZ_DTYPES:
             raise ValueError(
                 f"newton_schulz must be 'float32' or 'bfloat16', got {self.newton_schulz!r}"
@@ -154,6 +156,13 @@ class TrainConfig:
             raise ValueError(
                 f"skip_signal_free looks for a group with signal; {self.algo} has no groups"
             )
+        need, have = estimated_bytes(self), physical_memory()
+        if have is not None and need > have:
+            raise ValueError(
+                f"this run needs about {need / 2**30:.3g} GiB for its rollouts and their "
+                f"gradients, more than this machine's {have / 2**30:.3g} GiB: lower batch, k, "
+                "length or vocab"
+            )
 
     def model_settings(self) -> dict:
         """The settings of :class:`ModelConfig` this config chooses."""
@@ -163,6 +172,28 @@ class TrainConfig:
     def resolved(self) -> RunSettings:
         """The settings as a run uses them (:class:`RunSettings`), computed once per config."""
         return _resolve(self)
+
+
+MAX_LR = 1.0  # a larger step than this sends every weight to infinity at once
+
+
+def estimated_bytes(config: TrainConfig) -> int:
+    """A generous estimate of a run's peak memory: each of the B*K sequences (2H tokens)
+    keeps its activations (per layer about 16 d_model floats and the attention's 2H per
+    head) and its V logits, about three times over for the backward pass."""
+    model = ModelConfig(config.vocab, config.length)
+    run = config.resolved
+    tokens = run.batch * run.k * 2 * config.length
+    per_token = model.layers * (16 * model.d_model + model.heads * 2 * config.length)
+    return 3 * 4 * tokens * (per_token + 2 * config.vocab) + 4 * config.vocab * model.d_model
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say (Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -211,16 +242,28 @@ class TrainResult:
     def from_dict(cls, data: dict, source: str | None = None) -> TrainResult:
         """A result written by :meth:`to_dict` (plus its provenance), without the model.
 
-        A missing value is stored as null (JSON has no NaN) and read back as NaN; files from
-        before that (with NaN literals), or with fields since removed, read as before.
+        A missing value is stored as null (JSON has no NaN) and read back as NaN; files with
+        fields since removed read as before. Raises ValueError unless the config is one
+        ``validate`` accepts and every curve has one value per episode, within its range.
         """
-        curves = {k: [math.nan if v is None else v for v in data[k]] for k in CURVES if k in data}
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            raise ValueError("a run's file holds an object with its config")
+        config = TrainConfig.from_dict(data["config"])
+        replace(config, device=None).validate()  # a run made on a GPU reads anywhere
+        if "error" not in data:
+            raise ValueError("the run has no error curve")
+        curves = {k: _curve(k, data[k], config.episodes) for k in CURVES if k in data}
         seconds = data.get("seconds_per_episode")
+        if seconds is not None and not (isinstance(seconds, int | float) and seconds >= 0):
+            raise ValueError(f"seconds_per_episode must be a non-negative number, got {seconds!r}")
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise ValueError("provenance must be an object")
         return cls(
-            TrainConfig.from_dict(data["config"]),
+            config,
             **curves,
-            seconds_per_episode=math.nan if seconds is None else seconds,
-            provenance=data.get("provenance", {}),
+            seconds_per_episode=math.nan if seconds is None else float(seconds),
+            provenance=provenance,
             source=source,
         )
 
@@ -241,6 +284,31 @@ class TrainResult:
             **{k: getattr(self, k) for k in CURVES},
             seconds_per_episode=self.seconds_per_episode,
         )
+
+
+# Each curve's values: the range they lie in, and whether a missing value (null) may occur.
+CURVE_RANGES = dict(
+    error=(0, 1, False),
+    grad_norm=(0, math.inf, True),
+    all_fail=(0, 1, False),
+    skipped=(0, 1, False),
+)
+
+
+def _curve(name: str, values, episodes: int) -> list:
+    """A stored curve checked: a list of one number per episode within its range."""
+    low, high, nullable = CURVE_RANGES[name]
+    if not isinstance(values, list) or len(values) != episodes:
+        got = len(values) if isinstance(values, list) else type(values).__name__
+        raise ValueError(f"the {name} curve must hold {episodes} values (episodes), got {got}")
+    for v in values:
+        if v is None and nullable:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not low <= v <= high:
+            raise ValueError(f"the {name} curve holds {v!r}, outside [{low}, {high}]")
+        if name == "skipped" and v not in (0, 1):
+            raise ValueError(f"the skipped curve holds {v!r}; it marks steps with 0 or 1")
+    return [math.nan if v is None else v for v in values]
 
 
 def steps_to(errors: list[float], threshold: float) -> int | None:

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 
 from tpo_core.teaching.explorers.base import (
     Explorer,
+    within,
 )
 from tpo_core.teaching.explorers.twins import (
     beta_twin,
@@ -30,6 +31,9 @@ class BetaExplorer(Explorer):
 
     def __init__(self, k: int = 10, contexts: dict[str, float] | None = None):
         contexts = contexts or {"hard": 0.02, "medium": 0.3, "easy": 0.9}
+        within("k", k, (2, 100))
+        for name, p in contexts.items():
+            within(f"p({name})", p, (0.01, 0.99))
         self.k_slider = w.IntSlider(value=k, min=2, max=100, description="K")
         self.p_sliders = {
             name: w.FloatSlider(value=p, min=0.01, max=0.99, step=0.01, description=f"p({name})")

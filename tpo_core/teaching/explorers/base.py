@@ -35,6 +35,16 @@ def twin_grid(
     return values, values.index(current)
 
 
+def within(name: str, value, bounds: tuple) -> None:
+    """Raise ValueError if ``value`` lies outside the slider range ``bounds``: a slider would
+    clamp it silently, and the explorer would show another setting than the one asked for."""
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(
+            f"{name} must lie in [{low:g}, {high:g}] (the slider's range), got {value!r}"
+        )
+
+
 def log_slider(description: str, value: float, bounds: tuple[float, float]) -> w.FloatLogSlider:
     """A base-10 log slider whose exponent grid (steps of 0.01 from ``min``) holds 10^0 = 1.
 

@@ -22,6 +22,7 @@ from tpo_core.teaching.explorers.base import (
     Explorer,
     log_slider,
     twin_grid,
+    within,
 )
 from tpo_core.teaching.explorers.twins import (
     overshoot_twin,
@@ -36,6 +37,8 @@ from tpo_core.teaching.figures.group import (
 from tpo_core.teaching.figures.simplex import SIMPLEX_PATHS, simplex_figure, simplex_paths
 from tpo_core.teaching.style import METHOD_LABELS, candidate_labels
 
+K_RANGE = (2, 16)  # the GroupExplorer's K slider
+
 
 class GroupExplorer(Explorer):
     """Build a target by hand: K candidates, a slider per score, eta, z-scoring on/off.
@@ -46,10 +49,12 @@ class GroupExplorer(Explorer):
     """
 
     def __init__(self, k: int = 5, eta: float = 1.0, seed: int = 0):
+        within("k", k, K_RANGE)
+        within("eta", eta, ETA_RANGE)
         self.seed = seed
         self._draws = 0
         self.p_old, scores = random_group(k, seed)
-        self.k_slider = w.IntSlider(value=k, min=2, max=16, description="K")
+        self.k_slider = w.IntSlider(value=k, min=K_RANGE[0], max=K_RANGE[1], description="K")
         self.eta_slider = log_slider("eta", eta, ETA_RANGE)
         self.standardize_toggle = w.Checkbox(
             value=True, description="standardise scores (z-scores)"
@@ -143,6 +148,8 @@ class GroupExplorer(Explorer):
 
 
 OVERSHOOT_EPOCHS = 200
+SIMPLEX_LR_RANGE = (0.01, 3.0)
+SIMPLEX_EPOCHS = 200
 """The overshoot explorer's most epochs: enough for TPO to settle at lr = 0.1 (lr x E = 20)."""
 
 
@@ -159,6 +166,9 @@ class OvershootExplorer(Explorer):
     def __init__(
         self, k: int = 5, lr: float = 1.0, epochs: int = 20, eta: float = 1.0, seed: int = 0
     ):
+        within("lr", lr, LR_RANGE)
+        within("epochs", epochs, (1, OVERSHOOT_EPOCHS))
+        within("eta", eta, ETA_RANGE)
         self.k = k
         self.seed = seed
         self.p_old, self.scores = random_group(k, seed)
@@ -233,9 +243,13 @@ class SimplexExplorer(Explorer):
     """
 
     def __init__(self, p_old, scores, lr: float = 0.5, epochs: int = 30, eta: float = 1.0):
+        within("lr", lr, SIMPLEX_LR_RANGE)
+        within("epochs", epochs, (1, SIMPLEX_EPOCHS))
         self.p_old, self.scores, self.eta = p_old, scores, eta
-        self.lr_slider = log_slider("lr", lr, (0.01, 3.0))
-        self.epochs_slider = w.IntSlider(value=epochs, min=1, max=200, description="epochs")
+        self.lr_slider = log_slider("lr", lr, SIMPLEX_LR_RANGE)
+        self.epochs_slider = w.IntSlider(
+            value=epochs, min=1, max=SIMPLEX_EPOCHS, description="epochs"
+        )
         self.readout = w.HTML()
         figure = simplex_figure(p_old, scores, [lr], epochs, eta)
         figure.layout.sliders = []
