@@ -8,6 +8,7 @@ package's runtime dependencies and pytest.
 
 from types import SimpleNamespace
 
+import plotly.graph_objects as go
 import pytest
 import torch
 from IPython.core.interactiveshell import InteractiveShell
@@ -21,6 +22,15 @@ from tpo_core.tokens.rollouts import token_rollouts
 from tpo_core.tokens.train import TrainConfig, initial_model
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+PLOTLY = "application/vnd.plotly.v1+json"
+
+
+@pytest.fixture(autouse=True, params=tt.DRAWINGS)
+def drawing(request):
+    """Every test here runs with the explorers drawn both ways."""
+    tt.set_drawing(request.param)
+    yield request.param
+    tt.set_drawing(None)
 
 
 def shown(explorer) -> dict:
@@ -153,3 +163,18 @@ def test_group_inspector_shows_one_prompts_group():
     assert by_name["q"] == pytest.approx(table["q"])
     assert by_name["p_old"] == pytest.approx(table["p_old"])
     assert rollout.prompts[2] in inspector.table.value
+
+
+def test_an_output_drawn_explorer_redraws_a_plain_figure_of_the_library_values(drawing):
+    """In "output" drawing each change shows a standard plotly figure (no custom widget front
+    end), holding the library's target; a FigureWidget instead updates itself."""
+    explorer = tt.GroupExplorer(k=5, eta=1.0, seed=0)
+    with capture_output() as captured:
+        explorer.eta_slider.value = 0.3
+    figures = [o.data[PLOTLY] for o in captured.outputs if PLOTLY in o.data]
+    if drawing == "widget":
+        assert figures == [] and isinstance(explorer.figure, go.FigureWidget)
+        return
+    (figure,) = figures
+    q = next(t["y"] for t in figure["data"] if t["name"] == "q")
+    assert list(q) == pytest.approx(group_view(explorer.p_old, explorer.scores, 0.3).q.tolist())

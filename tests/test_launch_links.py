@@ -30,10 +30,10 @@ def test_every_launch_link_uses_the_one_address(tool):
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         text = notebook.read_text(encoding="utf-8")
         assert (
-            f"colab.research.google.com/github/{address}/blob/main/notebooks/{notebook.name}"
-            in text
+            f"colab.research.google.com/github/{address}/blob/{tool['ref']()}/notebooks/"
+            f"{notebook.name}" in text
         )
-        assert f"git+https://github.com/{address}" in text  # the Colab setup cell installs it
+        assert f"git+https://github.com/{address}@{tool['ref']()}" in text  # the Colab setup cell
     owner, name = address.split("/")
     assert f"https://{owner}.github.io/{name}/" in (ROOT / "README.md").read_text()  # the site
     assert run("--check").returncode == 0
@@ -80,3 +80,35 @@ def test_drift_is_reported_and_bad_names_refused(tmp_path, tool):
     assert checked.returncode == 1 and "README.md" in checked.stdout
     refused = run("not a name", "--root", str(tmp_path))
     assert refused.returncode != 0 and "OWNER/NAME" in refused.stderr
+
+
+def test_one_command_locks_every_launch_on_a_tag_and_refuses_one_that_does_not_exist(
+    tmp_path, tool
+):
+    for name in ("pyproject.toml", "README.md", "CITATION.cff"):
+        shutil.copy(ROOT / name, tmp_path)
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    before = {p: p.read_text(encoding="utf-8") for p in tool["linked_files"](tmp_path)}
+    refused = run("--ref", "spring-2027", "--root", str(tmp_path))
+    assert refused.returncode != 0 and "create it first" in refused.stderr
+    assert all(p.read_text(encoding="utf-8") == text for p, text in before.items())
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "course")
+    git("tag", "spring-2027")
+    assert run("--ref", "spring-2027", "--root", str(tmp_path)).returncode == 0
+    assert tool["ref"](tmp_path) == "spring-2027"
+    for path in before:
+        assert tool["refs"](path.read_text(encoding="utf-8")) <= {"spring-2027"}, path.name
+    notebook = (tmp_path / "notebooks" / "06_llm_rlvr.ipynb").read_text(encoding="utf-8")
+    assert "blob/spring-2027/notebooks/06_llm_rlvr.ipynb" in notebook
+    assert "tpo-notebooks@spring-2027" in notebook  # its Colab cell installs the same commit
+    readme = (tmp_path / "README.md").read_text()
+    assert "/tpo-notebooks/spring-2027?urlpath=" in readme
+    assert run("--check", "--root", str(tmp_path)).returncode == 0
+    assert run("--ref", "main", "--root", str(tmp_path)).returncode == 0
+    assert all(p.read_text(encoding="utf-8") == text for p, text in before.items())

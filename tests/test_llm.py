@@ -61,7 +61,7 @@ def test_rlvr_loss_tpo_equals_tpo_loss_and_grpo_equals_grpo_loss():
         (dict(loss="ppo"), "unknown loss"),
         (dict(task="chess"), "unknown task"),
         (dict(k=1), "k must be at least 2"),
-        (dict(eta=0.0), "eta must be a positive"),
+        (dict(eta=0.0), "eta must be finite and at least"),
         (dict(lr=math.inf), "lr must be a positive"),
         (dict(beta=-1.0), "beta"),
         (dict(clip_eps=1.5), "clip_eps"),

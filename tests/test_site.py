@@ -225,9 +225,11 @@ def test_every_notebook_page_links_its_deck_and_hands_out_the_notebook(browser, 
     assert "../slides/01_one_group.slides.html" in links
     assert "../_sources/notebooks/01_one_group.ipynb" in links  # the download button
     with open(ROOT / "pyproject.toml", "rb") as f:
-        binder_ref = tomllib.load(f)["tool"]["tpo-notebooks"]["binder-ref"]
+        launch_ref = tomllib.load(f)["tool"]["tpo-notebooks"]["ref"]
     binder = [h for h in links if h and h.startswith("https://mybinder.org/")]
-    assert binder and all(f"/{binder_ref}?urlpath=" in h for h in binder), binder
+    assert binder and all(f"/{launch_ref}?urlpath=" in h for h in binder), binder
+    colab = [h for h in links if h and h.startswith("https://colab.research.google.com/")]
+    assert colab and all(f"/blob/{launch_ref}/" in h for h in colab), colab
     assert errors == []
     page.close()
 

@@ -115,7 +115,7 @@ def test_masked_grpo_with_no_informative_group_is_a_zero_loss_with_a_graph():
 
 
 def test_eta_is_validated_and_reaches_the_tpo_target():
-    with pytest.raises(ValueError, match="eta must be a positive"):
+    with pytest.raises(ValueError, match="eta must be finite and at least"):
         TrainConfig(eta=0.0).validate()
     with pytest.raises(ValueError, match="no temperature"):
         TrainConfig(algo="grpo", eta=0.5).validate()

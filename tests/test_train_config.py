@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from tpo_core.__main__ import build_parser
+from tpo_core.tokens.config import RunSettings
 from tpo_core.tokens.grid import load_runs, run_name, shipped_runs
 from tpo_core.tokens.model import TRUNCATED_STD, ModelConfig, TinyTransformer
 from tpo_core.tokens.rollouts import sequence_rollouts
 from tpo_core.tokens.train import (
-    RunSettings,
     TrainConfig,
     TrainResult,
     initial_model,

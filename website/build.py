@@ -125,9 +125,9 @@ def repository() -> str:
     return pyproject()["project"]["urls"]["Repository"]
 
 
-def binder_ref() -> str:
-    """The branch the Binder badge and buttons build ([tool.tpo-notebooks] binder-ref)."""
-    return pyproject()["tool"]["tpo-notebooks"]["binder-ref"]
+def launch_ref() -> str:
+    """The ref the Binder and Colab buttons open ([tool.tpo-notebooks] ref)."""
+    return pyproject()["tool"]["tpo-notebooks"]["ref"]
 
 
 def report(out: Path) -> None:
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     site_copies = stage(notebooks, args.recorded_only)
     for folder in (HTML, OUT):
         shutil.rmtree(folder, ignore_errors=True)
-    env = dict(os.environ, TPO_REPOSITORY=repository(), TPO_BINDER_REF=binder_ref())
+    env = dict(os.environ, TPO_REPOSITORY=repository(), TPO_REF=launch_ref())
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-W", "--keep-going"]
     cmd += ["-d", str(ROOT / "build" / "doctrees"), str(STAGE), str(HTML)]
     subprocess.run(cmd, env=env, check=True)

@@ -1,7 +1,7 @@
 """Sphinx configuration of the course site; ``.ci/build-site`` copies it into the staged sources.
 
-The repository address and the Binder branch come from ``pyproject.toml``, the one
-place they live, through the ``TPO_REPOSITORY`` and ``TPO_BINDER_REF`` variables
+The repository address and the ref students launch from come from ``pyproject.toml``, the
+one place they live, through the ``TPO_REPOSITORY`` and ``TPO_REF`` variables
 the build sets. Nothing on a page is fetched from another site: plotly.js (on the
 pages that draw figures), MathJax (on the pages with math) and the theme's fonts are
 served from ``_static``.
@@ -10,7 +10,7 @@ served from ``_static``.
 import os
 
 repository = os.environ["TPO_REPOSITORY"]  # https://github.com/OWNER/NAME
-binder_ref = os.environ.get("TPO_BINDER_REF", "main")  # the branch Binder builds
+launch_ref = os.environ.get("TPO_REF", "main")  # the ref Binder builds and Colab opens
 
 project = "tpo-notebooks"
 author = "the tpo-notebooks authors"
@@ -58,15 +58,17 @@ def plotly_where_drawn(app, pagename, templatename, context, doctree):
         app.builder.add_js_file("plotly.min.js")
 
 
-def binder_on_its_branch(app, pagename, templatename, context, doctree):
-    """The Binder button builds the branch an instructor moves (Colab's opens ``main``)."""
+def launch_from_the_ref(app, pagename, templatename, context, doctree):
+    """The Binder and Colab buttons open the ref an instructor sets (the theme writes ``main``)."""
     for group in context.get("header_buttons", []):
         for button in group.get("buttons", []):
             url = button.get("url", "")
             if url.startswith("https://mybinder.org/"):
-                button["url"] = url.replace("/main?urlpath=", f"/{binder_ref}?urlpath=", 1)
+                button["url"] = url.replace("/main?urlpath=", f"/{launch_ref}?urlpath=", 1)
+            elif url.startswith("https://colab.research.google.com/"):
+                button["url"] = url.replace("/blob/main/", f"/blob/{launch_ref}/", 1)
 
 
 def setup(app):
     app.connect("html-page-context", plotly_where_drawn)
-    app.connect("html-page-context", binder_on_its_branch, priority=600)
+    app.connect("html-page-context", launch_from_the_ref, priority=600)

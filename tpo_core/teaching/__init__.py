@@ -6,6 +6,7 @@ One import gives a notebook every figure, explorer and exercise helper::
 
     tt.simplex_figure(p_old, scores, lrs=[0.5], epochs=30)   # a figure: data in, plotly out
     tt.GroupExplorer(k=5)                                    # an explorer: live sliders
+    tt.set_drawing("output")                                 # explorers as plain figures
     tt.check("01-predict-q", [0.84, 0.12, 0.04])             # an exercise: graded, with why
 
 Figures are plain functions (data in, plotly figure out, no widgets);
@@ -17,7 +18,14 @@ any stage; no stage imports it.
 
 from tpo_core.teaching.exercises import EXERCISES, check, question, solution
 from tpo_core.teaching.explorers.bandits import BetaExplorer
-from tpo_core.teaching.explorers.base import ETA_RANGE, LR_RANGE, twin_grid
+from tpo_core.teaching.explorers.base import (
+    DRAWINGS,
+    ETA_RANGE,
+    LR_RANGE,
+    drawing,
+    set_drawing,
+    twin_grid,
+)
 from tpo_core.teaching.explorers.group import GroupExplorer, OvershootExplorer, SimplexExplorer
 from tpo_core.teaching.explorers.llm import GroupInspector, LiveRLVR
 from tpo_core.teaching.explorers.tokens import LiveCurves, TokenStateExplorer
@@ -57,6 +65,9 @@ __all__ = [
     "ETA_RANGE",
     "EXERCISES",
     "LR_RANGE",
+    "DRAWINGS",
+    "drawing",
+    "set_drawing",
     "METHOD_LABELS",
     "BetaExplorer",
     "GroupExplorer",

@@ -59,10 +59,8 @@ PRESETS = {
         algos=["tpo", "grpo", "grpo_no_kl", "ppo", "dg", "tpo_no_anchor", "group_pg", *GRPO_FAMILY],
         lengths=[7, 8, 9, 10],
         matches=["prompts", "interactions"],
-        **{k: PAPER_PROTOCOL[k] for k in ("task", "reward", "vocab", "batch", "k", "episodes")},
-        lr=1e-3,  # the paper's, for every method
-        epochs=None,  # each method's own (4; DG 1; RLOO 1)
-        eta=1.0,
+        **{k: PAPER_PROTOCOL[k] for k in "task reward vocab batch k episodes lr eta".split()},
+        epochs=None,  # each method's own
     ),
 }
 
@@ -129,9 +127,8 @@ def _fingerprint(run: TrainResult) -> tuple:
 
 def check_distinct(runs: list[TrainResult]) -> None:
     """Raise ValueError if two of ``runs`` are one run: the same configuration and seed, or
-    the same curves (a copied file is not another seed). Curves that never change (a seed
-    that fails every episode with no gradient) say nothing of where they came from: distinct
-    seeds share them, so they are not compared."""
+    the same curves (a copied file is not another seed), unless the curves never change (a
+    seed failing every episode without a gradient): distinct seeds share those."""
     seen: dict = {}
     for run in runs:
         keys = [("the same settings and seed", replace(run.config, device=None))]
@@ -305,16 +302,12 @@ def learning_marks(runs: list[TrainResult], algo: str, solved: float = 0.05) -> 
 
 
 def table3_rows(runs: list[TrainResult], match: str = "prompts") -> list[dict]:
-    """Our final errors (%) next to the paper's Table 3, one row per cell we ran.
-
-    ``ours`` is the paper's metric, the last episode's error averaged over seeds,
-    with ``ci`` its 95% bootstrap interval over seeds; ``last20`` and
-    ``last20_se`` are the mean of the last 20 episodes and its standard error;
-    ``stuck`` is the share of seeds that :func:`is_stuck`. ``settings`` names what
-    sets the row apart from the other rows of its method and H; ``paper`` is the
-    paper's number (:func:`paper_error`), "n/a" also where the cell is not at its protocol
-    (``off_protocol`` then says where).
-    """
+    """Our final errors (%) next to the paper's Table 3, one row per cell we ran: ``ours``, the
+    paper's metric (the last episode's error, mean over seeds) with ``ci`` its 95% bootstrap
+    interval over seeds; ``last20`` (± ``last20_se``), the last 20 episodes; ``stuck``, the
+    share of seeds that :func:`is_stuck`; ``settings``, what sets the row apart from the other
+    rows of its method and H; ``paper`` (:func:`paper_error`), "n/a" also off its protocol
+    (``off_protocol`` then says where)."""
     cells = {c: rs for c, rs in runs_by_cell(runs).items() if c.match == match}
     settings = differing_settings(list(cells))
     rows = []

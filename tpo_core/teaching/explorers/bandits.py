@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
 from tpo_core.teaching.explorers.base import (
     Explorer,
@@ -39,15 +38,18 @@ class BetaExplorer(Explorer):
             name: w.FloatSlider(value=p, min=0.01, max=0.99, step=0.01, description=f"p({name})")
             for name, p in contexts.items()
         }
-        self.beta_figure = go.FigureWidget(beta_figure(k))
-        self.budget_figure = go.FigureWidget(budget_figure(self.p_values, list(contexts), k))
+        self.beta_figure, beta_shown = self._draw(beta_figure(k))
+        self.budget_figure, budget_shown = self._draw(
+            budget_figure(self.p_values, list(contexts), k)
+        )
         self.widget = w.VBox(
             [
                 w.HBox([self.k_slider, *self.p_sliders.values()]),
-                w.HBox([self.beta_figure, self.budget_figure]),
+                w.HBox([beta_shown, budget_shown]),
             ]
         )
         self._observe(self.k_slider, *self.p_sliders.values())
+        self._redraw()
 
     @property
     def p_values(self) -> list[float]:

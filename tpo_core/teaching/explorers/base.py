@@ -1,12 +1,26 @@
-"""What every explorer shares: a widget box that redraws on any control change, log sliders,
-and the slider grids of the kernel-free twins.
+"""What every explorer shares: a widget box that redraws on any control change, two ways
+of drawing its figures, log sliders, and the slider grids of the kernel-free twins.
+
+Explorers draw in one of two :data:`DRAWINGS`:
+
+* ``"widget"``: each figure is a plotly ``FigureWidget``, updated in place in the browser
+  (its front end comes through anywidget, with plotly.js for each figure);
+* ``"output"``: each figure is a standard plotly figure redrawn into an
+  ``ipywidgets.Output`` after every change, which renders wherever a plain plotly figure
+  does (Colab's own widget support and renderer included) and sends only the figure's data.
+
+The default is ``"output"`` on Colab and ``"widget"`` elsewhere; the ``TPO_DRAWING``
+environment variable or :func:`set_drawing` chooses either anywhere.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import ipywidgets as w
+import plotly.graph_objects as go
 import torch
 
 ETA_RANGE = (0.05, 20.0)
@@ -63,14 +77,60 @@ def log_slider(description: str, value: float, bounds: tuple[float, float]) -> w
     )
 
 
+DRAWINGS = ("widget", "output")
+_chosen: list[str | None] = [None]
+
+
+def set_drawing(mode: str | None) -> None:
+    """Draw the explorers built from now on as ``mode`` (one of :data:`DRAWINGS`); None
+    restores the default (``TPO_DRAWING``, else ``"output"`` on Colab, ``"widget"``)."""
+    if mode is not None and mode not in DRAWINGS:
+        raise ValueError(f"drawing must be one of {DRAWINGS}, got {mode!r}")
+    _chosen[0] = mode
+
+
+def drawing() -> str:
+    """How explorers draw their figures now (:data:`DRAWINGS`)."""
+    mode = _chosen[0] or os.environ.get("TPO_DRAWING")
+    if mode is None:
+        return "output" if "google.colab" in sys.modules else "widget"
+    if mode not in DRAWINGS:
+        raise ValueError(f"TPO_DRAWING must be one of {DRAWINGS}, got {mode!r}")
+    return mode
+
+
 class Explorer:
     """Shared plumbing: display as ``self.widget``, redraw on any control change."""
 
     widget: w.Widget
 
+    def _draw(self, figure: go.Figure) -> tuple[go.Figure, w.Widget]:
+        """The figure an explorer updates in place and the widget that shows it, as
+        :func:`drawing` says: a ``FigureWidget`` (both), or a figure and an ``Output`` that
+        :meth:`_redraw` fills."""
+        if drawing() == "widget":
+            live = go.FigureWidget(figure)
+            return live, live
+        figure, shown = go.Figure(figure), w.Output()
+        self.__dict__.setdefault("_outputs", []).append((figure, shown))
+        return figure, shown
+
+    def _redraw(self) -> None:
+        """Show each ``"output"`` figure as it now is (a ``FigureWidget`` shows itself)."""
+        for figure, shown in self.__dict__.get("_outputs", ()):
+            shown.clear_output(wait=True)
+            with shown:
+                figure.show(
+                    renderer="colab" if "google.colab" in sys.modules else "plotly_mimetype"
+                )
+
+    def _changed(self, change=None) -> None:
+        self._update(change)
+        self._redraw()
+
     def _observe(self, *controls: w.Widget) -> None:
         for control in controls:
-            control.observe(self._update, names="value")
+            control.observe(self._changed, names="value")
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

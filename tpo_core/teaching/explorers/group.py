@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
 from tpo_core.group import (
     DESCENT_METHODS,
@@ -62,7 +61,7 @@ class GroupExplorer(Explorer):
         self.resample_button = w.Button(description="resample p_old", icon="refresh")
         self.score_sliders = [self._score_slider(i, float(s)) for i, s in enumerate(scores)]
         self.readout = w.HTML()
-        self.figure = go.FigureWidget(group_figure(self.view))
+        self.figure, shown = self._draw(group_figure(self.view))
         self._score_box = w.VBox(self.score_sliders)
         self.widget = w.HBox(
             [
@@ -77,13 +76,13 @@ class GroupExplorer(Explorer):
                     ],
                     layout=w.Layout(min_width="330px"),
                 ),
-                w.VBox([self.figure, self.readout]),
+                w.VBox([shown, self.readout]),
             ]
         )
         self.k_slider.observe(self._resize, names="value")
         self.resample_button.on_click(self._resample)
         self._observe(self.eta_slider, self.standardize_toggle, *self.score_sliders)
-        self._update()
+        self._changed()
 
     def _score_slider(self, i: int, value: float) -> w.FloatSlider:
         return w.FloatSlider(value=value, min=-10, max=10, step=0.1, description=f"s(y{i + 1})")
@@ -118,7 +117,7 @@ class GroupExplorer(Explorer):
     def _resample(self, _button=None) -> None:
         self._draws += 1
         self.p_old, _ = random_group(len(self.score_sliders), self.seed + 1000 * self._draws)
-        self._update()
+        self._changed()
 
     def _resize(self, change) -> None:
         k = change["new"]
@@ -128,7 +127,7 @@ class GroupExplorer(Explorer):
         self._observe(*added)
         self.score_sliders = kept + added
         self._score_box.children = self.score_sliders
-        self._update()
+        self._changed()
 
     def _update(self, change=None) -> None:
         view = self.view
@@ -180,17 +179,19 @@ class OvershootExplorer(Explorer):
         self.resample_button = w.Button(description="new group", icon="refresh")
         self.readout = w.HTML()
         self._run()
-        self.figure = go.FigureWidget(overshoot_figure(list(self.trajectories.values()), self.view))
+        self.figure, shown = self._draw(
+            overshoot_figure(list(self.trajectories.values()), self.view)
+        )
         controls = w.HBox(
             [
                 w.VBox([self.lr_slider, self.epochs_slider]),
                 w.VBox([self.eta_slider, self.resample_button]),
             ]
         )
-        self.widget = w.VBox([controls, self.figure, self.readout])
+        self.widget = w.VBox([controls, shown, self.readout])
         self.resample_button.on_click(self._resample)
         self._observe(self.lr_slider, self.epochs_slider, self.eta_slider)
-        self._update()
+        self._changed()
 
     def _run(self) -> None:
         self.view = group_view(self.p_old, self.scores, self.eta_slider.value)
@@ -206,7 +207,7 @@ class OvershootExplorer(Explorer):
     def _resample(self, _button=None) -> None:
         self.seed += 1
         self.p_old, self.scores = random_group(self.k, self.seed)
-        self._update()
+        self._changed()
 
     def kernel_free(self):
         """An :func:`~tpo_core.teaching.overshoot_twin` of the current group and epochs.
@@ -253,12 +254,10 @@ class SimplexExplorer(Explorer):
         self.readout = w.HTML()
         figure = simplex_figure(p_old, scores, [lr], epochs, eta)
         figure.layout.sliders = []
-        self.figure = go.FigureWidget(figure)
-        self.widget = w.VBox(
-            [w.HBox([self.lr_slider, self.epochs_slider]), self.figure, self.readout]
-        )
+        self.figure, shown = self._draw(figure)
+        self.widget = w.VBox([w.HBox([self.lr_slider, self.epochs_slider]), shown, self.readout])
         self._observe(self.lr_slider, self.epochs_slider)
-        self._update()
+        self._changed()
 
     def _update(self, change=None) -> None:
         lr, epochs = self.lr_slider.value, self.epochs_slider.value

@@ -5,7 +5,6 @@ from __future__ import annotations
 from html import escape
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
 from tpo_core.teaching.explorers.base import (
     Explorer,
@@ -19,8 +18,8 @@ class LiveRLVR(Explorer):
 
     def __init__(self, names: list[str], title: str = ""):
         self.names = list(names)
-        self.figure = go.FigureWidget(rlvr_figure(self.names, title=title))
-        self.widget = self.figure
+        self.figure, self.widget = self._draw(rlvr_figure(self.names, title=title))
+        self._redraw()
 
     def callback(self, name: str):
         """A ``callback(step, result)`` for :func:`tpo_core.llm.rlvr_train` drawing run ``name``."""
@@ -32,6 +31,7 @@ class LiveRLVR(Explorer):
                     values = result.history[metric]
                     trace = self.figure.data[panel * len(self.names) + index]
                     trace.x, trace.y = list(range(1, len(values) + 1)), list(values)
+            self._redraw()
 
         return update
 
@@ -51,10 +51,10 @@ class GroupInspector(Explorer):
         start = mixed[0] if mixed else 0
         self.group_slider = w.IntSlider(value=start, min=0, max=last, description="prompt")
         self.table = w.HTML()
-        self.figure = go.FigureWidget(candidates_figure(*self._bars(), xaxis="completion"))
-        self.widget = w.VBox([self.group_slider, self.table, self.figure])
+        self.figure, shown = self._draw(candidates_figure(*self._bars(), xaxis="completion"))
+        self.widget = w.VBox([self.group_slider, self.table, shown])
         self._observe(self.group_slider)
-        self._update()
+        self._changed()
 
     def group(self) -> dict:
         return self._table(self.rollout, self.group_slider.value, self.eta)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
 from tpo_core.objectives import group_policy, grpo_advantages, tpo_target
 from tpo_core.teaching.explorers.base import (
@@ -19,8 +18,8 @@ class LiveCurves(Explorer):
     def __init__(self, names: list[str], title: str = "", every: int = 5):
         self.every = every
         self.names = list(names)
-        self.figure = go.FigureWidget(live_curves_figure(self.names, title))
-        self.widget = self.figure
+        self.figure, self.widget = self._draw(live_curves_figure(self.names, title))
+        self._redraw()
 
     def callback(self, name: str):
         """A ``callback(episode, result)`` for :func:`~tpo_core.tokens.train.train`."""
@@ -29,6 +28,7 @@ class LiveCurves(Explorer):
         def update(episode, result):
             if (episode + 1) % self.every == 0 or episode + 1 == result.config.episodes:
                 trace.x, trace.y = list(range(1, len(result.error) + 1)), list(result.error)
+                self._redraw()
 
         return update
 
@@ -47,12 +47,12 @@ class TokenStateExplorer(Explorer):
         self.prompt_slider = w.IntSlider(value=i, min=0, max=b - 1, description="prompt")
         self.position_slider = w.IntSlider(value=t, min=0, max=h - 1, description="position")
         self.readout = w.HTML()
-        self.figure = go.FigureWidget(candidates_figure(*self.state()))
+        self.figure, shown = self._draw(candidates_figure(*self.state()))
         self.widget = w.VBox(
-            [w.HBox([self.prompt_slider, self.position_slider]), self.readout, self.figure]
+            [w.HBox([self.prompt_slider, self.position_slider]), self.readout, shown]
         )
         self._observe(self.prompt_slider, self.position_slider)
-        self._update()
+        self._changed()
 
     def state(self):
         """(labels, rewards, p_old over the group, q, GRPO advantages) at the chosen state."""
