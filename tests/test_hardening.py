@@ -274,3 +274,20 @@ def test_provenance_calls_a_package_with_untracked_code_dirty(tmp_path, monkeypa
     assert not grid.package_commit().endswith("-dirty")
     (package / "new_module.py").write_text("x = 1\n")
     assert grid.package_commit().endswith("-dirty")
+
+
+def test_a_resumed_grid_warns_when_its_finished_runs_were_made_another_way(tmp_path, capsys):
+    """Runs made with other thread counts (or as replicas) round differently: say so."""
+    config = TrainConfig(episodes=3, batch=4, k=2, length=3)
+    result = TrainResult(config, [1.0, 0.5, 0.0], [0.1, 0.2, 0.3], [0.5, 0.25, 0.0], [0, 0, 0])
+    stamp = {"command": "test", "hardware": "some CPU, 64 threads", "replicas": 4}
+    write_run(tmp_path / grid.run_name(config), result, stamp)
+    grid.run_grid([config], tmp_path, progress=False)  # nothing left to train
+    assert "64 threads, 4 replicas" in capsys.readouterr().err
+    write_run(
+        tmp_path / grid.run_name(config),
+        result,
+        {"hardware": f"x, {torch.get_num_threads()} threads"},
+    )
+    grid.run_grid([config], tmp_path, progress=False)
+    assert "warning" not in capsys.readouterr().err
