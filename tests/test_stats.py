@@ -11,8 +11,10 @@ import torch
 from tpo_core.stats import (
     bootstrap_interval,
     compare_seeds,
+    fisher_exact_test,
     gap_interval,
     mean_and_se,
+    permutation_test,
     rank_sum_test,
     seeds_to_separate,
     solved_and_relapsed,
@@ -100,6 +102,65 @@ def test_rank_sum_test_matches_the_exact_permutation_distribution(a, b):
     assert p == pytest.approx(_exact_rank_sum_p(a, b), abs=0.01)
     assert p == rank_sum_test(a, b, permutations=40_000)  # seeded
     assert rank_sum_test(b, a, permutations=40_000) == pytest.approx(p, abs=0.01)  # two-sided
+
+
+def _exact_mean_p(a, b) -> float:
+    """The exact two-sided permutation p-value of the difference of means, every split."""
+    pooled = list(a) + list(b)
+    observed = abs(statistics.fmean(a) - statistics.fmean(b))
+    splits = list(itertools.combinations(range(len(pooled)), len(a)))
+    far = 0
+    for s in splits:
+        inside = [pooled[i] for i in s]
+        outside = [pooled[i] for i in range(len(pooled)) if i not in s]
+        far += abs(statistics.fmean(inside) - statistics.fmean(outside)) >= observed - 1e-12
+    return far / len(splits)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ([0.0, 0.1, 0.0, 0.2, 0.0], [1.0, 0.9, 0.0, 1.0, 0.3]),
+        ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]),  # 2 of the 20 splits are as extreme: p = 0.1
+        ([0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0]),
+    ],
+)
+def test_permutation_test_matches_the_exact_distribution_of_the_mean_difference(a, b):
+    p = permutation_test(a, b, permutations=40_000)
+    assert p == pytest.approx(_exact_mean_p(a, b), abs=0.01)
+    assert p == permutation_test(a, b, permutations=40_000)  # seeded
+    assert permutation_test(b, a, permutations=40_000) == pytest.approx(p, abs=0.01)
+
+
+def _hypergeometric(k, n_a, n_b, hits):
+    return math.comb(n_a, k) * math.comb(n_b, hits - k) / math.comb(n_a + n_b, hits)
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ((3, 4, 1, 4), 34 / 70),  # Fisher's lady tasting tea: 3 of 4 right against 1 of 4
+        ((4, 4, 0, 4), 2 / 70),  # all right: only the two one-sided extremes are as unlikely
+        ((5, 5, 5, 5), 1.0),
+    ],
+)
+def test_fisher_exact_test_is_the_hypergeometric_tail(table, expected):
+    assert fisher_exact_test(*table) == pytest.approx(expected)
+
+
+def test_fisher_exact_test_sums_every_table_no_likelier_than_the_observed():
+    for hits_a, hits_b in ((2, 8), (19, 9), (18, 10)):  # stuck and relapsed seeds of 20
+        hits = hits_a + hits_b
+        observed = _hypergeometric(hits_a, 20, 20, hits)
+        ks = range(max(0, hits - 20), min(hits, 20) + 1)
+        tables = [_hypergeometric(k, 20, 20, hits) for k in ks]
+        expected = sum(t for t in tables if t <= observed * (1 + 1e-7))
+        assert fisher_exact_test(hits_a, 20, hits_b, 20) == pytest.approx(expected)
+        assert fisher_exact_test(hits_b, 20, hits_a, 20) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="cannot exceed"):
+        fisher_exact_test(5, 4, 0, 4)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        fisher_exact_test(1.5, 4, 0, 4)
 
 
 def test_solved_and_relapsed_reads_a_curve():

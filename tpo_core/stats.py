@@ -1,5 +1,6 @@
 """Summaries every course stage shares: a mean over seeds, its standard error, a bootstrap
-interval, the seeds a gap needs, a rank test, and when a learning curve solved and relapsed.
+interval, the seeds a gap needs, tests (rank sum, difference of means, two proportions), and
+when a learning curve solved and relapsed.
 
 Seeds are independent runs, so the standard error of their mean is
 ``s / sqrt(n)`` with ``s`` the sample standard deviation (Bessel-corrected);
@@ -130,20 +131,64 @@ def rank_sum_test(a, b, permutations: int = 20_000, seed: int = 0) -> float:
     pooled seeds (seeded), and the p-value counts those at least as far from the null's mean
     as the observed one, the observed labelling included.
     """
+    x, y = _two_samples("rank_sum_test", a, b)
+    return _permutation_p(_mid_ranks(torch.cat([x, y])), len(x), permutations, seed)
+
+
+def permutation_test(a, b, permutations: int = 20_000, seed: int = 0) -> float:
+    """Two-sided p-value of the permutation test that ``a`` and ``b`` (one value per seed)
+    have the same mean: the share of ``permutations`` random relabellings of the pooled seeds
+    (seeded, the observed labelling included) whose difference of means is at least as large
+    as the observed one. It assumes only that, under the null, the labels are exchangeable
+    (independent seeds from one distribution); unlike the rank-sum test it weighs how far
+    apart the values are, so a few catastrophic seeds count in full."""
+    x, y = _two_samples("permutation_test", a, b)
+    return _permutation_p(torch.cat([x, y]), len(x), permutations, seed)
+
+
+def _two_samples(name: str, a, b) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(a, dtype=torch.float64).flatten()
     y = torch.as_tensor(b, dtype=torch.float64).flatten()
     if x.numel() < 1 or y.numel() < 1:
-        raise ValueError("rank_sum_test needs at least one value of each sample")
-    pooled = torch.cat([x, y])
-    ranks = _mid_ranks(pooled)  # (n_a + n_b,)
-    n = len(x)
-    centre = n * (len(pooled) + 1) / 2  # E[rank sum of a] under the null
-    observed = abs(float(ranks[:n].sum()) - centre)
+        raise ValueError(f"{name} needs at least one value of each sample")
+    return x, y
+
+
+def _permutation_p(pooled: torch.Tensor, n: int, permutations: int, seed: int) -> float:
+    """Two-sided permutation p-value of the sum of the first ``n`` of ``pooled`` (the first
+    sample's scores). With the pooled total fixed, that sum is a linear function of the
+    difference of means (or of mean ranks), so it serves every test above."""
+    centre = n * float(pooled.mean())  # E[sum of the first sample] under the null
+    observed = abs(float(pooled[:n].sum()) - centre)
     g = torch.Generator().manual_seed(seed)
     order = torch.rand(permutations, len(pooled), generator=g).argsort(1)  # (P, n_a + n_b)
-    sums = ranks[order[:, :n]].sum(1)  # (P,)
-    extreme = int(((sums - centre).abs() >= observed - 1e-9).sum())
+    sums = pooled[order[:, :n]].sum(1)  # (P,)
+    extreme = int(((sums - centre).abs() >= observed - 1e-9 * max(1.0, observed)).sum())
     return (extreme + 1) / (permutations + 1)
+
+
+def fisher_exact_test(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
+    """Two-sided p-value of Fisher's exact test that two proportions, ``hits_a / n_a`` and
+    ``hits_b / n_b`` (say, stuck seeds of two methods), are equal.
+
+    With the margins fixed, ``hits_a`` follows a hypergeometric law under the null; the
+    p-value sums the probabilities of every table no more likely than the observed one
+    (relative tolerance 1e-7, as R's ``fisher.test``). It assumes independent seeds.
+    """
+    for name, value in (("hits_a", hits_a), ("n_a", n_a), ("hits_b", hits_b), ("n_b", n_b)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if hits_a > n_a or hits_b > n_b:
+        raise ValueError(f"hits cannot exceed trials: {hits_a}/{n_a}, {hits_b}/{n_b}")
+    hits, total = hits_a + hits_b, n_a + n_b
+
+    def probability(k: int) -> float:  # P(hits_a = k) with the margins fixed
+        return math.comb(n_a, k) * math.comb(n_b, hits - k) / math.comb(total, hits)
+
+    observed = probability(hits_a)
+    low, high = max(0, hits - n_b), min(hits, n_a)
+    tables = (probability(k) for k in range(low, high + 1))
+    return min(1.0, sum(p for p in tables if p <= observed * (1 + 1e-7)))
 
 
 def _mid_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -178,8 +223,10 @@ def solved_and_relapsed(
 __all__ = [
     "bootstrap_interval",
     "compare_seeds",
+    "fisher_exact_test",
     "gap_interval",
     "mean_and_se",
+    "permutation_test",
     "rank_sum_test",
     "seeds_to_separate",
     "solved_and_relapsed",

@@ -34,14 +34,14 @@ PAPER_TABLE3: dict[tuple[str, str, int], float | None] = {
     for length, value in zip((7, 8, 9, 10), row, strict=True)
 }
 
-# The paper's ablations (§3.5: K = 8, B = 100, 20 seeds) have no table; at H = 10 it reports
+# The paper's ablations (§3.7: K = 8, B = 100, 20 seeds) have no table; at H = 10 it reports
 # every one of them above 99% error.
 PAPER_ABLATIONS_H10 = ("tpo_no_anchor", "group_pg", "grpo_no_kl")
 
 
 def paper_error(algo: str, match: str, length: int) -> float | str:
     """The paper's final error (%) for a cell: Table 3's number, its bound as text ("> 95",
-    or "> 99" for an ablation at H = 10, §3.5), or "n/a" where the paper reports none."""
+    or "> 99" for an ablation at H = 10, §3.7), or "n/a" where the paper reports none."""
     if length == 10 and algo in PAPER_ABLATIONS_H10:
         return "> 99"
     value = PAPER_TABLE3.get((algo, match, length), "n/a")

@@ -42,8 +42,9 @@ def _grade_one_success_mass(answer):
     "grows tenfold, most when successes are rarest: early, and on the hardest prompts. With "
     "plain SGD the step would grow tenfold too; Adam and Muon normalise their steps, so what "
     "changes is the balance inside the loss: the informative groups now outweigh everything "
-    "else, the flat groups' KL pull included. The paper measures the effect (its Section 3.6): "
-    "masking takes GRPO from 6.3% to 29.7% final error, and leaves TPO at 0.05%. On the snapshot "
+    "else, the flat groups' KL pull included. The paper measures the effect (its §4.2, at "
+    "K = 32 and H = 8): masking takes GRPO from 6.3% to 29.7% final error, and leaves TPO "
+    "at 0.05%. On the snapshot "
     "TPO's flat groups give exactly zero gradient (q = p_old), so masking only rescales TPO's "
     "first epoch; in later epochs they pull back towards p_old through shared weights, so even "
     "for TPO masking is not quite a no-op.",
