@@ -196,8 +196,8 @@ def _varied(configs: list[TrainConfig]) -> list[str]:
 
 
 def is_stuck(run: TrainResult, last: int = 20, floor: float = 0.01) -> bool:
-    """A run stuck on prompts it cannot learn from: its final error (mean of the last ``last``
-    episodes) is at least ``floor`` and at least 80% of it sits in all-fail groups.
+    """A run stuck on prompts it cannot learn from: its error over the last ``last`` episodes
+    (not the final error, the last episode's) is at least ``floor``, 80% of it in all-fail groups.
 
     Under exact-match reward an all-fail share equal to the error means every
     mistake is on a prompt where all K answers fail: no group method gets a
