@@ -30,16 +30,16 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     if args.out:
-        algos = ["tpo", "grpo", "grpo_per_token"]
-        configs = grid_configs(algos, [7], args.seeds, episodes=args.episodes)
+        methods = ["tpo", "grpo", "grpo_per_token"]
+        configs = grid_configs(methods, [7], args.seeds, episodes=args.episodes)
         paths = run_grid(configs, args.out, sys.argv[1:], workers=args.workers)
         runs = [load_run(path) for path in paths]
     else:
         runs = shipped_runs("sparse_h7")
     rows = {r["method"]: r for r in table3_rows([r for r in runs if r.config.length == 7])}
-    for algo in ("tpo", "grpo", "grpo_per_token"):
-        if algo in rows:
-            print(table3_line(rows[algo], "prompts"))
+    for method in ("tpo", "grpo", "grpo_per_token"):
+        if method in rows:
+            print(table3_line(rows[method], "prompts"))
     tpo, grpo = rows["tpo"], rows["grpo"]
     lower = tpo["ours"] < grpo["ours"]
     apart = tpo["ci"][1] < grpo["ci"][0]

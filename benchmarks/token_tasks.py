@@ -6,7 +6,7 @@
     python benchmarks/token_tasks.py replicas   # one seed vs 20 seeds together (for a GPU)
     python benchmarks/token_tasks.py terminal   # TPO, H=6 terminal, seeds 0-2, 200 episodes
     python benchmarks/token_tasks.py dense      # TPO_token, H=10 bag, steps to 1% over 3 seeds
-    python benchmarks/token_tasks.py dense --algos tpo_token grpo_token dg ppo --seeds 3
+    python benchmarks/token_tasks.py dense --methods tpo_token grpo_token dg ppo --seeds 3
 
 Each prints its figures next to the paper's (or the seed code's) yardstick.
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = dict(task="reverse_copy", reward="terminal", length=6, vocab=2, batch=100, k=8)
 DENSE = dict(task="reverse_copy", reward="bag", length=10, vocab=2, batch=100, k=8)
 PAPER_DENSE_STEPS = {"tpo_token": 58, "grpo_token": 904, "dg": 199, "ppo": 872}
-SPEED_RUNS = {  # name: (settings, algo); the first is the one the goal is set on
+SPEED_RUNS = {  # name: (settings, method); the first is the one the goal is set on
     "tpo H=6 terminal": (TERMINAL, "tpo"),
     "grpo H=6 terminal": (TERMINAL, "grpo"),
     "tpo_token H=10 bag": (DENSE, "tpo_token"),
@@ -84,7 +84,7 @@ def timed_run(tree: Path, settings: dict) -> dict:
 
 def speed(args):
     episodes = args.episodes or 200
-    names = [n for n in SPEED_RUNS if not args.algos or SPEED_RUNS[n][1] in args.algos]
+    names = [n for n in SPEED_RUNS if not args.methods or SPEED_RUNS[n][1] in args.methods]
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"baseline": extract(args.baseline, Path(tmp)), "this tree": ROOT}
         threads = torch.get_num_threads()
@@ -93,8 +93,8 @@ def speed(args):
             f"{threads} threads, {args.rounds} round(s), alternating"
         )
         for name in names:
-            settings, algo = SPEED_RUNS[name]
-            config = dict(settings, algo=algo, episodes=episodes, seed=0)
+            settings, method = SPEED_RUNS[name]
+            config = dict(settings, method=method, episodes=episodes, seed=0)
             times = {label: [] for label in trees}
             for _ in range(args.rounds):
                 for label, tree in trees.items():
@@ -114,7 +114,7 @@ def replicas(args):
     """One seed alone against ``--replicas`` seeds trained together, on this machine's device."""
     episodes = args.episodes or 30
     config = TrainConfig(
-        algo=(args.algos or ["tpo"])[0],
+        method=(args.methods or ["tpo"])[0],
         episodes=episodes,
         length=7,
         **{k: v for k, v in TERMINAL.items() if k != "length"},
@@ -124,43 +124,43 @@ def replicas(args):
     together = train_replicas(config, list(range(args.replicas)), progress=False)
     per_episode = together[0].seconds_per_episode
     print(
-        f"{config.algo} H=7 on {device}: one seed {alone:.3f} s/episode; {args.replicas} "
+        f"{config.method} H=7 on {device}: one seed {alone:.3f} s/episode; {args.replicas} "
         f"replicas {per_episode:.3f} s/episode, {per_episode / args.replicas:.3f} per seed "
         f"({alone * args.replicas / per_episode:.1f}x the throughput of one seed at a time)"
     )
 
 
 def terminal(args):
-    for algo in args.algos or ["tpo"]:
+    for method in args.methods or ["tpo"]:
         finals = []
         for seed in range(args.seeds):
             r = train(
-                TrainConfig(algo=algo, seed=seed, episodes=args.episodes or 200, **TERMINAL),
+                TrainConfig(method=method, seed=seed, episodes=args.episodes or 200, **TERMINAL),
                 progress=False,
             )
             finals.append(r.final_error(20))
             curve = " ".join(f"{e:.2f}" for e in r.error[::20])
             print(
-                f"{algo} seed {seed}: final exact-match error {finals[-1]:.3f}  every 20: {curve}"
+                f"{method} seed {seed}: final exact-match error {finals[-1]:.3f}  every 20: {curve}"
             )
         mean = statistics.mean(finals)
         print(
-            f"{algo}: mean final error over seeds 0-{args.seeds - 1}: {mean:.3f} "
+            f"{method}: mean final error over seeds 0-{args.seeds - 1}: {mean:.3f} "
             "(seed code TPO: 0.039; goal < 0.06)"
         )
 
 
 def dense(args):
-    for algo in args.algos or ["tpo_token"]:
+    for method in args.methods or ["tpo_token"]:
         steps = []
         for seed in range(args.seeds):
             r = train(
-                TrainConfig(algo=algo, seed=seed, episodes=args.episodes or 150, **DENSE),
+                TrainConfig(method=method, seed=seed, episodes=args.episodes or 150, **DENSE),
                 progress=False,
             )
             steps.append(r.steps_to(0.01))
             print(
-                f"{algo} seed {seed}: steps to 1% token error {steps[-1]}  "
+                f"{method} seed {seed}: steps to 1% token error {steps[-1]}  "
                 f"({r.seconds_per_episode:.2f} s/episode)"
             )
         reached = [s for s in steps if s is not None]
@@ -170,14 +170,15 @@ def dense(args):
             else "not all seeds reached 1%"
         )
         print(
-            f"{algo}: mean steps to 1% = {mean} (paper Table 1, V=2: {PAPER_DENSE_STEPS.get(algo)})"
+            f"{method}: mean steps to 1% = {mean} "
+            f"(paper Table 1, V=2: {PAPER_DENSE_STEPS.get(method)})"
         )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", choices=("speed", "replicas", "terminal", "dense"))
-    parser.add_argument("--algos", nargs="*")
+    parser.add_argument("--methods", nargs="*")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--episodes", type=int)
     parser.add_argument("--baseline", default="7f1f327", help="speed: the commit to compare with")

@@ -39,7 +39,7 @@ def timed_episode(config, model, optimizers, loss, generator) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", default="tpo", choices=["tpo", "tpo_no_anchor"])
+    parser.add_argument("--method", default="tpo", choices=["tpo", "tpo_no_anchor"])
     parser.add_argument("--length", type=int, default=6, help="H")
     parser.add_argument("--late", type=int, default=300, help="episodes trained before timing")
     parser.add_argument("--timed", type=int, default=30, help="episodes timed, each way")
@@ -48,10 +48,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = TrainConfig(
-        algo=args.algo, length=args.length, episodes=args.late, seed=args.seed, device="cpu"
+        method=args.method, length=args.length, episodes=args.late, seed=args.seed, device="cpu"
     )
     late = train(config, progress=False)
-    loss = get_algorithm(args.algo).loss
+    loss = get_algorithm(args.method).loss
     ways = {
         "with the skip": functools.partial(loss, eta=config.eta),
         "without": functools.partial(loss, eta=config.eta, skip_unanimous=False),
@@ -75,7 +75,7 @@ def main() -> None:
     with_skip, without = (statistics.median(seconds[way]) for way in ways)
     update_skip, update_plain = (statistics.median(updates[way]) for way in ways)
     print(
-        f"{args.algo} H={args.length} after {args.late} episodes (error "
+        f"{args.method} H={args.length} after {args.late} episodes (error "
         f"{late.final_error(20):.3f}, {statistics.mean(shares):.0%} of groups unanimous), "
         f"{args.threads} thread(s), median of {args.timed} episodes:"
     )

@@ -154,10 +154,10 @@ def test_grpo_gets_no_skip_because_a_unanimous_group_still_pulls_after_the_first
     assert max(p.grad.abs().max() for p in model.parameters()) > 1e-4
 
 
-@pytest.mark.parametrize("algo", ["tpo", "tpo_no_anchor"])
-def test_training_with_the_skip_ends_where_training_without_it_does(algo, monkeypatch):
+@pytest.mark.parametrize("method", ["tpo", "tpo_no_anchor"])
+def test_training_with_the_skip_ends_where_training_without_it_does(method, monkeypatch):
     config = TrainConfig(
-        task="copy", reward="bag", algo=algo, length=2, batch=32, k=4, episodes=6, lr=1e-2
+        task="copy", reward="bag", method=method, length=2, batch=32, k=4, episodes=6, lr=1e-2
     )
     skipped = []
     subset = SequenceBatch.subset
@@ -166,8 +166,8 @@ def test_training_with_the_skip_ends_where_training_without_it_does(algo, monkey
     )
     with_skip = train(config, progress=False)
     assert skipped  # some batches held unanimous groups
-    plain = functools.partial(ALGORITHMS[algo].loss, skip_unanimous=False)
-    monkeypatch.setitem(ALGORITHMS, algo, dataclasses.replace(ALGORITHMS[algo], loss=plain))
+    plain = functools.partial(ALGORITHMS[method].loss, skip_unanimous=False)
+    monkeypatch.setitem(ALGORITHMS, method, dataclasses.replace(ALGORITHMS[method], loss=plain))
     without = train(config, progress=False)
     assert with_skip.error == without.error
     # Float rounding differs (the plain computation adds the unanimous groups' rounding-level

@@ -117,14 +117,14 @@ def test_live_curves_and_live_rlvr_fill_in_from_callbacks():
     assert WIDGET_VIEW in shown(rlvr)
     metrics = ("reward", "pass_at_k", "zero_variance", "grad_norm", "kl")
     history = {m: [0.1 * i, 0.2 * i] for i, m in enumerate(metrics, start=1)}
-    rlvr.callback("tpo")(1, SimpleNamespace(history=history))
+    rlvr.callback("tpo")(1, SimpleNamespace(history=history, config=SimpleNamespace(steps=2)))
     for panel, metric in enumerate(metrics):
         assert list(rlvr.figure.data[2 * panel].y) == pytest.approx(history[metric])
         assert list(rlvr.figure.data[2 * panel + 1].y) == []
 
 
 def test_token_state_explorer_shows_the_chosen_state():
-    config = TrainConfig(task="copy", reward="bag", algo="tpo_token", length=4, vocab=2)
+    config = TrainConfig(task="copy", reward="bag", method="tpo_token", length=4, vocab=2)
     batch = token_rollouts(
         initial_model(config), "copy", "bag", 3, 5, torch.Generator().manual_seed(0)
     )
@@ -178,3 +178,21 @@ def test_an_output_drawn_explorer_redraws_a_plain_figure_of_the_library_values(d
     (figure,) = figures
     q = next(t["y"] for t in figure["data"] if t["name"] == "q")
     assert list(q) == pytest.approx(group_view(explorer.p_old, explorer.scores, 0.3).q.tolist())
+
+
+def test_a_live_figure_drawn_as_output_redraws_sparingly_and_always_shows_the_end(drawing):
+    """Each "output" redraw sends the whole figure: during a run at most one per
+    REDRAW_SECONDS, and always the final episode's."""
+    live = tt.LiveCurves(["a"], every=1)
+    update = live.callback("a")
+    result = SimpleNamespace(error=[], config=SimpleNamespace(episodes=50))
+    with capture_output() as captured:
+        for episode in range(50):
+            result.error.append(1.0 - episode / 50)
+            update(episode, result)
+    figures = [o.data[PLOTLY] for o in captured.outputs if PLOTLY in o.data]
+    if drawing == "widget":
+        assert figures == [] and list(live.figure.data[0].y) == result.error
+        return
+    assert 1 <= len(figures) < 10  # fifty episodes in well under REDRAW_SECONDS
+    assert list(figures[-1]["data"][0]["y"]) == result.error

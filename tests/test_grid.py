@@ -22,7 +22,7 @@ TINY = dict(task="copy", length=3, batch=4, k=3, episodes=2)
 
 
 def small_grid(**changes):
-    settings = dict(algos=["tpo", "ppo"], lengths=[3], seeds=[0, 1], batch=4, k=3, episodes=2)
+    settings = dict(methods=["tpo", "ppo"], lengths=[3], seeds=[0, 1], batch=4, k=3, episodes=2)
     return grid.grid_configs(**(settings | changes))
 
 
@@ -42,7 +42,7 @@ def test_grid_configs_share_grouped_runs_across_matchings():
 
 def test_grid_rejects_impossible_settings():
     with pytest.raises(ValueError, match="unknown method"):
-        small_grid(algos=["tpo", "sac"])
+        small_grid(methods=["tpo", "sac"])
 
 
 def test_run_grid_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
@@ -224,22 +224,22 @@ def test_a_preset_refuses_options_that_say_otherwise(tmp_path, monkeypatch, caps
         "grid",
         "--preset",
         "table3",
-        "--algos",
+        "--methods",
         "tpo",
         "pg",
         "--out",
         str(tmp_path),
     )
-    assert "--algos pg" in err
+    assert "--methods pg" in err
 
 
 def test_a_preset_takes_part_of_its_cells_at_its_settings(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(cli, "run_grid", lambda configs, *a, **k: ran.append(configs) or [])
-    argv = ["grid", "--preset", "table3", "--algos", "tpo", "--lengths", "10", "--seeds", "0..1"]
+    argv = ["grid", "--preset", "table3", "--methods", "tpo", "--lengths", "10", "--seeds", "0..1"]
     assert cli.main(argv + ["--episodes", "2000", "--out", str(tmp_path)]) == 0
     (configs,) = ran
-    settings = [(c.algo, c.length, c.seed, c.episodes, c.batch, c.k) for c in configs]
+    settings = [(c.method, c.length, c.seed, c.episodes, c.batch, c.k) for c in configs]
     assert settings == [("tpo", 10, 0, 2000, 100, 8), ("tpo", 10, 1, 2000, 100, 8)]
 
 
@@ -249,7 +249,7 @@ def test_workers_and_replicas_must_be_positive(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_grid_runs_and_summarises(tmp_path):
-    args = "--algos tpo --lengths 3 --seeds 0 --batch 4 --k 3 --episodes 2 --quiet"
+    args = "--methods tpo --lengths 3 --seeds 0 --batch 4 --k 3 --episodes 2 --quiet"
     proc = subprocess.run(
         [sys.executable, "-m", "tpo_core", "grid", *args.split(), "--out", str(tmp_path)],
         capture_output=True,
@@ -258,7 +258,7 @@ def test_cli_grid_runs_and_summarises(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "tpo H=3" in proc.stdout and len(list(tmp_path.glob("*.json"))) == 1
     bad = subprocess.run(
-        [sys.executable, "-m", "tpo_core", "grid", "--algos", "dg", "--eta", "2", "--out", "x"],
+        [sys.executable, "-m", "tpo_core", "grid", "--methods", "dg", "--eta", "2", "--out", "x"],
         capture_output=True,
         text=True,
     )

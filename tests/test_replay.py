@@ -34,8 +34,8 @@ from tpo_core.tokens.train import (
 BASE = dict(length=4, vocab=2, batch=12, k=6, episodes=1, seed=0, device="cpu")
 
 
-def _config(algo, reward="terminal", **changes):
-    return TrainConfig("reverse_copy", reward, algo, **(BASE | changes))
+def _config(method, reward="terminal", **changes):
+    return TrainConfig("reverse_copy", reward, method, **(BASE | changes))
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +93,14 @@ def _grad_norm(config, model, batch):
     return torch.sqrt(sum((p.grad**2).sum() for p in twin.parameters() if p.grad is not None))
 
 
-@pytest.mark.parametrize("algo", ["tpo", "grpo", "grpo_per_token"])
-def test_all_equal_groups_give_no_gradient_beyond_rounding(model, answers, algo):
+@pytest.mark.parametrize("method", ["tpo", "grpo", "grpo_per_token"])
+def test_all_equal_groups_give_no_gradient_beyond_rounding(model, answers, method):
     """Zero-variance groups are neutral on the snapshot: their gradient is float rounding.
 
     (The sampled and the recomputed log-probs differ in the last bits, so it is
     not exactly 0; notebook 05 measures what Muon and Adam make of it.)
     """
-    config = _config(algo)
+    config = _config(method)
     flat = dataclasses.replace(answers, rewards=torch.zeros_like(answers.rewards))
     mixed = dataclasses.replace(answers, rewards=torch.zeros_like(answers.rewards))
     mixed.rewards[:, 0] = 1.0  # the first answer of every prompt succeeds
@@ -242,10 +242,10 @@ def test_expected_push_is_the_mean_over_sampled_groups():
         old = torch.where(correct, math.log(pi), math.log(1 - pi))
         rewards = correct.double()
         batch = TokenBatch(prompts, candidates[..., 0], candidates, old, rewards, rewards[..., 0])
-        for algo in ("tpo_token", "grpo_token"):
-            sampled = state_push(algo, batch, "copy", 2)
+        for method in ("tpo_token", "grpo_token"):
+            sampled = state_push(method, batch, "copy", 2)
             se = float(sampled.std()) / math.sqrt(n)
-            assert abs(float(sampled.mean()) - float(expected_push(algo, [pi], k))) < 4 * se
+            assert abs(float(sampled.mean()) - float(expected_push(method, [pi], k))) < 4 * se
 
 
 def test_push_refuses_other_methods_and_bad_probabilities():
@@ -287,8 +287,8 @@ def test_unanimous_states_push_nothing_yet_move_with_the_shared_weights(model):
         rewards[..., 0],
     )
     assert batch.unanimous[:4].all() and not batch.unanimous[4:].all()
-    for algo in ("tpo_token", "grpo_token"):
-        assert (state_push(algo, batch, "reverse_copy", 2)[batch.unanimous] == 0).all()
+    for method in ("tpo_token", "grpo_token"):
+        assert (state_push(method, batch, "reverse_copy", 2)[batch.unanimous] == 0).all()
     moved = refit(_config("tpo_token", reward="bag"), model, batch, epochs=4)
     drift = state_drift(model, moved, batch)  # (B, H)
     assert (state_drift(model, model, batch).abs() < 1e-7).all()

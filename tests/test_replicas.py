@@ -24,7 +24,7 @@ def test_identical_seeds_as_replicas_give_identical_curves():
 def test_a_replica_is_the_run_its_seed_makes_alone():
     """Same initial model, same generator stream: the first episodes sample the same batches
     (the probabilities agree to float rounding), and the gradients agree to rounding."""
-    config = TrainConfig(episodes=3, algo="grpo", **TINY)
+    config = TrainConfig(episodes=3, method="grpo", **TINY)
     together = train_replicas(config, [0, 1], progress=False)
     for seed, replica in zip((0, 1), together, strict=True):
         alone = train(replace(config, seed=seed), progress=False)
@@ -41,7 +41,7 @@ def test_a_replica_is_the_run_its_seed_makes_alone():
 def test_replicas_match_separate_runs_in_distribution():
     """Over several seeds and a run long enough for trajectories to part, the replicas' mean
     final error and stuck share are the separate runs'."""
-    config = TrainConfig(episodes=25, algo="tpo", **TINY)
+    config = TrainConfig(episodes=25, method="tpo", **TINY)
     seeds = [0, 1, 2, 3]
     together = train_replicas(config, seeds, progress=False)
     alone = [train(replace(config, seed=s), progress=False) for s in seeds]
@@ -55,7 +55,7 @@ def test_one_replica_gradient_ignores_the_others():
     loss_fn = get_algorithm("grpo").loss
     grads = []
     for other in (1, 7):  # replica 0 next to two different neighbours
-        replicas = Replicas(TrainConfig(algo="grpo", **TINY), [0, other])
+        replicas = Replicas(TrainConfig(method="grpo", **TINY), [0, other])
         batches = replicas.rollouts("copy", "terminal", 12, 4)
         replicas.loss(batches, loss_fn).backward()
         grads.append([p.grad[0].clone() for p in replicas.params.values()])
@@ -91,7 +91,7 @@ def test_replica_optimisers_do_not_couple_replicas():
 
 def test_token_level_methods_and_skipped_updates_are_refused_as_replicas():
     with pytest.raises(ValueError, match="one seed at a time"):
-        train_replicas(TrainConfig(algo="tpo_token", reward="bag", length=3), [0, 1])
+        train_replicas(TrainConfig(method="tpo_token", reward="bag", length=3), [0, 1])
     with pytest.raises(ValueError, match="one seed at a time"):
         train_replicas(TrainConfig(skip_signal_free=True, length=3), [0, 1])
 
@@ -105,7 +105,7 @@ def test_grid_with_replicas_writes_one_file_per_seed_with_provenance(tmp_path):
     paths = grid.run_grid(configs + skipping, tmp_path, ["grid"], progress=False, replicas=2)
     assert all(grid.is_complete(p, c) for p, c in zip(paths, configs + skipping, strict=True))
     runs = grid.load_runs(tmp_path)
-    tpo = {r.config.seed: r for r in runs if r.config.algo == "tpo" and r.config.reward == "bag"}
+    tpo = {r.config.seed: r for r in runs if r.config.method == "tpo" and r.config.reward == "bag"}
     assert [tpo[s].provenance.get("replicas") for s in (0, 1, 2)] == [2, 2, None]
-    alone = [r for r in runs if r.config.algo == "tpo_token" or r.config.skip_signal_free]
+    alone = [r for r in runs if r.config.method == "tpo_token" or r.config.skip_signal_free]
     assert len(alone) == 5 and all("replicas" not in r.provenance for r in alone)

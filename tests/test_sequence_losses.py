@@ -177,13 +177,13 @@ def test_a_name_the_catalogue_gives_a_stage_it_lacks_is_refused():
     with pytest.raises(ValueError, match="own paper"):
         RLVRConfig(model="m", loss="dapo", clip_eps=0.3).validate()
     with pytest.raises(ValueError, match="unknown method"):
-        TrainConfig(algo="sapo").validate()
+        TrainConfig(method="sapo").validate()
 
 
 @pytest.mark.parametrize("name", FAMILY)
 def test_the_token_engine_runs_each_family_member(name):
     config = TrainConfig(
-        algo=name, task="copy", reward="terminal", length=3, batch=16, k=4, episodes=6
+        method=name, task="copy", reward="terminal", length=3, batch=16, k=4, episodes=6
     )
     result = train(config, progress=False)
     assert len(result.error) == 6 and all(math.isfinite(x) for x in result.grad_norm)

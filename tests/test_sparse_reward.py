@@ -118,7 +118,7 @@ def test_eta_is_validated_and_reaches_the_tpo_target():
     with pytest.raises(ValueError, match="eta must be finite and at least"):
         TrainConfig(eta=0.0).validate()
     with pytest.raises(ValueError, match="no temperature"):
-        TrainConfig(algo="grpo", eta=0.5).validate()
+        TrainConfig(method="grpo", eta=0.5).validate()
     cold = TrainConfig(length=3, batch=16, k=4, episodes=2, eta=0.25)
     warm = TrainConfig(length=3, batch=16, k=4, episodes=2, eta=4.0)
     # Same seed, same first batch: only the temperature differs, so the first gradient does.
@@ -189,7 +189,7 @@ def test_grpo_kl_pull_benchmark_trains_exactly_like_grpo(per_token):
     command = [sys.executable, "benchmarks/grpo_kl_pull.py", *args]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     printed = [float(line.split("error")[1].split()[0]) for line in out.splitlines()[1:]]
-    algo = "grpo_per_token" if per_token else "grpo"
-    expected = train(TrainConfig(algo=algo, length=3, episodes=3), progress=False).error
+    method = "grpo_per_token" if per_token else "grpo"
+    expected = train(TrainConfig(method=method, length=3, episodes=3), progress=False).error
     assert printed == pytest.approx(expected, abs=5e-4)
     assert "|" in out.splitlines()[1]  # per-epoch gradient figures follow

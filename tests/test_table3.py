@@ -29,8 +29,8 @@ from tpo_core.tokens.train import TrainConfig, TrainResult
 PROTOCOL = dict(length=7, episodes=2000)  # with the defaults: the paper's Table 3 settings
 
 
-def run(algo="tpo", errors=(0.9, 0.1), seed=0, **settings):
-    config = TrainConfig(algo=algo, seed=seed, **(PROTOCOL | settings))
+def run(method="tpo", errors=(0.9, 0.1), seed=0, **settings):
+    config = TrainConfig(method=method, seed=seed, **(PROTOCOL | settings))
     return TrainResult(config, error=list(errors))
 
 
@@ -122,8 +122,10 @@ def test_a_copied_run_is_not_another_seed(tmp_path, seed_of_copy):
 
 
 def test_final_error_by_sweeps_one_setting_with_the_others_fixed():
-    def run(algo, errors, **settings):
-        return TrainResult(TrainConfig(algo=algo, episodes=len(errors), **settings), error=errors)
+    def run(method, errors, **settings):
+        return TrainResult(
+            TrainConfig(method=method, episodes=len(errors), **settings), error=errors
+        )
 
     runs = [
         run("tpo", [0.4], k=4),
@@ -143,7 +145,7 @@ def test_final_error_by_sweeps_one_setting_with_the_others_fixed():
 
 def test_final_error_by_keeps_configurations_apart():
     def run(match, errors, seed=0):
-        config = TrainConfig(algo="ppo", match=match, seed=seed, episodes=1)
+        config = TrainConfig(method="ppo", match=match, seed=seed, episodes=1)
         return TrainResult(config, error=errors)
 
     runs = [run("prompts", [0.2]), run("prompts", [0.4], 1), run("interactions", [0.9])]
@@ -180,7 +182,7 @@ def test_learning_marks_count_steps_relapses_and_stuck_seeds():
         run(1, clean, [0.0] * 130),
         run(3, clean, [0.0] * 130),
     ]
-    runs[3] = TrainResult(TrainConfig(algo="grpo", seed=3, episodes=130), error=clean)
+    runs[3] = TrainResult(TrainConfig(method="grpo", seed=3, episodes=130), error=clean)
     marks = learning_marks(runs, "tpo")
     assert marks.steps == [11, 6, 131]  # seeds 0, 1, 2; seed 2 never reaches 5%
     assert marks.reached == [6, 11] and marks.median == 11
@@ -204,7 +206,7 @@ def test_cli_summary_prints_the_shipped_runs_next_to_the_paper(tmp_path):
         r
         for name in shipped()
         for r in shipped_runs(name)
-        if r.config.algo in preset["algos"] and r.config.length in preset["lengths"]
+        if r.config.method in preset["methods"] and r.config.length in preset["lengths"]
     ]
     lines = proc.stdout.splitlines()
     assert all(table3_line(row, "prompts") in lines for row in table3_rows(runs))
@@ -238,8 +240,8 @@ def test_stuck_means_the_remaining_error_sits_in_all_fail_groups():
 
 
 def test_preset_settings_merge_and_name_every_conflict():
-    settings = dict(algos=["tpo"], lengths=[7], episodes=200, batch=100, matches=["prompts"])
-    merged = table3.preset_settings("table3", settings, {"algos", "batch"})
-    assert merged["algos"] == ["tpo"] and merged["episodes"] == 2000 and merged["batch"] == 100
+    settings = dict(methods=["tpo"], lengths=[7], episodes=200, batch=100, matches=["prompts"])
+    merged = table3.preset_settings("table3", settings, {"methods", "batch"})
+    assert merged["methods"] == ["tpo"] and merged["episodes"] == 2000 and merged["batch"] == 100
     with pytest.raises(ValueError, match=r"--lengths 6 .*--episodes 200"):
         table3.preset_settings("table3", settings | dict(lengths=[6]), {"episodes", "lengths"})

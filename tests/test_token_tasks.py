@@ -150,16 +150,16 @@ def test_token_rollouts_candidates_and_sequential_rewards():
 
 
 def test_every_algorithm_gives_a_finite_loss_with_gradients():
-    for name, algo in ALGORITHMS.items():
+    for name, method in ALGORITHMS.items():
         model = tiny_model(vocab=2, length=3)
         g = torch.Generator().manual_seed(0)
-        if algo.rollout == "token":
+        if method.rollout == "token":
             batch = token_rollouts(model, "copy", "bag", 4, 3, g)
         else:
             batch = sequence_rollouts(
-                model, "copy", "bag", 4, 1 if algo.rollout == "single" else 3, g
+                model, "copy", "bag", 4, 1 if method.rollout == "single" else 3, g
             )
-        loss = algo.loss(model, batch)
+        loss = method.loss(model, batch)
         loss.backward()
         assert torch.isfinite(loss), name
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), name
@@ -200,9 +200,9 @@ def test_algorithm_names_and_epochs():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        (dict(algo="tpo_token", reward="terminal"), "token-level"),
-        (dict(algo="grpo", k=1), "k must be >= 2"),
-        (dict(algo="nope"), "unknown method"),
+        (dict(method="tpo_token", reward="terminal"), "token-level"),
+        (dict(method="grpo", k=1), "k must be >= 2"),
+        (dict(method="nope"), "unknown method"),
         (dict(task="sort"), "unknown task"),
         (dict(match="tokens"), "match"),
         (dict(episodes=0), "episodes"),
@@ -215,9 +215,9 @@ def test_impossible_configs_are_rejected(changes, message):
 
 
 def test_interaction_matching_scales_single_sample_methods():
-    run = TrainConfig(algo="ppo", batch=10, k=8, lr=1e-3, match="interactions").resolved
+    run = TrainConfig(method="ppo", batch=10, k=8, lr=1e-3, match="interactions").resolved
     assert (run.batch, run.k, run.lr, run.epochs) == (80, 1, pytest.approx(1e-3 * math.sqrt(8)), 4)
-    assert TrainConfig(algo="tpo", match="interactions").resolved.batch == 100
+    assert TrainConfig(method="tpo", match="interactions").resolved.batch == 100
 
 
 def test_steps_to():
@@ -226,7 +226,7 @@ def test_steps_to():
 
 def test_training_is_reproducible_and_records_curves():
     cfg = TrainConfig(
-        task="copy", reward="bag", algo="tpo_token", length=3, vocab=2, batch=8, episodes=3
+        task="copy", reward="bag", method="tpo_token", length=3, vocab=2, batch=8, episodes=3
     )
     a, b = train(cfg, progress=False), train(cfg, progress=False)
     assert a.error == b.error and a.grad_norm == b.grad_norm
@@ -236,7 +236,7 @@ def test_training_is_reproducible_and_records_curves():
 def test_short_run_learns_reverse_copy():
     """A broken loss or optimiser cannot pass: TPO_token must solve a small dense task."""
     cfg = TrainConfig(
-        task="reverse_copy", reward="bag", algo="tpo_token", length=4, vocab=2, episodes=60
+        task="reverse_copy", reward="bag", method="tpo_token", length=4, vocab=2, episodes=60
     )
     result = train(cfg, progress=False)
     assert result.error[0] > 0.3
@@ -252,14 +252,14 @@ def run_cli(*args):
 
 def test_cli_writes_results_json(tmp_path):
     out = tmp_path / "run.json"
-    settings = "--task copy --reward bag --algo tpo --length 3 --vocab 2 --batch 4 --k 3"
+    settings = "--task copy --reward bag --method tpo --length 3 --vocab 2 --batch 4 --k 3"
     proc = run_cli(
         "train", *settings.split(), "--episodes", "3", "--seed", "1", "--out", str(out), "--quiet"
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert len(data["error"]) == 3 and len(data["grad_norm"]) == 3
-    assert data["config"]["algo"] == "tpo" and data["config"]["seed"] == 1
+    assert data["config"]["method"] == "tpo" and data["config"]["seed"] == 1
     assert data["seconds_per_episode"] > 0 and data["provenance"]["command"].startswith(
         "python -m tpo_core"
     )
@@ -269,12 +269,12 @@ def test_cli_writes_results_json(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--algo", "tpo_token", "--reward", "terminal"], "token-level"),
-        (["--algo", "grpo", "--k", "1"], "k must be >= 2"),
-        (["--algo", "sac"], "invalid choice"),
+        (["--method", "tpo_token", "--reward", "terminal"], "token-level"),
+        (["--method", "grpo", "--k", "1"], "k must be >= 2"),
+        (["--method", "sac"], "invalid choice"),
         (["--lr", "inf"], "lr must be in"),
         (["--layernorm-eps", "-1"], "layernorm_eps must be a positive finite number"),
-        (["--algo", "pg", "--k", "0"], "k must be at least 1"),
+        (["--method", "pg", "--k", "0"], "k must be at least 1"),
     ],
 )
 def test_cli_rejects_bad_settings_with_one_line(tmp_path, args, message):
@@ -303,7 +303,7 @@ def test_shared_prompt_log_probs_equal_full_teacher_forcing():
 def test_live_curves_fill_in_during_training():
     live = tt.LiveCurves(["tpo_token seed 0"], every=2)
     cfg = TrainConfig(
-        task="copy", reward="bag", algo="tpo_token", length=3, vocab=2, batch=8, episodes=5
+        task="copy", reward="bag", method="tpo_token", length=3, vocab=2, batch=8, episodes=5
     )
     result = train(cfg, callback=live.callback("tpo_token seed 0"), progress=False)
     trace = live.figure.data[0]
@@ -336,9 +336,9 @@ def test_mean_error_curves_group_runs_by_method():
     from tpo_core.tokens.train import TrainResult, mean_error_curves
 
     runs = [
-        TrainResult(TrainConfig(algo="tpo", seed=0), error=[0.5, 0.1]),
-        TrainResult(TrainConfig(algo="tpo", seed=1), error=[0.3, 0.3]),
-        TrainResult(TrainConfig(algo="dg"), error=[0.9, 0.8]),
+        TrainResult(TrainConfig(method="tpo", seed=0), error=[0.5, 0.1]),
+        TrainResult(TrainConfig(method="tpo", seed=1), error=[0.3, 0.3]),
+        TrainResult(TrainConfig(method="dg"), error=[0.9, 0.8]),
     ]
     curves = mean_error_curves(runs)
     x, mean, se = curves["tpo"]

@@ -31,10 +31,10 @@ from tpo_core.tokens.train import (
         (dict(lr=math.nan), "lr must be in"),
         (dict(layernorm_eps=-1.0), "layernorm_eps must be a positive finite"),
         (dict(layernorm_eps=0.0), "layernorm_eps must be a positive finite"),
-        (dict(algo="pg", k=0), "k must be at least 1"),
-        (dict(algo="ppo", k=-2, match="interactions"), "k must be at least 1"),
+        (dict(method="pg", k=0), "k must be at least 1"),
+        (dict(method="ppo", k=-2, match="interactions"), "k must be at least 1"),
         (dict(seed=-1), "seed must be in"),
-        (dict(algo="pg", skip_signal_free=True), "has no groups"),
+        (dict(method="pg", skip_signal_free=True), "has no groups"),
     ],
 )
 def test_settings_that_would_crash_mid_run_are_refused_up_front(changes, message):
@@ -43,7 +43,7 @@ def test_settings_that_would_crash_mid_run_are_refused_up_front(changes, message
 
 
 def test_resolved_settings_are_computed_once_as_attributes():
-    config = TrainConfig(algo="ppo", batch=10, k=8, match="interactions", device="cpu")
+    config = TrainConfig(method="ppo", batch=10, k=8, match="interactions", device="cpu")
     assert config.resolved is config.resolved  # one object per config
     assert config.resolved == RunSettings(
         batch=80, k=1, lr=pytest.approx(1e-3 * math.sqrt(8)), epochs=4, device="cpu"
@@ -76,15 +76,16 @@ def test_explicit_cpu_device_is_the_same_run_and_keeps_everything_there():
 
 def test_runs_stored_before_a_setting_existed_load_with_the_value_they_ran_with():
     assert TrainConfig().newton_schulz == "float32"
-    assert TrainConfig.from_dict({"algo": "grpo"}).newton_schulz == "bfloat16"
-    assert TrainConfig.from_dict({"algo": "grpo"}).skip_signal_free is False
+    assert TrainConfig.from_dict({"method": "grpo"}).newton_schulz == "bfloat16"
+    assert TrainConfig.from_dict({"method": "grpo"}).skip_signal_free is False
     for name in ("sparse_h6", "sparse_h7"):
         runs = shipped_runs(name)
         assert [run_name(r.config) for r in runs] == [r.source.rsplit("/", 1)[-1] for r in runs]
 
 
 def test_results_with_fields_since_removed_still_load(tmp_path):
-    """Old files hold per-episode group diagnostics (``groups``); a missing value is null."""
+    """Old files hold per-episode group diagnostics (``groups``) and name the method ``algo``;
+    a missing value is null."""
     (tmp_path / "old.json").write_text(
         '{"config": {"algo": "tpo", "episodes": 2}, "error": [0.5, 0.25], "grad_norm": [1.0, null],'
         ' "all_fail": [0.1, 0.0], "seconds_per_episode": null,'
@@ -118,11 +119,11 @@ def test_model_options_reach_the_model():
 def test_grpo_summed_over_k_is_k_times_the_mean_and_only_for_grpo():
     model = initial_model(TrainConfig(length=3))
     batch = sequence_rollouts(model, "copy", "bag", 6, 4, torch.Generator().manual_seed(0))
-    mean = loss_function(TrainConfig(algo="grpo", k=4))(model, batch)
-    summed = loss_function(TrainConfig(algo="grpo", k=4, grpo_sum_over_k=True))(model, batch)
+    mean = loss_function(TrainConfig(method="grpo", k=4))(model, batch)
+    summed = loss_function(TrainConfig(method="grpo", k=4, grpo_sum_over_k=True))(model, batch)
     torch.testing.assert_close(summed, 4 * mean)
     with pytest.raises(ValueError, match="sequence-level GRPO"):
-        TrainConfig(algo="tpo", grpo_sum_over_k=True).validate()
+        TrainConfig(method="tpo", grpo_sum_over_k=True).validate()
 
 
 def test_cli_builds_boolean_and_choice_options_from_the_config():
@@ -137,7 +138,7 @@ def test_cli_builds_boolean_and_choice_options_from_the_config():
 
 def test_cli_takes_seed_ranges_and_the_skip_option():
     args = build_parser().parse_args(
-        ["grid", "--algos", "tpo", "--lengths", "10", "--seeds", "0..19", "3"]
+        ["grid", "--methods", "tpo", "--lengths", "10", "--seeds", "0..19", "3"]
         + ["--episodes", "2000", "--skip-signal-free", "--out", "x"]
     )
     assert args.seeds == [list(range(20)), [3]] and args.skip_signal_free is True

@@ -2,19 +2,19 @@
 
 One run::
 
-    python -m tpo_core train --task reverse_copy --reward terminal --algo tpo \\
+    python -m tpo_core train --task reverse_copy --reward terminal --method tpo \\
         --length 6 --vocab 2 --batch 100 --k 8 --epochs 4 --episodes 200 --seed 0 --out run.json
 
 writes a JSON file with the per-episode ``error``, ``grad_norm``, ``all_fail``
 and ``skipped`` curves, ``seconds_per_episode`` (start-up excluded), the full
 configuration and its provenance. A grid of runs, resumable::
 
-    python -m tpo_core grid --algos tpo grpo --lengths 7 --seeds 0..2 --out results/sparse
+    python -m tpo_core grid --methods tpo grpo --lengths 7 --seeds 0..2 --out results/sparse
     python -m tpo_core grid --preset table3 --seeds 0..2 --workers 8 --out results/table3
 
 writes one such file per run into ``--out`` and skips runs already there (``0..2``
 is seeds 0, 1 and 2). A preset fixes the paper's settings: an option that says
-otherwise is refused, and ``--algos``, ``--lengths`` or ``--matches`` may pick part
+otherwise is refused, and ``--methods``, ``--lengths`` or ``--matches`` may pick part
 of it. The final errors of finished runs, one row per configuration, next to
 the paper's Table 3 with 95% bootstrap intervals over seeds and the share of
 stuck seeds::
@@ -53,7 +53,7 @@ from tpo_core.tokens.table3 import PRESETS, preset_settings, table3_line, table3
 from tpo_core.tokens.train import TrainConfig, train
 
 # The settings a grid takes lists of, and the plural names of their options.
-GRID_LISTS = {"algo": "algos", "length": "lengths", "seed": "seeds", "match": "matches"}
+GRID_LISTS = {"method": "methods", "length": "lengths", "seed": "seeds", "match": "matches"}
 
 
 MAX_VALUES = 10_000  # values one list option may take (a range beyond it is a typo)
@@ -145,7 +145,7 @@ def _train(args, argv, parser) -> int:
     write_run(args.out, result, provenance(argv))
     last, last20 = result.final_error(1), result.final_error(20)
     print(
-        f"{config.algo}: final error {last:.4f} (last episode), {last20:.4f} (last 20), "
+        f"{config.method}: final error {last:.4f} (last episode), {last20:.4f} (last 20), "
         f"{result.seconds_per_episode:.3f} s/episode -> {args.out}"
     )
     return 0
@@ -208,7 +208,7 @@ def _summary(args, argv, parser) -> int:
             runs = [
                 r
                 for r in runs
-                if r.config.algo in preset["algos"] and r.config.length in preset["lengths"]
+                if r.config.method in preset["methods"] and r.config.length in preset["lengths"]
             ]
         if not runs:
             raise ValueError("no finished runs to summarise")

@@ -809,7 +809,7 @@ class Replay:
     ``target_success_mass`` is ``q``'s mass on the best-scored candidates.
     """
 
-    algo: str
+    method: str
     kl_to_target: list[float]
     success_mass: list[float]
     flat_drift: list[float]
@@ -818,7 +818,7 @@ class Replay:
     flat_groups: int
 
     @classmethod
-    def from_epochs(cls, algo: str, old_log_probs, scores, log_probs_by_epoch, eta: float = 1.0):
+    def from_epochs(cls, method: str, old_log_probs, scores, log_probs_by_epoch, eta: float = 1.0):
         """The replay of one batch from the snapshot's candidate log-probs and scores (..., K)
         and the candidates' log-probs after each epoch (a list of (..., K), the snapshot's first).
 
@@ -834,7 +834,7 @@ class Replay:
 
         policies = [group_policy(lp.to(q.dtype)) for lp in log_probs_by_epoch]
         return cls(
-            algo=algo,
+            method=method,
             kl_to_target=[mean(kl_divergence(q, p)[informative]) for p in policies],
             success_mass=[mean((p * best).sum(-1)[informative]) for p in policies],
             flat_drift=[mean(kl_divergence(p_0, p)[~informative]) for p in policies],

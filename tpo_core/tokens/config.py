@@ -18,13 +18,14 @@ from tpo_core.tokens.tasks import REWARDS, TASKS, check_task
 NEWTON_SCHULZ_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Settings that runs stored before they existed ran with (torch.optim.Muon's bfloat16).
 LEGACY_SETTINGS = {"newton_schulz": "bfloat16"}
+RENAMED = {"algo": "method"}  # stored name -> today's, for runs stored before the rename
 
 
-def sums_over_k(algo: str) -> bool:
+def sums_over_k(method: str) -> bool:
     """Whether ``grpo_sum_over_k`` applies: a sequence-level method other than TPO's family
     (whose loss is a cross-entropy per group, not a sum of per-answer terms)."""
-    method = get_algorithm(algo).method
-    return method.family == "sequence" and not method.tempered
+    row = get_algorithm(method).method  # the catalogue's row
+    return row.family == "sequence" and not row.tempered
 
 
 def setting(default, help: str, **cli):
@@ -42,7 +43,7 @@ class TrainConfig:
 
     task: str = setting("reverse_copy", "the token task", choices=TASKS)
     reward: str = setting("terminal", "per-token reward", choices=REWARDS)
-    algo: str = setting("tpo", "the method (docs/GLOSSARY.md)", choices=tuple(ALGORITHMS))
+    method: str = setting("tpo", "the method (docs/GLOSSARY.md)", choices=tuple(ALGORITHMS))
     length: int = setting(6, "H: prompt and answer length")
     vocab: int = setting(2, "V: vocabulary size")
     batch: int = setting(100, "B: prompts per episode")
@@ -93,20 +94,22 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, stored: dict) -> TrainConfig:
         """A config as :func:`dataclasses.asdict` wrote it; settings added since then take the
-        value the code ran with at the time (:data:`LEGACY_SETTINGS`), not today's default."""
+        value the code ran with at the time (:data:`LEGACY_SETTINGS`), not today's default,
+        and a setting since renamed (:data:`RENAMED`) is read under its new name."""
+        stored = {RENAMED.get(k, k): v for k, v in stored.items()}
         return cls(**(LEGACY_SETTINGS | stored))
 
     def validate(self) -> None:
         check_types(self)
         check_task(self.task, self.reward)
-        algo = get_algorithm(self.algo)
-        if algo.rollout == "token" and self.reward == "terminal":
+        engine = get_algorithm(self.method)
+        if engine.rollout == "token" and self.reward == "terminal":
             raise ValueError(
-                f"{self.algo} is token-level and needs a per-token reward, not terminal"
+                f"{self.method} is token-level and needs a per-token reward, not terminal"
             )
-        if algo.grouped and self.k < 2:
+        if engine.grouped and self.k < 2:
             raise ValueError(
-                f"{self.algo} compares K candidates per group: k must be >= 2, got {self.k}"
+                f"{self.method} compares K candidates per group: k must be >= 2, got {self.k}"
             )
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
@@ -128,20 +131,20 @@ class TrainConfig:
             raise ValueError(
                 f"newton_schulz must be 'float32' or 'bfloat16', got {self.newton_schulz!r}"
             )
-        if self.grpo_sum_over_k and not sums_over_k(self.algo):
+        if self.grpo_sum_over_k and not sums_over_k(self.method):
             raise ValueError(
-                f"grpo_sum_over_k applies to sequence-level GRPO-style methods, not {self.algo}"
+                f"grpo_sum_over_k applies to sequence-level GRPO-style methods, not {self.method}"
             )
         ModelConfig(vocab=self.vocab, length=self.length, **self.model_settings())  # checks them
         if self.device not in (None, "cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here")
-        if self.eta != 1.0 and not algo.tempered:
-            raise ValueError(f"{self.algo} has no temperature; eta applies to TPO variants only")
-        if self.skip_signal_free and not algo.grouped:
+        if self.eta != 1.0 and not engine.tempered:
+            raise ValueError(f"{self.method} has no temperature; eta applies to TPO variants only")
+        if self.skip_signal_free and not engine.grouped:
             raise ValueError(
-                f"skip_signal_free looks for a group with signal; {self.algo} has no groups"
+                f"skip_signal_free looks for a group with signal; {self.method} has no groups"
             )
         need, have = estimated_bytes(self), physical_memory()
         if have is not None and need > have:
@@ -185,14 +188,14 @@ def physical_memory() -> int | None:
 
 @functools.lru_cache(maxsize=1024)
 def _resolve(config: TrainConfig) -> RunSettings:
-    algo = get_algorithm(config.algo)
-    single = algo.rollout == "single"
+    engine = get_algorithm(config.method)
+    single = engine.rollout == "single"
     scale = single and config.match == "interactions"
     return RunSettings(
         batch=config.batch * config.k if scale else config.batch,
         k=1 if single else config.k,
         lr=config.lr * math.sqrt(config.k) if scale else config.lr,
-        epochs=config.epochs or algo.epochs,
+        epochs=config.epochs or engine.epochs,
         device=config.device or ("cuda" if torch.cuda.is_available() else "cpu"),
     )
 

@@ -6,7 +6,7 @@ temporary name and renamed only once it is complete, so a crashed or
 interrupted grid never leaves a file that looks finished, and running the
 same grid again skips every run whose file is already there::
 
-    python -m tpo_core grid --algos tpo grpo --lengths 7 --seeds 0..2 \\
+    python -m tpo_core grid --methods tpo grpo --lengths 7 --seeds 0..2 \\
         --episodes 1000 --out results/sparse
 
 :mod:`tpo_core.tokens.table3` summarises the runs next to the paper's Table 3.
@@ -131,7 +131,7 @@ def provenance_summary(runs: list[TrainResult]) -> str:
 
 # Settings that run_name spells out (or, the device, leaves out: it makes no other run); every
 # other setting appears only when it differs from its default, under these short tags.
-NAMED_APART = tuple("task reward algo length vocab batch k match episodes seed device".split())
+NAMED_APART = tuple("task reward method length vocab batch k match episodes seed device".split())
 TAGS = {"epochs": "ep", "lr": "lr", "eta": "eta", "newton_schulz": "ns-"}
 
 
@@ -142,9 +142,9 @@ def run_name(config: TrainConfig) -> str:
     single-sample methods carry the ``match``.
     """
     default = TrainConfig()
-    parts = [config.algo, config.task, config.reward, f"H{config.length}", f"V{config.vocab}"]
+    parts = [config.method, config.task, config.reward, f"H{config.length}", f"V{config.vocab}"]
     parts += [f"B{config.batch}", f"K{config.k}"]
-    if get_algorithm(config.algo).rollout == "single":
+    if get_algorithm(config.method).rollout == "single":
         parts.append(config.match)
     for f in fields(TrainConfig):
         value = getattr(config, f.name)
@@ -179,7 +179,7 @@ def is_complete(path: Path, config: TrainConfig) -> bool:
 
 
 def grid_configs(
-    algos: Iterable[str],
+    methods: Iterable[str],
     lengths: Iterable[int],
     seeds: Iterable[int],
     matches: Iterable[str] = ("prompts",),
@@ -187,8 +187,8 @@ def grid_configs(
 ) -> list[TrainConfig]:
     """Every (method, H, match, seed) run, without duplicates (grouped methods ignore ``match``)."""
     configs, names = [], set()
-    for algo, length, match, seed in itertools.product(algos, lengths, matches, seeds):
-        config = TrainConfig(algo=algo, length=length, match=match, seed=seed, **settings)
+    for method, length, match, seed in itertools.product(methods, lengths, matches, seeds):
+        config = TrainConfig(method=method, length=length, match=match, seed=seed, **settings)
         config.validate()
         if run_name(config) not in names:
             names.add(run_name(config))
@@ -220,7 +220,7 @@ def _jobs(todo: list[tuple[TrainConfig, Path]], replicas: int) -> list[list]:
     and ``skip_signal_free`` runs, which replicas do not run, one seed a job)."""
     groups: dict[TrainConfig, list] = {}
     for config, path in todo:
-        alone = get_algorithm(config.algo).rollout == "token" or config.skip_signal_free
+        alone = get_algorithm(config.method).rollout == "token" or config.skip_signal_free
         key = config if replicas == 1 or alone else replace(config, seed=0)
         groups.setdefault(key, []).append((config, path))
     return [

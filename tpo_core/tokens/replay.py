@@ -29,16 +29,18 @@ def group_log_probs(model: TinyTransformer, batch) -> torch.Tensor:
 
 
 def refit(config: TrainConfig, model: TinyTransformer, batch, epochs: int, each_epoch=None):
-    """A copy of ``model`` after ``epochs`` epochs of ``config.algo``'s update on one frozen
+    """A copy of ``model`` after ``epochs`` epochs of ``config.method``'s update on one frozen
     ``batch``, with fresh optimisers (the training loop's update of one episode when
     ``epochs`` is the method's own); ``each_epoch(copy)`` runs before the first epoch and after
     each one. ``model`` is left untouched."""
-    algo = get_algorithm(config.algo)
-    kind = {"sequence": SequenceBatch, "token": TokenBatch}.get(algo.rollout)
+    engine = get_algorithm(config.method)
+    kind = {"sequence": SequenceBatch, "token": TokenBatch}.get(engine.rollout)
     if kind is None:
-        raise ValueError(f"replay needs a grouped method; {config.algo!r} samples one answer")
+        raise ValueError(f"replay needs a grouped method; {config.method!r} samples one answer")
     if not isinstance(batch, kind):
-        raise ValueError(f"{config.algo!r} trains on a {kind.__name__}, got {type(batch).__name__}")
+        raise ValueError(
+            f"{config.method!r} trains on a {kind.__name__}, got {type(batch).__name__}"
+        )
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     trained = copy.deepcopy(model)
@@ -57,7 +59,7 @@ def refit(config: TrainConfig, model: TinyTransformer, batch, epochs: int, each_
 
 
 def replay(config: TrainConfig, model: TinyTransformer, batch, epochs: int) -> Replay:
-    """Run ``epochs`` epochs of ``config.algo``'s update on one frozen ``batch``.
+    """Run ``epochs`` epochs of ``config.method``'s update on one frozen ``batch``.
 
     ``model`` is left untouched (a copy trains, with fresh optimisers); the
     batch must be the kind the method trains on (:class:`SequenceBatch` with
@@ -74,4 +76,4 @@ def replay(config: TrainConfig, model: TinyTransformer, batch, epochs: int) -> R
         old, scores = batch.old_log_probs.sum(-1), batch.scores
     else:
         old, scores = batch.old_log_probs, batch.rewards
-    return Replay.from_epochs(config.algo, old, scores, history, config.eta)
+    return Replay.from_epochs(config.method, old, scores, history, config.eta)

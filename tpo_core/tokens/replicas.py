@@ -189,9 +189,9 @@ def train_replicas(
 
     ``seconds_per_episode`` is the wall time of one episode of all the replicas together.
     """
-    if get_algorithm(config.algo).rollout == "token":
+    if get_algorithm(config.method).rollout == "token":
         raise ValueError(
-            f"{config.algo} is token-level; replicas run sequence-level and single-sample "
+            f"{config.method} is token-level; replicas run sequence-level and single-sample "
             "methods, so train token-level ones one seed at a time"
         )
     if config.skip_signal_free:
@@ -203,7 +203,7 @@ def train_replicas(
     run = replicas.run
     loss_fn = loss_function(config)
     results = [TrainResult(replace(config, seed=s)) for s in seeds]
-    label = f"{config.algo} H={config.length} V={config.vocab} {len(seeds)} replicas"
+    label = f"{config.method} H={config.length} V={config.vocab} {len(seeds)} replicas"
     start = None
     for episode in tqdm(range(config.episodes), desc=label, disable=not progress, leave=False):
         if episode == 1:  # the first episode pays one-off start-up costs

@@ -96,7 +96,7 @@ def state_drift(before: TinyTransformer, after: TinyTransformer, batch: TokenBat
     return kl_divergence(state_probs(before, batch), state_probs(after, batch))
 
 
-def group_push(algo: str, old_log_probs, rewards, hits, eta: float = 1.0) -> torch.Tensor:
+def group_push(method: str, old_log_probs, rewards, hits, eta: float = 1.0) -> torch.Tensor:
     """The push on the correct token's logit of each group (..., K) on the snapshot; ``hits``
     (..., K) marks the candidates that are the correct token.
 
@@ -105,27 +105,27 @@ def group_push(algo: str, old_log_probs, rewards, hits, eta: float = 1.0) -> tor
     and the KL term's gradient is 0 on the snapshot.
     """
     hits = hits.to(old_log_probs.dtype)
-    if algo == "tpo_token":
+    if method == "tpo_token":
         p = torch.softmax(old_log_probs, -1)  # (..., K): softmax as in tpo_target, so ties push 0
         q = tpo_target(old_log_probs, rewards, eta)  # (..., K)
         return ((q - p) * hits).sum(-1)
-    if algo == "grpo_token":
+    if method == "grpo_token":
         return (grpo_advantages(rewards) * hits).mean(-1)
-    raise ValueError(f"the push is defined for {' and '.join(PUSHED)}, got {algo!r}")
+    raise ValueError(f"the push is defined for {' and '.join(PUSHED)}, got {method!r}")
 
 
-def state_push(algo: str, batch: TokenBatch, task: str, vocab: int, eta: float = 1.0):
-    """Each prefix state's push on its correct-token logit under ``algo``'s loss, (B, H).
+def state_push(method: str, batch: TokenBatch, task: str, vocab: int, eta: float = 1.0):
+    """Each prefix state's push on its correct-token logit under ``method``'s loss, (B, H).
 
     The loss averages over the B * H states, so this is ``-B H dL/dz_y`` at each state: zero
     where the K candidates all score the same (all wrong, or all right).
     """
     targets = correct_answers(task, batch.prompts, vocab)  # (B, H)
     hits = batch.candidates == targets[..., None]  # (B, H, K)
-    return group_push(algo, batch.old_log_probs, batch.rewards, hits, eta)
+    return group_push(method, batch.old_log_probs, batch.rewards, hits, eta)
 
 
-def expected_push(algo: str, pi, k: int = 8, eta: float = 1.0) -> torch.Tensor:
+def expected_push(method: str, pi, k: int = 8, eta: float = 1.0) -> torch.Tensor:
     """The mean push over the K draws at a state of two tokens whose correct one has
     probability ``pi`` (N,), in closed form: ``sum_m C(K, m) pi^m (1 - pi)^(K - m) push(m)``
     over the number m of correct candidates (m = 0 and m = K push nothing)."""
@@ -138,7 +138,7 @@ def expected_push(algo: str, pi, k: int = 8, eta: float = 1.0) -> torch.Tensor:
     hits = torch.arange(k) < m[:, None]  # (K+1, K): the first m candidates are correct
     log_probs = torch.where(hits, pi.log(), (1 - pi).log())  # (N, K+1, K)
     rewards = hits.to(torch.float64).expand_as(log_probs)
-    push = group_push(algo, log_probs, rewards, hits.expand_as(log_probs), eta)  # (N, K+1)
+    push = group_push(method, log_probs, rewards, hits.expand_as(log_probs), eta)  # (N, K+1)
     binomial = torch.tensor([math.comb(k, int(i)) for i in m], dtype=torch.float64)
     weights = binomial * pi[..., 0] ** m * (1 - pi[..., 0]) ** (k - m)  # (N, K+1)
     return (weights * push).sum(-1)

@@ -22,8 +22,8 @@ from tpo_core.tokens.train import TrainConfig, TrainResult
 # Table 3 of the paper: final exact-match error (%) after 2,000
 # episodes, reverse copy, V = 2, B = 100, K = 8. None: above 95%.
 PAPER_TABLE3: dict[tuple[str, str, int], float | None] = {
-    (algo, match, length): value
-    for algo, prompts, interactions in [
+    (method, match, length): value
+    for method, prompts, interactions in [
         ("tpo", (6.9, 8.6, 6.1, 7.4), (1.8, 2.8, 5.3, 19.0)),
         ("grpo", (14.5, 27.6, 30.0, 50.4), (9.6, 23.2, 36.2, 48.7)),
         ("grpo_no_kl", (66.6, 92.5, None, None), (78.1, 83.8, None, None)),
@@ -39,12 +39,12 @@ PAPER_TABLE3: dict[tuple[str, str, int], float | None] = {
 PAPER_ABLATIONS_H10 = ("tpo_no_anchor", "group_pg", "grpo_no_kl")
 
 
-def paper_error(algo: str, match: str, length: int) -> float | str:
+def paper_error(method: str, match: str, length: int) -> float | str:
     """The paper's final error (%) for a cell: Table 3's number, its bound as text ("> 95",
     or "> 99" for an ablation at H = 10, §3.7), or "n/a" where the paper reports none."""
-    if length == 10 and algo in PAPER_ABLATIONS_H10:
+    if length == 10 and method in PAPER_ABLATIONS_H10:
         return "> 99"
-    value = PAPER_TABLE3.get((algo, match, length), "n/a")
+    value = PAPER_TABLE3.get((method, match, length), "n/a")
     return "> 95" if value is None else value
 
 
@@ -56,7 +56,7 @@ PAPER_PROTOCOL |= dict(episodes=2000, lr=1e-3, eta=1.0, skip_signal_free=False)
 GRPO_FAMILY = ["dr_grpo", "dapo", "gspo", "cispo", "rloo"]  # beyond the paper (tpo_core.methods)
 PRESETS = {
     "table3": dict(
-        algos=["tpo", "grpo", "grpo_no_kl", "ppo", "dg", "tpo_no_anchor", "group_pg", *GRPO_FAMILY],
+        methods="tpo grpo grpo_no_kl ppo dg tpo_no_anchor group_pg".split() + GRPO_FAMILY,
         lengths=[7, 8, 9, 10],
         matches=["prompts", "interactions"],
         **{k: PAPER_PROTOCOL[k] for k in "task reward vocab batch k episodes lr eta".split()},
@@ -67,7 +67,7 @@ PRESETS = {
 
 def preset_settings(name: str, settings: dict, given: set[str]) -> dict:
     """``settings`` with preset ``name``'s applied; raises ValueError, naming every conflict,
-    where a setting in ``given`` (set explicitly) says otherwise. A list (``algos``,
+    where a setting in ``given`` (set explicitly) says otherwise. A list (``methods``,
     ``lengths``, ``matches``) given explicitly may pick part of the preset's."""
     preset = PRESETS[name]
     conflicts = []
@@ -97,8 +97,8 @@ class Cell:
     config: TrainConfig
 
     @property
-    def algo(self) -> str:
-        return self.config.algo
+    def method(self) -> str:
+        return self.config.method
 
     @property
     def length(self) -> int:
@@ -107,14 +107,14 @@ class Cell:
     def off_protocol(self) -> list[str]:
         """The settings (``name=value``) in which this cell differs from the paper's protocol."""
         c = self.config
-        protocol = PAPER_PROTOCOL | dict(epochs=get_algorithm(c.algo).epochs)
+        protocol = PAPER_PROTOCOL | dict(epochs=get_algorithm(c.method).epochs)
         return [f"{k}={getattr(c, k)}" for k, v in protocol.items() if getattr(c, k) != v]
 
 
 def configuration(config: TrainConfig) -> TrainConfig:
     """``config`` less what does not make another configuration: the seed, the device, a
     grouped method's matching; epochs as the run uses them."""
-    grouped = get_algorithm(config.algo).grouped
+    grouped = get_algorithm(config.method).grouped
     match = "prompts" if grouped else config.match
     return replace(config, seed=0, device=None, epochs=config.resolved.epochs, match=match)
 
@@ -151,7 +151,7 @@ def runs_by_cell(runs: list[TrainResult]) -> dict[Cell, list[TrainResult]]:
     table: dict[Cell, list[TrainResult]] = {}
     for run in runs:
         config = configuration(run.config)
-        single = get_algorithm(config.algo).rollout == "single"
+        single = get_algorithm(config.method).rollout == "single"
         for match in (config.match,) if single else ("prompts", "interactions"):
             table.setdefault(Cell(match, config), []).append(run)
     return table
@@ -162,14 +162,14 @@ def differing_settings(cells: list[Cell]) -> dict[Cell, dict]:
     same matching, method and H; empty for a cell that is the only one of its kind."""
     differs = {}
     for cell in cells:
-        kind = (cell.match, cell.algo, cell.length)
-        kin = [c.config for c in cells if (c.match, c.algo, c.length) == kind]
+        kind = (cell.match, cell.method, cell.length)
+        kin = [c.config for c in cells if (c.match, c.method, c.length) == kind]
         differs[cell] = {n: getattr(cell.config, n) for n in _varied(kin)}
     return differs
 
 
 def final_errors(runs: list[TrainResult], last: int = 1) -> dict[tuple[str, str, int], list[float]]:
-    """Final error of each run, keyed by (algo, match, H): the error of the last episode (the
+    """Final error of each run, keyed by (method, match, H): the error of the last episode (the
     paper's metric) or, with ``last > 1``, the mean of the last ``last`` episodes.
 
     Refuses (ValueError) to pool two configurations under one key: select the runs first.
@@ -178,7 +178,7 @@ def final_errors(runs: list[TrainResult], last: int = 1) -> dict[tuple[str, str,
     settings = differing_settings(list(cells))
     finals: dict[tuple[str, str, int], list[float]] = {}
     for cell, rs in cells.items():
-        key = (cell.algo, cell.match, cell.length)
+        key = (cell.method, cell.match, cell.length)
         if settings[cell]:
             raise ValueError(
                 f"the runs of {key} differ in {', '.join(settings[cell])}: select_runs first"
@@ -247,9 +247,9 @@ def final_error_by(
         by_value.setdefault(_setting(run, setting), []).append(run.final_error(last))
     sweeps = {}
     for line, by_value in lines.items():
-        varied = _varied([other for other in lines if other.algo == line.algo])
+        varied = _varied([other for other in lines if other.method == line.method])
         spelled = ", ".join(f"{n}={getattr(line, n)}" for n in varied)
-        label = line.algo + (f" ({spelled})" if varied else "")
+        label = line.method + (f" ({spelled})" if varied else "")
         xs = sorted(by_value)
         mean, se = zip(*(mean_and_se(by_value[x]) for x in xs), strict=True)
         sweeps[label] = (xs, [float(m) for m in mean], [float(s) for s in se])
@@ -284,11 +284,11 @@ class LearningMarks:
         return self.reached[len(self.reached) // 2] if self.reached else None
 
 
-def learning_marks(runs: list[TrainResult], algo: str, solved: float = 0.05) -> LearningMarks:
-    """:class:`LearningMarks` of ``algo``'s runs among ``runs``, seeds in order."""
-    seeds = sorted((r for r in runs if r.config.algo == algo), key=lambda r: r.config.seed)
+def learning_marks(runs: list[TrainResult], method: str, solved: float = 0.05) -> LearningMarks:
+    """:class:`LearningMarks` of ``method``'s runs among ``runs``, seeds in order."""
+    seeds = sorted((r for r in runs if r.config.method == method), key=lambda r: r.config.seed)
     if not seeds:
-        raise ValueError(f"no runs of {algo!r} to mark")
+        raise ValueError(f"no runs of {method!r} to mark")
     return LearningMarks(
         steps=[r.steps_to(solved) or r.config.episodes + 1 for r in seeds],  # 1-based: 0 is never
         relapsed=[r.config.seed for r in seeds if solved_and_relapsed(r.error)[1] is not None],
@@ -311,15 +311,15 @@ def table3_rows(runs: list[TrainResult], match: str = "prompts") -> list[dict]:
     cells = {c: rs for c, rs in runs_by_cell(runs).items() if c.match == match}
     settings = differing_settings(list(cells))
     rows = []
-    for cell in sorted(cells, key=lambda c: (c.algo, c.length, str(settings[c]))):
+    for cell in sorted(cells, key=lambda c: (c.method, c.length, str(settings[c]))):
         rs = cells[cell]
         last = [r.final_error(1) for r in rs]
         last20, last20_se = (float(x) for x in mean_and_se([r.final_error(20) for r in rs]))
-        paper = paper_error(cell.algo, match, cell.length)
+        paper = paper_error(cell.method, match, cell.length)
         off = [] if paper == "n/a" else cell.off_protocol()
         rows.append(
             dict(
-                method=cell.algo,
+                method=cell.method,
                 H=cell.length,
                 settings=settings[cell],
                 seeds=len(rs),

@@ -164,9 +164,9 @@ def loss_function(config: TrainConfig) -> Callable:
     """``loss(model, batch)`` of the config's method, with its catalogue settings and the
     config's temperature, and summed over
     the K answers instead of averaged when ``grpo_sum_over_k`` (the same as K times it)."""
-    algo = get_algorithm(config.algo)
-    settings = algo.method.settings | (dict(eta=config.eta) if algo.tempered else {})
-    loss = functools.partial(algo.loss, **settings)
+    engine = get_algorithm(config.method)
+    settings = engine.method.settings | (dict(eta=config.eta) if engine.tempered else {})
+    loss = functools.partial(engine.loss, **settings)
     if not config.grpo_sum_over_k:
         return loss
     k = config.resolved.k
@@ -207,15 +207,15 @@ def train(
 ) -> TrainResult:
     """Train a fresh model; ``callback(episode, result)`` runs after each episode."""
     config.validate()
-    algo = get_algorithm(config.algo)
+    engine = get_algorithm(config.method)
     run = config.resolved
     model = initial_model(config).to(run.device)  # on the CPU first: one model everywhere
     optimizers = optimizers_for(config, model)
     loss = loss_function(config)
     generator = torch.Generator(run.device).manual_seed(config.seed)
-    rollouts = token_rollouts if algo.rollout == "token" else sequence_rollouts
+    rollouts = token_rollouts if engine.rollout == "token" else sequence_rollouts
     result = TrainResult(config, model=model)
-    label = f"{config.algo} H={config.length} V={config.vocab} seed {config.seed}"
+    label = f"{config.method} H={config.length} V={config.vocab} seed {config.seed}"
     start = None
     for episode in tqdm(range(config.episodes), desc=label, disable=not progress, leave=False):
         if episode == 1:  # the first episode pays one-off start-up costs
@@ -239,7 +239,7 @@ def mean_error_curves(results: list[TrainResult]) -> dict[str, tuple[list, list,
     """
     by_method: dict[str, list[list[float]]] = {}
     for r in results:
-        by_method.setdefault(r.config.algo, []).append(r.error)
+        by_method.setdefault(r.config.method, []).append(r.error)
     curves = {}
     for method, errors in by_method.items():
         mean, se = mean_and_se(errors)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 
 import ipywidgets as w
 import plotly.graph_objects as go
@@ -78,6 +79,7 @@ def log_slider(description: str, value: float, bounds: tuple[float, float]) -> w
 
 
 DRAWINGS = ("widget", "output")
+REDRAW_SECONDS = 2.0  # the fastest a live figure drawn as "output" redraws during training
 _chosen: list[str | None] = [None]
 
 
@@ -115,14 +117,20 @@ class Explorer:
         self.__dict__.setdefault("_outputs", []).append((figure, shown))
         return figure, shown
 
-    def _redraw(self) -> None:
-        """Show each ``"output"`` figure as it now is (a ``FigureWidget`` shows itself)."""
+    def _redraw(self, last: bool = True) -> None:
+        """Show each ``"output"`` figure as it now is (a ``FigureWidget`` shows itself). A
+        training callback passes ``last=False`` until its run's final step: such redraws are
+        then at most one per :data:`REDRAW_SECONDS`, since each sends and draws the whole
+        figure again."""
+        now = time.monotonic()
+        if not last and now - self.__dict__.get("_drawn_at", -math.inf) < REDRAW_SECONDS:
+            return
+        self._drawn_at = now
+        renderer = "colab" if "google.colab" in sys.modules else "plotly_mimetype"
         for figure, shown in self.__dict__.get("_outputs", ()):
             shown.clear_output(wait=True)
             with shown:
-                figure.show(
-                    renderer="colab" if "google.colab" in sys.modules else "plotly_mimetype"
-                )
+                figure.show(renderer=renderer)
 
     def _changed(self, change=None) -> None:
         self._update(change)

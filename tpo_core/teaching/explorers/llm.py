@@ -31,7 +31,7 @@ class LiveRLVR(Explorer):
                     values = result.history[metric]
                     trace = self.figure.data[panel * len(self.names) + index]
                     trace.x, trace.y = list(range(1, len(values) + 1)), list(values)
-            self._redraw()
+            self._redraw(last=step + 1 >= result.config.steps)
 
         return update
 

@@ -28,7 +28,7 @@ class LiveCurves(Explorer):
         def update(episode, result):
             if (episode + 1) % self.every == 0 or episode + 1 == result.config.episodes:
                 trace.x, trace.y = list(range(1, len(result.error) + 1)), list(result.error)
-                self._redraw()
+                self._redraw(last=episode + 1 == result.config.episodes)
 
         return update
 

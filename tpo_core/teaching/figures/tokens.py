@@ -31,7 +31,7 @@ def replay_figure(replays: dict, title: str = "") -> go.Figure:
         subplot_titles=titles + ["drift of all-equal groups, KL(p₀ ‖ p)"] * flat,
     )
     for name, r in replays.items():
-        style = dict(mode="lines", line_color=COLORS.get(r.algo, "#333333"), legendgroup=name)
+        style = dict(mode="lines", line_color=COLORS.get(r.method, "#333333"), legendgroup=name)
         epochs = list(range(len(r.kl_to_target)))
         kl = [max(v, KL_FLOOR) for v in r.kl_to_target]
         fig.add_scatter(x=epochs, y=kl, name=name, row=1, col=1, **style)
