@@ -165,7 +165,7 @@ def check_large(folder, device, smoke) -> dict:
     chosen = {k: v for k, v in settings.items() if k in keep} | size
     out = dict(micro_batch_groups=chosen["micro_batch_groups"])
     for loss in ("tpo", "grpo_per_token"):
-        config = rlvr_config(folder, device, loss=loss, **chosen)
+        config = rlvr_config(folder, device, method=loss, **chosen)
         out[loss] = guarded(lambda c=config: steps(c) | predicted(folder, c))
     tpo, grpo = out["tpo"].get("train_seconds"), out["grpo_per_token"].get("train_seconds")
     out["tpo_over_grpo_train_seconds"] = tpo / grpo if tpo and grpo else None

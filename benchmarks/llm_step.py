@@ -127,7 +127,7 @@ def main() -> None:
         config = llm.RLVRConfig(
             model=str(folder),
             task="arithmetic",
-            loss=loss,
+            method=loss,
             k=args.k,
             prompts_per_step=args.prompts,
             steps=args.steps,

@@ -186,7 +186,7 @@ def test_glossary_defines_every_method_name_and_is_linked():
     from tpo_core.bandits.mechanism import FAILED_SAMPLE_METHODS
     from tpo_core.bandits.neural import NEURAL_BANDIT_METHODS
     from tpo_core.group import DESCENT_METHODS
-    from tpo_core.llm import LOSSES
+    from tpo_core.llm import LLM_METHODS
     from tpo_core.methods import glossary_rows, implemented
     from tpo_core.tokens import ALGORITHMS
 
@@ -205,7 +205,7 @@ def test_glossary_defines_every_method_name_and_is_linked():
         neural_bandit=NEURAL_BANDIT_METHODS,
         failed_sample=FAILED_SAMPLE_METHODS,
         tokens=tuple(ALGORITHMS),
-        llm=LOSSES,
+        llm=LLM_METHODS,
     )
     for stage, names in stages.items():
         assert tuple(names) == implemented(stage), stage

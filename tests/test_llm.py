@@ -1,6 +1,7 @@
 """LLM RLVR: the TPO / GRPO loss and loop on a tiny local model, one group up close, and the
 notebook's live panels."""
 
+import json
 import math
 
 import pytest
@@ -42,7 +43,7 @@ def test_rlvr_loss_tpo_equals_tpo_loss_and_grpo_equals_grpo_loss():
     seq = lambda x: tc.sequence_log_probs(x, mask).view(g, k)  # noqa: E731
     expected = tc.tpo_loss(seq(new), tc.tpo_target(seq(old), rewards))
     torch.testing.assert_close(llm.rlvr_loss(cfg, new, old, rewards, mask), expected)
-    grpo = RLVRConfig(model="m", k=k, loss="grpo_per_token")
+    grpo = RLVRConfig(model="m", k=k, method="grpo_per_token")
     adv = tc.grpo_advantages(rewards).view(g * k, 1)
     torch.testing.assert_close(
         llm.rlvr_loss(grpo, new, old, rewards, mask), tc.grpo_loss(new, old, adv, 0.0, mask=mask)
@@ -58,7 +59,7 @@ def test_rlvr_loss_tpo_equals_tpo_loss_and_grpo_equals_grpo_loss():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        (dict(loss="ppo"), "unknown loss"),
+        (dict(method="ppo"), "unknown method"),
         (dict(task="chess"), "unknown task"),
         (dict(k=1), "k must be at least 2"),
         (dict(eta=0.0), "eta must be finite and at least"),
@@ -92,7 +93,7 @@ def test_micro_batches_of_whole_groups_give_the_same_step(tiny_model):
 
 
 def test_multi_epoch_and_lora_and_kl_run(tiny_model):
-    config = tiny_config(tiny_model, epochs=2, lora_rank=4, beta=0.01, loss="grpo_per_token")
+    config = tiny_config(tiny_model, epochs=2, lora_rank=4, beta=0.01, method="grpo_per_token")
     r = llm.rlvr_train(config, progress=False)
     trainable = [n for n, p in r.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n for n in trainable)
@@ -112,7 +113,17 @@ def test_group_table_is_notebook_01s_picture(tiny_model):
 def test_reward_rises_on_sums(tiny_model):
     """A broken loss cannot pass: TPO must raise the tiny model's reward on single-digit sums."""
     path = llm.build_tiny_sums_model(tiny_model.parent / "full")
-    cfg = RLVRConfig(**llm.choose_scale(0, tiny_model=path).settings)  # the notebook's CPU run
+    cfg = RLVRConfig(
+        model=str(path),
+        k=8,
+        prompts_per_step=16,
+        micro_batch_groups=16,
+        steps=80,
+        lr=1e-3,
+        max_new_tokens=2,
+        chat_template=False,
+        device="cpu",
+    )
     history = llm.rlvr_train(cfg, progress=False).history["reward"]
     assert sum(history[-10:]) / 10 > sum(history[:10]) / 10 + 0.05
 
@@ -164,3 +175,22 @@ def test_replay_group_walks_tpo_to_its_target_and_leaves_the_model_alone(tiny_mo
     assert fit.kl_to_target[-1] < 0.05 * fit.kl_to_target[0]
     with pytest.raises(ValueError, match="group must be"):
         llm.replay_group(result.model, rollout, 9, cfg, epochs=2)
+
+
+def test_the_rlvr_command_writes_a_run_with_provenance_and_refuses_bad_input(tiny_model, tmp_path):
+    from tpo_core.__main__ import main
+
+    out = tmp_path / "run.json"
+    args = ["rlvr", "--model", str(tiny_model), "--steps", "2", "--k", "4", "--quiet"]
+    assert main([*args, "--no-chat-template", "--max-new-tokens", "2", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["method"] == "tpo" and data["config"]["steps"] == 2
+    assert len(data["history"]["reward"]) == 2
+    assert data["provenance"]["command"].startswith("python -m tpo_core rlvr --model")
+    for bad, reason in [(["--k", "1"], "k must be at least 2"), (["--lr", "2"], "lr must be")]:
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, *bad, "--out", str(tmp_path / "bad.json")])
+        assert exit_.value.code == 2
+    assert not (tmp_path / "bad.json").exists()
+    with pytest.raises(SystemExit):
+        main(["rlvr", "--out", str(out)])  # no --model

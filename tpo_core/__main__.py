@@ -34,9 +34,13 @@ import argparse
 import os
 import sys
 import typing
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
+import torch
+
+from tpo_core.llm.config import RLVRConfig
+from tpo_core.tokens.files import write_json_atomic
 from tpo_core.tokens.grid import (
     check_output,
     grid_configs,
@@ -89,14 +93,16 @@ def add_config_options(
         if kind is bool:  # --name / --no-name
             meta |= dict(action=argparse.BooleanOptionalAction)
         help = meta.pop("help")
-        if "default" not in help:
+        if f.default is MISSING:
+            meta["required"] = True
+        elif "default" not in help:
             help += f" (default: {f.default})"
         options = dict(help=help, **meta) | ({} if kind is bool else dict(type=kind))
         if f.name in lists:
             options |= dict(nargs="+", default=[f.default])
             if kind is int:
                 options |= dict(type=integers, default=[[f.default]])
-        else:
+        elif f.default is not MISSING:
             options |= dict(default=f.default)
         if not defaults:
             options["default"] = argparse.SUPPRESS
@@ -123,7 +129,11 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
         default=1,
         help="seeds of one setting trained together, in one process (a GPU's way)",
     )
-    for p in (t, g):
+    r = sub.add_parser("rlvr", help="one RLVR run on a language model, its history as JSON")
+    add_config_options(r, RLVRConfig, defaults=defaults)
+    r.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
+    r.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own)")
+    for p in (t, g, r):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     s = sub.add_parser("summary", help="final errors of finished runs next to the paper's Table 3")
     s.add_argument("--runs", type=Path, help="a grid folder (default: the shipped runs)")
@@ -148,6 +158,26 @@ def _train(args, argv, parser) -> int:
         f"{config.method}: final error {last:.4f} (last episode), {last20:.4f} (last 20), "
         f"{result.seconds_per_episode:.3f} s/episode -> {args.out}"
     )
+    return 0
+
+
+def _rlvr(args, argv, parser) -> int:
+    from tpo_core.llm import rlvr_train
+
+    config = RLVRConfig(**{f.name: getattr(args, f.name) for f in fields(RLVRConfig)})
+    try:
+        config.validate()
+        check_output(args.out)
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    except (TypeError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = rlvr_train(config, progress=not args.quiet)
+    write_json_atomic(args.out, result.to_dict() | {"provenance": provenance(argv)})
+    reward = result.history["reward"]
+    print(f"{config.method}: reward {reward[0]:.3f} (first step) -> {reward[-1]:.3f} -> {args.out}")
     return 0
 
 
@@ -222,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = dict(train=_train, grid=_grid, summary=_summary)
+    commands = dict(train=_train, grid=_grid, rlvr=_rlvr, summary=_summary)
     return commands[args.command](args, argv, parser)
 
 

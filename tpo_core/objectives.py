@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 
@@ -97,6 +97,12 @@ def check_eta(eta) -> float:
     if not math.isfinite(eta) or eta < ETA_MIN:
         raise ValueError(f"eta must be finite and at least {ETA_MIN:g}, got {eta}")
     return eta
+
+
+def setting(default=MISSING, help: str = "", **cli):
+    """A config field whose ``help`` (and argparse ``choices``) the command line reads; without
+    a ``default`` the field, and its option, are required."""
+    return field(default=default, metadata=dict(help=help, **cli))
 
 
 def check_types(config) -> None:
@@ -846,6 +852,7 @@ class Replay:
 
 __all__ = [
     "SEQUENCE_LOSSES",
+    "setting",
     "GroupBatch",
     "Replay",
     "SequenceLoss",

@@ -19,7 +19,7 @@ from tpo_core.llm.checkpoint import (
     run_folder,
     save_checkpoint,
 )
-from tpo_core.llm.config import LOG_PROB_CHUNK, LOSSES, RLVRConfig
+from tpo_core.llm.config import LLM_METHODS, LOG_PROB_CHUNK, RLVRConfig
 from tpo_core.llm.losses import LossTerms, rlvr_loss, rlvr_loss_terms
 from tpo_core.llm.memory import (
     CARDS,
@@ -34,7 +34,9 @@ from tpo_core.llm.model import (
     SUM_CHARACTERS,
     autocast_dtype,
     build_tiny_sums_model,
+    SMOLLM2,
     load_policy,
+    policy_copy,
     resolve_device,
     smollm2,
 )
@@ -80,10 +82,11 @@ __all__ = [
     "FP16_INIT_SCALE",
     "LOG_PROB_CHUNK",
     "COMPARISON",
-    "LOSSES",
+    "LLM_METHODS",
     "METRICS",
     "MODEL_SHAPES",
     "SMALL_GPU_GIB",
+    "SMOLLM2",
     "SUM_CHARACTERS",
     "Card",
     "LossTerms",
@@ -110,6 +113,7 @@ __all__ = [
     "fingerprint",
     "load_checkpoint",
     "load_policy",
+    "policy_copy",
     "smollm2",
     "memory_line",
     "memory_table",

@@ -27,12 +27,12 @@ RESUMABLE_ACROSS = (
 
 
 def run_folder(config) -> Path:
-    """Where a run checkpoints: ``config.checkpoint_dir`` / its loss, epochs, seed and a digest
+    """Where a run checkpoints: ``config.checkpoint_dir`` / its method, epochs, seed and a digest
     of every setting that shapes its trajectory. Runs sharing a ``checkpoint_dir`` never
     resume one another; the same run with more ``steps`` resumes its own."""
     settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_ACROSS}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    name = f"{config.loss}-epochs{config.epochs}-seed{config.seed}-{digest}"
+    name = f"{config.method}-epochs{config.epochs}-seed{config.seed}-{digest}"
     return Path(config.checkpoint_dir) / name
 
 

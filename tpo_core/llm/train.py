@@ -240,7 +240,7 @@ def fit_rollout(model, ref, rollout: Rollout, config: RLVRConfig, opt: Optimisat
     return dict(
         grad_norm=grad_norm,
         skipped=skipped,
-        clipped=clipped if "clip_high" in METHODS[config.loss].settings else math.nan,
+        clipped=clipped if "clip_high" in METHODS[config.method].settings else math.nan,
         kl=kl if ref is not None else math.nan,
     )
 
@@ -302,7 +302,7 @@ def rlvr_train(
     for _ in range(first * config.prompts_per_step):  # the problems the earlier steps drew
         next(stream)
     _peak_gib(device)
-    steps, desc = range(first, config.steps), f"{config.loss} on {config.task}"
+    steps, desc = range(first, config.steps), f"{config.method} on {config.task}"
     for step in tqdm(steps, desc, disable=not progress, initial=first, total=config.steps):
         start = time.perf_counter()
         problems = list(itertools.islice(stream, config.prompts_per_step))

@@ -4,7 +4,9 @@ A :class:`Problem` is a prompt and what a right answer must match. A task
 draws problems (:func:`make_problems`) and scores a completion with 1 or 0
 (:func:`reward`). Everything here works offline:
 
-* ``sums``: single-digit sums ``a + b`` (a task a tiny model can learn on a CPU);
+* ``sums``: single-digit sums written ``a+b=`` (a task a tiny model can learn on a CPU);
+* ``sum_questions``: the same sums asked as an instruct model is asked ("What is 3 + 4?
+  Reply with only the number."), the task of the real model on a CPU;
 * ``arithmetic``: two-digit ``+``, ``-`` and ``*`` problems;
 * ``gsm8k``: grade-school word problems, loaded through ``datasets`` from the
   hub when it can be reached, or from a local JSON-lines file in its format
@@ -47,7 +49,7 @@ SUPERSCRIPT_RUN = re.compile("([0-9])?([⁰¹²³⁴⁵⁶⁷⁸⁹]+)")
 # slash, and LaTeX's braced comma (``1{,}234``).
 SPELLINGS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2044": "/"})
 REASONING_GYM_TASKS = ("graph_color", "knights_knaves")
-LLM_TASKS = ("sums", "arithmetic", "gsm8k", *REASONING_GYM_TASKS)
+LLM_TASKS = ("sums", "sum_questions", "arithmetic", "gsm8k", *REASONING_GYM_TASKS)
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,12 @@ def sum_problem(rng: random.Random) -> Problem:
     return Problem(f"{a}+{b}=", str(a + b), "sums")
 
 
+def sum_question(rng: random.Random) -> Problem:
+    """The sums of :func:`sum_problem`, asked in words, for an instruct model."""
+    a, b = rng.choice(SUM_PAIRS)
+    return Problem(f"What is {a} + {b}? Reply with only the number.", str(a + b), "sum_questions")
+
+
 def arithmetic_problem(rng: random.Random) -> Problem:
     """A two-digit ``+``, ``-`` or ``*`` problem, answer after ``####``."""
     a, b, op = rng.randint(10, 99), rng.randint(10, 99), rng.choice("+-*")
@@ -270,8 +278,13 @@ def problem_stream(task: str, seed: int, gsm8k_path: str | None = None) -> Itera
     if task not in LLM_TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(LLM_TASKS)}")
     rng = random.Random(seed)
-    if task in ("sums", "arithmetic"):
-        make = sum_problem if task == "sums" else arithmetic_problem
+    generators = {
+        "sums": sum_problem,
+        "sum_questions": sum_question,
+        "arithmetic": arithmetic_problem,
+    }
+    if task in generators:
+        make = generators[task]
         while True:
             yield make(rng)
     pool = load_gsm8k("train", gsm8k_path) if task == "gsm8k" else None

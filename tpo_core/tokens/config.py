@@ -6,11 +6,11 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from tpo_core.objectives import check_eta, check_types
+from tpo_core.objectives import check_eta, check_types, setting
 from tpo_core.tokens.algorithms import ALGORITHMS, get_algorithm
 from tpo_core.tokens.model import ModelConfig
 from tpo_core.tokens.tasks import REWARDS, TASKS, check_task
@@ -26,11 +26,6 @@ def sums_over_k(method: str) -> bool:
     (whose loss is a cross-entropy per group, not a sum of per-answer terms)."""
     row = get_algorithm(method).method  # the catalogue's row
     return row.family == "sequence" and not row.tempered
-
-
-def setting(default, help: str, **cli):
-    """A config field whose ``help`` (and argparse ``choices``) the command line reads."""
-    return field(default=default, metadata=dict(help=help, **cli))
 
 
 @dataclass(frozen=True)
