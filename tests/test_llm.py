@@ -177,7 +177,9 @@ def test_replay_group_walks_tpo_to_its_target_and_leaves_the_model_alone(tiny_mo
         llm.replay_group(result.model, rollout, 9, cfg, epochs=2)
 
 
-def test_the_rlvr_command_writes_a_run_with_provenance_and_refuses_bad_input(tiny_model, tmp_path):
+def test_the_rlvr_command_writes_a_run_with_provenance_and_refuses_bad_input(
+    tiny_model, tmp_path, capsys
+):
     from tpo_core.__main__ import main
 
     out = tmp_path / "run.json"
@@ -190,7 +192,7 @@ def test_the_rlvr_command_writes_a_run_with_provenance_and_refuses_bad_input(tin
     for bad, reason in [(["--k", "1"], "k must be at least 2"), (["--lr", "2"], "lr must be")]:
         with pytest.raises(SystemExit) as exit_:
             main([*args, *bad, "--out", str(tmp_path / "bad.json")])
-        assert exit_.value.code == 2
+        assert exit_.value.code == 2 and reason in capsys.readouterr().err
     assert not (tmp_path / "bad.json").exists()
     with pytest.raises(SystemExit):
         main(["rlvr", "--out", str(out)])  # no --model

@@ -78,7 +78,8 @@ def test_one_step_of_each_loss_trains_the_real_model(smollm2, loss):
     path, tokenizer, model = smollm2
     policy = copy.deepcopy(model)
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
-    result = llm.rlvr_train(config_for(path, method=loss), progress=False, policy=(tokenizer, policy))
+    config = config_for(path, method=loss)
+    result = llm.rlvr_train(config, progress=False, policy=(tokenizer, policy))
     (reward,) = result.history["reward"]
     assert 0.0 <= reward <= 1.0
     moved = [n for n, p in policy.named_parameters() if p.requires_grad and not p.equal(before[n])]

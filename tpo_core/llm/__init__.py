@@ -31,10 +31,10 @@ from tpo_core.llm.memory import (
     training_peak_gib,
 )
 from tpo_core.llm.model import (
+    SMOLLM2,
     SUM_CHARACTERS,
     autocast_dtype,
     build_tiny_sums_model,
-    SMOLLM2,
     load_policy,
     policy_copy,
     resolve_device,
