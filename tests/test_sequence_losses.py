@@ -22,6 +22,7 @@ from tpo_core.objectives import (
     gspo_sequences,
     rloo_advantages,
     rloo_sequences,
+    snapshot_push,
     tpo_sequences,
 )
 from tpo_core.tokens.train import TrainConfig, initial_model, train
@@ -194,3 +195,26 @@ def test_the_token_engine_runs_each_family_member(name):
         for a, b in zip(start.parameters(), result.model.parameters(), strict=True)
     ]
     assert any(moved)
+
+
+def test_snapshot_push_is_each_methods_closed_form_on_one_group():
+    """One success among 8 answers of 10 equally likely tokens: TPO pushes each token by
+    q - p (one group), GRPO by A / K, per-token GRPO by A / (K T), RLOO by its leave-one-out
+    advantage / K; an all-fail group gets no push from any of them."""
+    k, t = 8, 10
+    scores = torch.tensor([1.0] + [0.0] * (k - 1))
+    p = torch.full((k,), 1 / k, dtype=torch.float64)
+    u = grpo_advantages(scores).double()
+    q = p * torch.exp(u) / (p * torch.exp(u)).sum()
+    expected = {
+        "tpo": q - p,
+        "grpo": u / k,
+        "grpo_per_token": u / (k * t),
+        "rloo": rloo_advantages(scores).double() / k,
+    }
+    for name, push in expected.items():
+        assert torch.allclose(snapshot_push(name, scores, length=t), push), name
+    for name in (*FAMILY, "tpo", "grpo"):
+        assert torch.allclose(
+            snapshot_push(name, torch.zeros(k), length=t), torch.zeros(k, dtype=torch.float64)
+        )

@@ -5,6 +5,7 @@ Data flows one way through the modules, as in :mod:`tpo_core.tokens`::
     verifiers (problems, rewards) -> config (RLVRConfig) -> model (load_policy, precision)
       -> rollouts (sample, score, per-token log-probs) -> losses (rlvr_loss)
       -> train (rlvr_train, evaluate; checkpoint) -> replay (one group up close)
+      -> evidence (the shipped runs of ``python -m tpo_core rlvr``)
 
 and ``scale`` picks a run's size for the hardware from ``memory``'s model of
 peak memory and run time. :mod:`~tpo_core.llm.trl` is
@@ -20,6 +21,7 @@ from tpo_core.llm.checkpoint import (
     save_checkpoint,
 )
 from tpo_core.llm.config import LLM_METHODS, LOG_PROB_CHUNK, RLVRConfig
+from tpo_core.llm.evidence import final_reward, shipped_runs
 from tpo_core.llm.losses import LossTerms, rlvr_loss, rlvr_loss_terms
 from tpo_core.llm.memory import (
     CARDS,
@@ -103,6 +105,8 @@ __all__ = [
     "completion_mask",
     "end_token_ids",
     "evaluate",
+    "final_reward",
+    "shipped_runs",
     "evaluation_seed",
     "first_step",
     "fit_rollout",

@@ -49,7 +49,7 @@ from tpo_core.teaching.figures.group import (
     panel_figure,
     targets_figure,
 )
-from tpo_core.teaching.figures.llm import rlvr_figure
+from tpo_core.teaching.figures.llm import rlvr_figure, rlvr_seeds_figure
 from tpo_core.teaching.figures.simplex import simplex_figure
 from tpo_core.teaching.figures.tokens import (
     muon_figure,
@@ -94,6 +94,7 @@ __all__ = [
     "question",
     "replay_figure",
     "rlvr_figure",
+    "rlvr_seeds_figure",
     "seeds_figure",
     "simplex_figure",
     "solution",

@@ -50,3 +50,38 @@ def rlvr_figure(names, histories: dict | None = None, title: str = "") -> go.Fig
     fig.update_xaxes(title_text="step")
     fig.update_layout(title=title, height=330, **LAYOUT)
     return fig
+
+
+def rlvr_seeds_figure(runs: dict[str, list[dict]], title: str = "") -> go.Figure:
+    """Every seed's reward per step, one thin line each, and each method's mean over its
+    seeds, thick; ``runs`` is ``{method: [run, ...]}`` as :func:`tpo_core.llm.shipped_runs`
+    gives it (a run's ``history["reward"]``)."""
+    fig = go.Figure()
+    for method, seeds in runs.items():
+        color, label = COLORS.get(method), METHOD_LABELS.get(method, method)
+        curves = [run["history"]["reward"] for run in seeds]
+        for run, curve in zip(seeds, curves, strict=True):
+            fig.add_scatter(
+                x=list(range(1, len(curve) + 1)),
+                y=curve,
+                mode="lines",
+                line=dict(color=color, width=1),
+                opacity=0.35,
+                legendgroup=method,
+                showlegend=False,
+                name=f"{label} seed {run['config']['seed']}",
+            )
+        steps = min(len(c) for c in curves)
+        mean = [sum(c[i] for c in curves) / len(curves) for i in range(steps)]
+        fig.add_scatter(
+            x=list(range(1, steps + 1)),
+            y=mean,
+            mode="lines",
+            line=dict(color=color, width=3),
+            legendgroup=method,
+            name=f"{label}, mean of {len(curves)} seeds",
+        )
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="mean reward of the step's samples", range=[0, 1])
+    fig.update_layout(title=title, height=380, **LAYOUT)
+    return fig
