@@ -1,6 +1,7 @@
 """The package's shape: stages on a shared base, a teaching layer on top sorted by stage."""
 
 import ast
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -222,3 +223,14 @@ def test_glossary_defines_every_method_name_and_is_linked():
         assert f"**{term}**" in glossary, term
     linked = [root / "README.md", *sorted((root / "notebooks").glob("*.ipynb"))]
     assert [p.name for p in linked if not re.search(r"GLOSSARY\.(md|html)", p.read_text())] == []
+
+
+def test_shipped_runs_name_no_path_of_the_machine_that_ran_them():
+    """Every shipped run's provenance is the command as run from the repository's root: an
+    absolute path would name a machine a reader does not have."""
+    results = sorted(PACKAGE.glob("*/results/*/*.json"))
+    assert results
+    absolute = re.compile(r"(?:^|\s)/\w")
+    for path in results:
+        command = json.loads(path.read_text())["provenance"]["command"]
+        assert not absolute.search(command), f"{path.name}: {command}"
