@@ -218,3 +218,12 @@ def test_snapshot_push_is_each_methods_closed_form_on_one_group():
         assert torch.allclose(
             snapshot_push(name, torch.zeros(k), length=t), torch.zeros(k, dtype=torch.float64)
         )
+
+
+def test_snapshot_push_defaults_are_the_catalogues_settings():
+    scores = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0])
+    for name in SEQUENCE_LOSSES:
+        settings = methods.METHODS[name].settings
+        assert torch.equal(
+            snapshot_push(name, scores, 3), snapshot_push(name, scores, 3, **settings)
+        )

@@ -758,25 +758,23 @@ SEQUENCE_LOSSES = {
     "cispo": cispo_sequences,
     "rloo": rloo_sequences,
 }
+"""Each sequence-level method's loss on a :class:`GroupBatch`; its settings come from
+:mod:`tpo_core.methods` (``grpo_no_kl`` is ``grpo`` at ``beta = 0``)."""
 
 
 def snapshot_push(name: str, scores, length: int = 1, **settings) -> torch.Tensor:
     """How hard method ``name`` pushes up each answer of one group at the snapshot: minus its
     loss's gradient with respect to one token's log-prob of each answer (at the snapshot every
     token of an answer gets the same), every answer ``length`` tokens long and equally likely
-    (every ratio 1, so no clip is active yet). ``scores`` (K,); ``settings`` override the
-    method's own (:mod:`tpo_core.methods`)."""
-    from tpo_core.methods import METHODS
-
+    (every ratio 1, so no clip is active yet). ``scores`` (K,); ``settings`` go to the
+    loss (its defaults are the catalogue's settings; at the snapshot a KL has no gradient)."""
     r = torch.as_tensor(scores, dtype=torch.float64).reshape(1, -1)  # (1, K)
     k = r.shape[-1]
     old = torch.full((1, k, length), -math.log(k) / length, dtype=torch.float64)  # (1, K, T)
     new = old.clone().requires_grad_(True)
-    loss = SEQUENCE_LOSSES[name](GroupBatch(new, old, r), **(METHODS[name].settings | settings))
+    loss = SEQUENCE_LOSSES[name](GroupBatch(new, old, r), **settings)
     (grad,) = torch.autograd.grad(loss.loss, new)
     return -grad[0, :, 0]  # (K,)
-"""Each sequence-level method's loss on a :class:`GroupBatch`; its settings come from
-:mod:`tpo_core.methods` (``grpo_no_kl`` is ``grpo`` at ``beta = 0``)."""
 
 
 # --------------------------------------------------------------------------
