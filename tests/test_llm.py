@@ -1,6 +1,7 @@
 """LLM RLVR: the TPO / GRPO loss and loop on a tiny local model, one group up close, and the
 notebook's live panels."""
 
+import dataclasses
 import json
 import math
 
@@ -108,6 +109,26 @@ def test_group_table_is_notebook_01s_picture(tiny_model):
     assert len(table["completions"]) == 4 and sum(table["p_old"]) == pytest.approx(1.0)
     expected_q = tc.tpo_target(torch.tensor(table["p_old"]).log(), torch.tensor(table["rewards"]))
     assert table["q"] == pytest.approx(expected_q.tolist(), abs=1e-5)
+
+
+def test_mixed_group_finds_a_group_with_both_right_and_wrong_answers(tiny_model, monkeypatch):
+    cfg = tiny_config(tiny_model, steps=1)
+    result = llm.rlvr_train(cfg, progress=False)
+    flat = dataclasses.replace(
+        result.last_rollout, rewards=torch.zeros_like(result.last_rollout.rewards)
+    )
+    rollout, group = llm.mixed_group(result.model, result.tokenizer, flat, cfg, tries=20)
+    assert rollout is not flat and 0 < rollout.rewards[group].sum() < cfg.k
+    assert rollout.old_log_probs is not None  # ready for group_table and replay_group
+    mixed = dataclasses.replace(flat, rewards=torch.tensor([[1.0, 0, 0, 0]] * 4))
+    assert llm.mixed_group(result.model, result.tokenizer, mixed, cfg)[1] == 0  # kept as it is
+
+    def all_right(*args, **kwargs):
+        return dataclasses.replace(flat, rewards=torch.ones_like(flat.rewards))
+
+    monkeypatch.setattr(llm.replay, "sample_rollout", all_right)
+    with pytest.raises(ValueError, match="all right or all wrong"):
+        llm.mixed_group(result.model, result.tokenizer, flat, cfg, tries=2)
 
 
 def test_reward_rises_on_sums(tiny_model):

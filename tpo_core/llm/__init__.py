@@ -42,7 +42,7 @@ from tpo_core.llm.model import (
     resolve_device,
     smollm2,
 )
-from tpo_core.llm.replay import first_step, group_table, replay_group
+from tpo_core.llm.replay import first_step, group_table, mixed_group, replay_group
 from tpo_core.llm.rollouts import (
     Rollout,
     completion_mask,
@@ -120,6 +120,7 @@ __all__ = [
     "policy_copy",
     "smollm2",
     "memory_line",
+    "mixed_group",
     "memory_table",
     "predicted_minutes",
     "replay_group",

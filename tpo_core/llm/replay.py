@@ -12,7 +12,7 @@ import torch
 
 from tpo_core.llm.config import RLVRConfig
 from tpo_core.llm.losses import rlvr_loss
-from tpo_core.llm.rollouts import Rollout, token_log_probs
+from tpo_core.llm.rollouts import Rollout, sample_rollout, snapshot_log_probs, token_log_probs
 from tpo_core.llm.train import Optimisation, fit_rollout
 from tpo_core.objectives import (
     Replay,
@@ -103,3 +103,22 @@ def first_step(model, rollout: Rollout, config: RLVRConfig) -> dict[str, float]:
         float((p.detach() - b).float().pow(2).sum()) for p, b in zip(params, before, strict=True)
     )
     return dict(grad_norm=fitted["grad_norm"], step=math.sqrt(change))
+
+
+def mixed_group(model, tokenizer, rollout: Rollout, config: RLVRConfig, tries: int = 8):
+    """A rollout holding a group with both right and wrong answers, and that group's index:
+    ``rollout``'s first such group, else the first of fresh batches of its problems (sampling
+    seeds 1, 2, ...; at most ``tries``), with its snapshot log-probs. ValueError if none has one
+    (every group all right or all wrong)."""
+    for attempt in range(tries + 1):
+        if attempt:
+            rollout = sample_rollout(model, tokenizer, rollout.problems, config, seed=attempt)
+        k = rollout.rewards.shape[-1]
+        right = rollout.rewards.sum(-1)  # (G,)
+        mixed = [g for g in range(len(right)) if 0 < right[g] < k]
+        if mixed:
+            return snapshot_log_probs(model, rollout, config), mixed[0]
+    raise ValueError(
+        f"no group with both right and wrong answers in {tries + 1} batches: every group is "
+        "all right or all wrong, so neither loss has a signal to show"
+    )
