@@ -155,15 +155,15 @@ def test_the_class_session_and_the_capstones_gpu_runs_are_valid_and_predicted():
     session = llm.choose_scale(14.6, session=True)
     session = replace(session, settings=session.settings | dict(checkpoint_dir="elsewhere"))
     configs = [RLVRConfig(**session.run_settings(run)) for run in session.runs]
-    assert [c.loss for c in configs] == ["tpo", "grpo_per_token"]
+    assert [c.method for c in configs] == ["tpo", "grpo_per_token"]
     assert all(c.checkpoint_dir == "elsewhere" and c.checkpoint_every for c in configs)
     assert sum(llm.scale_minutes(session, t4).values()) <= 30
     changes = dict(task="graph_color", steps=30)
     capstone = llm.choose_scale(14.6)
     capstone = replace(capstone, settings=capstone.settings | changes, runs=COMPARISON)
     configs = [
-        RLVRConfig(**(capstone.run_settings(loss) | dict(seed=seed)))
-        for loss in capstone.runs
+        RLVRConfig(**(capstone.run_settings(method) | dict(seed=seed)))
+        for method in capstone.runs
         for seed in range(2)
     ]
     for config in configs:

@@ -4,7 +4,6 @@ each loss on the same batch."""
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import replace
 
@@ -12,6 +11,7 @@ import torch
 
 from tpo_core.llm.config import RLVRConfig
 from tpo_core.llm.losses import rlvr_loss
+from tpo_core.llm.model import policy_copy
 from tpo_core.llm.rollouts import Rollout, sample_rollout, snapshot_log_probs, token_log_probs
 from tpo_core.llm.train import Optimisation, fit_rollout
 from tpo_core.objectives import (
@@ -62,7 +62,7 @@ def replay_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs
         raise ValueError(f"group must be in [0, {len(rollout.problems)}), got {group}")
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    trained = copy.deepcopy(model)
+    trained = policy_copy(model)
     no_kl = replace(config, beta=0.0, warmup_steps=0)
     opt = Optimisation.for_model(trained, no_kl)
     rows = rollout.rows(slice(group, group + 1))
@@ -94,7 +94,7 @@ def first_step(model, rollout: Rollout, config: RLVRConfig) -> dict[str, float]:
     ``step`` is about ``lr sqrt(n)`` over the ``n`` weights with a gradient,
     whatever ``grad_norm`` is. ``model`` is left untouched.
     """
-    trained = copy.deepcopy(model)
+    trained = policy_copy(model)
     one = replace(config, epochs=1, beta=0.0, track_kl=False, warmup_steps=0)
     params = [p for p in trained.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in params]

@@ -66,7 +66,7 @@ CPU_SETTINGS = dict(
 )
 # The CPU size cut to a smoke run (CI's notebook test, TPO_SHORT=1): every cell runs, in two
 # steps of two groups of four, far too few for the reward to move.
-CPU_SHORT = dict(k=4, prompts_per_step=2, micro_batch_groups=2, steps=2, max_new_tokens=4)
+CPU_SHORT = dict(k=4, prompts_per_step=2, micro_batch_groups=2, steps=2)
 SMALL_SETTINGS = dict(
     model="Qwen/Qwen2.5-0.5B-Instruct",
     task="gsm8k",
