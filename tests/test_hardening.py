@@ -64,6 +64,15 @@ def test_a_grid_stops_at_a_fifo_in_its_folder_before_training(tmp_path):
     assert refused(proc, "not a regular file"), proc.stderr
 
 
+def test_a_grid_never_writes_over_another_file_named_like_one_of_its_runs(tmp_path):
+    config = TrainConfig(episodes=1, batch=4, k=2, length=3)
+    notes = tmp_path / grid.run_name(config)
+    notes.write_text("someone's notes")
+    proc = cli("grid", *TINY, "--out", str(tmp_path))
+    assert refused(proc, "exists and is not a run's file"), proc.stderr
+    assert notes.read_text() == "someone's notes"
+
+
 def test_a_name_too_long_for_the_file_system_is_refused_before_training(tmp_path):
     proc = cli("train", *TINY, "--out", str(tmp_path / ("a" * 245 + ".json")))
     assert refused(proc, "bytes; this file system holds names up to"), proc.stderr

@@ -65,6 +65,14 @@ def check_replaceable(path: Path) -> None:
         raise ValueError(f"{path} exists and is {kind}; results are written only as new files")
 
 
+def check_ours(path: Path) -> None:
+    """Raise ValueError if ``path`` holds anything but a run this program wrote: a device, a
+    FIFO, a link (:func:`check_replaceable`) or anyone else's file is never written over."""
+    check_replaceable(path)
+    if Path(path).exists() and not _is_our_run(path):
+        raise ValueError(f"{path} exists and is not a run's file; give a new file name")
+
+
 def _is_our_run(path: Path) -> bool:
     """Whether the regular file at ``path`` is a run this program wrote (one it may replace)."""
     try:
@@ -120,9 +128,7 @@ def check_output(path: Path, folder: bool = False) -> None:
     if not folder and path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name, such as {path / 'run.json'}")
     if not folder:
-        check_replaceable(path)
-        if path.exists() and not _is_our_run(path):
-            raise ValueError(f"{path} exists and is not a run's file; give a new file name")
+        check_ours(path)
     directory = path if folder else path.parent
     above = next(p for p in [directory, *directory.parents] if p.exists())
     if not above.is_dir():

@@ -38,7 +38,7 @@ from tpo_core.tokens.files import (
     RESULTS,
     check_name_length,
     check_output,
-    check_replaceable,
+    check_ours,
     load_run,
     load_runs,
     read_json,
@@ -165,7 +165,7 @@ def is_complete(path: Path, config: TrainConfig) -> bool:
     """
     if not Path(path).exists():
         return False
-    check_replaceable(path)  # a FIFO, a device or a link in the grid's folder stops it here
+    check_ours(path)  # a FIFO, a device, a link or another's file in the folder stops it here
     try:
         data = read_json(path)
         stored = TrainConfig.from_dict(data["config"])
