@@ -37,8 +37,8 @@ from tpo_core.tokens.algorithms import get_algorithm
 from tpo_core.tokens.files import (
     RESULTS,
     check_name_length,
-    check_output,
     check_ours,
+    check_output,
     load_run,
     load_runs,
     read_json,
