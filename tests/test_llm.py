@@ -121,7 +121,11 @@ def test_mixed_group_finds_a_group_with_both_right_and_wrong_answers(tiny_model,
     assert rollout is not flat and 0 < rollout.rewards[group].sum() < cfg.k
     assert rollout.old_log_probs is not None  # ready for group_table and replay_group
     mixed = dataclasses.replace(flat, rewards=torch.tensor([[1.0, 0, 0, 0]] * 4))
-    assert llm.mixed_group(result.model, result.tokenizer, mixed, cfg)[1] == 0  # kept as it is
+    kept, group = llm.mixed_group(result.model, result.tokenizer, mixed, cfg, room=1.0)
+    assert kept is mixed  # every group of it is mixed: no fresh batch
+    seq = tc.sequence_log_probs(kept.old_log_probs, kept.completion_mask).view(4, 4)
+    mass = tc.group_policy(seq)[:, 0]  # (G,) p_old on each group's one right answer
+    assert group == int(mass.argmin())  # the group whose target is furthest from p_old
 
     def all_right(*args, **kwargs):
         return dataclasses.replace(flat, rewards=torch.ones_like(flat.rewards))

@@ -105,20 +105,37 @@ def first_step(model, rollout: Rollout, config: RLVRConfig) -> dict[str, float]:
     return dict(grad_norm=fitted["grad_norm"], step=math.sqrt(change))
 
 
-def mixed_group(model, tokenizer, rollout: Rollout, config: RLVRConfig, tries: int = 8):
-    """A rollout holding a group with both right and wrong answers, and that group's index:
-    ``rollout``'s first such group, else the first of fresh batches of its problems (sampling
-    seeds 1, 2, ...; at most ``tries``), with its snapshot log-probs. ValueError if none has one
-    (every group all right or all wrong)."""
+def mixed_group(
+    model, tokenizer, rollout: Rollout, config: RLVRConfig, tries: int = 8, room: float = 0.9
+):
+    """A rollout holding a group with both right and wrong answers, with its snapshot log-probs,
+    and that group's index: the first such group, in ``rollout`` and then in fresh batches of
+    its problems (sampling seeds 1, 2, ...; at most ``tries``), whose right answers hold at
+    most ``room`` of the group policy ``p_old``, so that TPO's target has somewhere to move
+    it; failing that, the mixed group seen with the least mass on its right answers. On real
+    text ``p_old`` is often nearly all on one completion (sequence probabilities differ by
+    many nats). ValueError if no batch has a mixed group (every group all right or all wrong).
+    """
+    best = None  # (mass on the right answers, rollout, group)
     for attempt in range(tries + 1):
         if attempt:
             rollout = sample_rollout(model, tokenizer, rollout.problems, config, seed=attempt)
         k = rollout.rewards.shape[-1]
         right = rollout.rewards.sum(-1)  # (G,)
         mixed = [g for g in range(len(right)) if 0 < right[g] < k]
-        if mixed:
-            return snapshot_log_probs(model, rollout, config), mixed[0]
-    raise ValueError(
-        f"no group with both right and wrong answers in {tries + 1} batches: every group is "
-        "all right or all wrong, so neither loss has a signal to show"
-    )
+        if not mixed:
+            continue
+        rollout = snapshot_log_probs(model, rollout, config)
+        seq = sequence_log_probs(rollout.old_log_probs, rollout.completion_mask).view(-1, k)
+        mass = (group_policy(seq) * rollout.rewards.to(seq)).sum(-1)  # (G,)
+        g = min(mixed, key=lambda g: float(mass[g]))
+        if best is None or mass[g] < best[0]:
+            best = (float(mass[g]), rollout, g)
+        if best[0] <= room:
+            break
+    if best is None:
+        raise ValueError(
+            f"no group with both right and wrong answers in {tries + 1} batches: every group "
+            "is all right or all wrong, so neither loss has a signal to show"
+        )
+    return best[1], best[2]
