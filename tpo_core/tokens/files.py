@@ -74,12 +74,17 @@ def check_ours(path: Path) -> None:
 
 
 def _is_our_run(path: Path) -> bool:
-    """Whether the regular file at ``path`` is a run this program wrote (one it may replace)."""
+    """Whether the regular file at ``path`` is a run this program wrote (one it may replace),
+    or one cut short while it was written: our files begin with their config."""
     try:
         data = read_json(path)
     except ValueError:
-        return False
+        with open(path, "rb") as file:
+            return file.read(len(RUN_START)) == RUN_START
     return isinstance(data, dict) and {"config", "provenance"} <= set(data)
+
+
+RUN_START = b'{"config":'  # how every run file this program writes begins
 
 
 MAX_JSON_BYTES = 64 * 2**20  # a run's file is well under 1 MB
