@@ -234,3 +234,51 @@ def test_shipped_runs_name_no_path_of_the_machine_that_ran_them():
     for path in results:
         command = json.loads(path.read_text())["provenance"]["command"]
         assert not absolute.search(command), f"{path.name}: {command}"
+
+
+REVEAL = "<summary><b>Reveal</b>"
+
+
+def unfolded_predictions(cells: list[dict]) -> list[int]:
+    """Markdown cells holding a **Predict** prompt that no folded reveal answers.
+
+    A prompt is answered by the next ``<details>`` block whose summary starts with "Reveal",
+    later in the same cell or in a later cell, before the notebook's next prompt; and no
+    "What you should have found" may stand outside such a block.
+    """
+    texts = [(i, "".join(c["source"])) for i, c in enumerate(cells) if c["cell_type"] == "markdown"]
+    events = []  # (cell, position, kind) in reading order
+    for i, text in texts:
+        events += [(i, m.start(), "prompt") for m in re.finditer(r"\*\*Predict", text)]
+        events += [(i, m.start(), "reveal") for m in re.finditer(re.escape(REVEAL), text)]
+        outside = re.sub(r"<details>.*?</details>", "", text, flags=re.S)
+        if "What you should have found" in outside:
+            events.append((i, 0, "unfolded"))
+    events.sort()
+    missing, open_prompt = [], None
+    for i, _, kind in events:
+        if kind == "unfolded":
+            missing.append(i)
+        elif kind == "prompt":
+            if open_prompt is not None:
+                missing.append(open_prompt)
+            open_prompt = i
+        else:
+            open_prompt = None
+    return missing + ([open_prompt] if open_prompt is not None else [])
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")), ids=str)
+def test_every_prediction_is_asked_before_its_answer_is_shown(path):
+    """Predict, then reveal: each prompt's answer stays folded until the student opens it."""
+    cells = json.loads(path.read_text())["cells"]
+    assert unfolded_predictions(cells) == [], f"{path.name}: prompts without a folded reveal"
+
+
+def test_the_prediction_check_can_see_an_answer_in_plain_sight():
+    md = lambda text: {"cell_type": "markdown", "source": [text]}  # noqa: E731
+    answer = "<details>\n" + REVEAL + " (open it)</summary>\n\nTPO.\n</details>"
+    assert unfolded_predictions([md("**Predict.** Who wins?"), md(answer)]) == []
+    assert unfolded_predictions([md("**Predict.** Who wins?"), md("TPO wins.")]) == [0]
+    assert unfolded_predictions([md("**Predict.** a"), md("**Predict.** b"), md(answer)]) == [0]
+    assert unfolded_predictions([md("What you should have found: TPO.")]) == [0]

@@ -202,6 +202,40 @@ def test_replay_group_walks_tpo_to_its_target_and_leaves_the_model_alone(tiny_mo
         llm.replay_group(result.model, rollout, 9, cfg, epochs=2)
 
 
+def test_replay_group_measures_each_epoch_as_a_separate_evaluation_would(tiny_model):
+    """The replay reads the policy after each step from the next step's forward pass; the
+    same steps, each followed by its own evaluation in eval mode, give the same curve."""
+    from tpo_core.llm.losses import rlvr_loss
+    from tpo_core.llm.rollouts import token_log_probs
+    from tpo_core.llm.train import Optimisation
+
+    cfg = tiny_config(tiny_model, steps=1)
+    result = llm.rlvr_train(cfg, progress=False)
+    rollout = llm.snapshot_log_probs(result.model, result.last_rollout, cfg)
+    rollout.rewards[0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    fit = llm.replay_group(result.model, rollout, 0, cfg, epochs=3)
+
+    model = llm.policy_copy(result.model)
+    no_kl = dataclasses.replace(cfg, beta=0.0, warmup_steps=0)
+    opt = Optimisation.for_model(model, no_kl)
+    rows = rollout.rows(slice(0, 1))
+    old, mask = rollout.old_log_probs[rows], rollout.completion_mask[rows]
+    history = [tc.sequence_log_probs(old, mask).view(1, -1)]
+    for _ in range(3):
+        model.train()
+        new = token_log_probs(model, rollout, rows, cfg.temperature, cfg.log_prob_chunk)
+        opt.backward(rlvr_loss(no_kl, new, old, rollout.rewards[:1], mask))
+        opt.step(cfg.max_grad_norm)
+        model.eval()
+        with torch.no_grad():
+            new = token_log_probs(model, rollout, rows, cfg.temperature, cfg.log_prob_chunk)
+        history.append(tc.sequence_log_probs(new, mask).view(1, -1))
+    rewards = rollout.rewards[:1]
+    separate = tc.objectives.Replay.from_epochs(cfg.method, history[0], rewards, history)
+    assert fit.kl_to_target == pytest.approx(separate.kl_to_target, rel=1e-5, abs=1e-7)
+    assert fit.success_mass == pytest.approx(separate.success_mass, rel=1e-5, abs=1e-7)
+
+
 def test_the_rlvr_command_writes_a_run_with_provenance_and_refuses_bad_input(
     tiny_model, tmp_path, capsys
 ):

@@ -58,6 +58,36 @@ def test_the_real_model_loads_with_its_tokenizer_and_chat_template(smollm2):
     assert trainable and all("lora_" in n for n in trainable)  # LoRA on every linear layer
 
 
+def test_the_unpacked_folder_holds_exactly_the_weights_transformers_reads_from_the_gguf(smollm2):
+    """load_policy reads the GGUF file through a folder unpacked once (llm.unpacked): the same
+    de-quantised weights, tokenizer and generation settings as from_pretrained(gguf_file=...)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, tokenizer, model = smollm2
+    folder = llm.unpacked(path)
+    assert llm.unpacked(path) == folder  # unpacked once, found after
+    direct = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
+    ours = model.get_base_model()
+    with model.disable_adapter():
+        theirs = direct.state_dict()
+        mine = {
+            n.replace("base_layer.", ""): p
+            for n, p in ours.state_dict().items()
+            if "lora_" not in n
+        }
+    assert set(mine) == set(theirs)
+    assert all(torch.equal(mine[n], theirs[n]) for n in theirs)
+    assert ours.generation_config.to_dict() == direct.generation_config.to_dict()
+    again = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    chat = [{"role": "user", "content": "What is 2 + 3?"}]
+    assert tokenizer.apply_chat_template(chat, tokenize=False) == again.apply_chat_template(
+        chat, tokenize=False
+    )
+    assert tokenizer("What is 2 + 3?")["input_ids"] == again("What is 2 + 3?")["input_ids"]
+
+
 def test_the_sampler_draws_from_the_policy_the_loss_trains(smollm2):
     """Per-token log-probs of the sampled completions, at the sampling temperature (0.7, so a
     temperature left out on either side shows): the sampler's own (with the KV cache) equal

@@ -1,6 +1,7 @@
 """Rollouts: completions sampled from the policy the loss trains, their end tokens, prompts,
 the per-token log-probs of the training forward, and generation with the LoRA merged."""
 
+import math
 import random
 import shutil
 
@@ -213,3 +214,47 @@ def test_the_loading_bar_is_hidden_on_request_and_then_restored(tiny_model, capf
     assert hf_logging.is_progress_bar_enabled()
     llm.load_policy(config_for(tiny_model))
     assert "Loading weights" in capfd.readouterr().err
+
+
+def test_a_float16_overflow_in_one_layer_is_drawn_again_in_bfloat16_and_recorded(
+    tiny_model, monkeypatch
+):
+    """A T4 samples in float16, whose range a bfloat16-trained model can exceed in one layer:
+    its logits turn NaN and torch.multinomial would crash. Emulated on a CPU: one layer
+    overflows whenever float16 autocast is on. The batch is drawn again with the same seed
+    in bfloat16 (float32's range), the draw is the one the model gives without the overflow,
+    the rollout and the run's history say it happened, and the log-probs are widened too."""
+    from tpo_core.llm import rollouts, train
+
+    config = RLVRConfig(
+        model=str(tiny_model), task="sums", k=4, prompts_per_step=2, steps=1,
+        max_new_tokens=3, chat_template=False, device="cpu", lora_rank=0,
+    )  # fmt: skip
+    tokenizer, model = llm.load_policy(config, progress=False)
+    problems = [sum_problem(random.Random(s)) for s in range(2)]
+    clean = llm.sample_rollout(model, tokenizer, problems, config, seed=3)
+
+    def float16_overflow(module, inputs, output):
+        on = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16
+        return output * math.inf if on else output
+
+    model.model.layers[0].mlp.register_forward_hook(float16_overflow)
+    half = lambda device: torch.autocast("cpu", dtype=torch.float16)  # noqa: E731
+    monkeypatch.setattr(rollouts, "autocast", half)
+    with pytest.raises(rollouts.NonFiniteLogits), half("cpu"):  # what a T4 would hit
+        rollouts.generate_exactly(model, *clean_inputs(model, tokenizer, clean, config))
+    monkeypatch.setattr(rollouts, "autocast_dtype", lambda device: torch.float16)
+    redrawn = llm.sample_rollout(model, tokenizer, problems, config, seed=3)
+    assert redrawn.overflowed and not clean.overflowed
+    assert redrawn.completions == clean.completions
+    assert torch.isfinite(rollouts.frozen_log_probs(model, redrawn, config)).all()
+    assert train.rollout_metrics(redrawn)["overflowed"] == 1.0
+    monkeypatch.setattr(rollouts, "autocast_dtype", lambda device: torch.bfloat16)
+    with pytest.raises(ValueError, match="not finite in bfloat16"):  # no wider range to try
+        llm.sample_rollout(model, tokenizer, problems, config, seed=3)
+
+
+def clean_inputs(model, tokenizer, rollout, config):
+    prompts = llm.format_prompts(tokenizer, rollout.problems, config.chat_template)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc, llm.sampling_config(model, tokenizer, config)

@@ -90,6 +90,27 @@ def test_torch_is_not_pinned_exactly():
     assert "==" not in torch_spec and "<" not in torch_spec
 
 
+def test_the_llm_extra_floors_torch_where_its_libraries_need_it_and_caps_their_majors():
+    """The base install accepts torch 2.2 (Intel Macs), but transformers and accelerate need
+    more: the llm extra must not promise what they refuse. Libraries whose private or
+    changing APIs the loop calls are capped below their next major release."""
+    from importlib.metadata import requires
+
+    extras = pyproject()["project"]["optional-dependencies"]
+    ours = {
+        Requirement(s).name: Requirement(s) for s in extras["llm"] + extras["trl"] if "[" not in s
+    }
+    floor = Version(next(iter(ours["torch"].specifier)).version)
+    for library in ("transformers", "accelerate"):
+        for spec in map(Requirement, requires(library) or []):
+            if spec.name == "torch" and (spec.marker is None or "torch" in str(spec.marker)):
+                needed = [Version(s.version) for s in spec.specifier if s.operator == ">="]
+                assert all(floor >= v for v in needed), f"{library} needs torch {spec.specifier}"
+    for library in ("transformers", "trl"):
+        caps = [s for s in ours[library].specifier if s.operator == "<"]
+        assert caps and all(Version(c.version).release[1:] in ((), (0,)) for c in caps), library
+
+
 def conda_environment():
     deps = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
     pip = next(d["pip"] for d in deps if isinstance(d, dict))

@@ -41,6 +41,7 @@ from tpo_core.llm.model import (
     policy_copy,
     resolve_device,
     smollm2,
+    unpacked,
 )
 from tpo_core.llm.replay import first_step, group_table, mixed_group, replay_group
 from tpo_core.llm.rollouts import (
@@ -119,6 +120,7 @@ __all__ = [
     "load_policy",
     "policy_copy",
     "smollm2",
+    "unpacked",
     "memory_line",
     "mixed_group",
     "memory_table",

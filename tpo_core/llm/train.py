@@ -25,7 +25,6 @@ from tpo_core.llm.config import RLVRConfig
 from tpo_core.llm.losses import rlvr_loss_terms
 from tpo_core.llm.memory import GIB
 from tpo_core.llm.model import (
-    autocast,
     load_policy,
     needs_loss_scaling,
     reference_context,
@@ -38,6 +37,7 @@ from tpo_core.llm.rollouts import (
     frozen_log_probs,
     generate_exactly,
     group_slices,
+    in_range,
     sample_rollout,
     token_log_probs,
 )
@@ -69,6 +69,7 @@ METRICS = (
     "zero_variance",
     "truncated",
     "completion_length",
+    "overflowed",
     "grad_norm",
     "skipped",
     "clipped",
@@ -85,7 +86,8 @@ METRICS = (
 
 def rollout_metrics(rollout: Rollout) -> dict[str, float]:
     """Mean reward, pass@K (groups with a success), the share of zero-variance groups, the
-    share of completions cut off by ``max_new_tokens`` (no end token), the mean length."""
+    share of completions cut off by ``max_new_tokens`` (no end token), the mean length, and
+    whether float16 overflowed and the batch was drawn again (``in_range``)."""
     r, lengths = rollout.rewards, rollout.completion_mask.sum(-1)  # lengths include the end
     return dict(
         reward=r.mean().item(),
@@ -93,6 +95,7 @@ def rollout_metrics(rollout: Rollout) -> dict[str, float]:
         zero_variance=(r.amax(-1) == r.amin(-1)).float().mean().item(),
         truncated=math.nan if rollout.ended is None else 1 - rollout.ended.float().mean().item(),
         completion_length=lengths.float().mean().item(),
+        overflowed=float(rollout.overflowed),
     )
 
 
@@ -138,8 +141,7 @@ def _greedy_rewards(model, tokenizer, problems: list[Problem], config: RLVRConfi
         eos_token_id=end_token_ids(model, tokenizer),
     )
     model.eval()
-    with autocast(device):
-        out = generate_exactly(model, enc, greedy)
+    out, _ = in_range(lambda: generate_exactly(model, enc, greedy), device)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return sum(reward(t, p) for t, p in zip(texts, problems, strict=True))
 
