@@ -75,8 +75,9 @@ def versions() -> dict:
 
 @contextmanager
 def measured(device: str):
-    """Wall time and peak GPU memory (GiB, null on a CPU) of the block, in the yielded dict."""
-    out = dict(peak_gib=None)
+    """Wall time and peak GPU memory, allocated and reserved by the caching allocator (GiB,
+    null on a CPU), of the block, in the yielded dict."""
+    out = dict(peak_gib=None, peak_reserved_gib=None)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -85,6 +86,7 @@ def measured(device: str):
     if device == "cuda":
         torch.cuda.synchronize()
         out["peak_gib"] = torch.cuda.max_memory_allocated() / memory.GIB
+        out["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / memory.GIB
     out["seconds"] = time.perf_counter() - start
 
 
@@ -155,6 +157,7 @@ def steps(config) -> dict:
         generation_tokens_per_second=mean("tokens_per_second"),
         truncated=history["truncated"][-1],
         skipped=sum(history["skipped"]),
+        overflowed_steps=sum(history["overflowed"]),  # float16 sampling drawn again
     )
 
 
@@ -305,6 +308,35 @@ def check_sampler(folder, device, smoke) -> dict:
     )
 
 
+def check_overflow_guard(folder, device, smoke) -> dict:
+    """A float16 overflow forced into one layer (its MLP's output times 1e5: past float16's
+    65504, well inside bfloat16's range), in float16 as a T4 samples: the batch must be drawn
+    again in bfloat16 and give finite log-probs; the seconds of a clean and a redrawn batch."""
+    config, tokenizer, model, problems, _ = a_rollout(folder, device, smoke)
+    real = rollouts.autocast
+    rollouts.autocast = lambda d: torch.autocast(d.type, dtype=torch.float16)
+    try:
+        with measured(device) as clean:
+            plain = llm.sample_rollout(model, tokenizer, problems, config, seed=2)
+        layer = model.get_base_model().model.layers[0].mlp
+        hook = layer.register_forward_hook(lambda module, inputs, output: output * 1e5)
+        with measured(device) as redrawn:
+            rollout = llm.sample_rollout(model, tokenizer, problems, config, seed=2)
+        rows = slice(0, len(rollout.completions))
+        with torch.no_grad():
+            log_probs = llm.token_log_probs(model, rollout, rows, config.temperature)
+        hook.remove()
+    finally:
+        rollouts.autocast = real
+    return dict(
+        overflowed_without_the_fault=plain.overflowed,
+        overflowed=rollout.overflowed,
+        finite_log_probs=bool(torch.isfinite(log_probs).all()),
+        clean_seconds=clean["seconds"],
+        redrawn_seconds=redrawn["seconds"],
+    )
+
+
 def check_token_engine(device, smoke) -> dict:
     settings = dict(
         task="reverse_copy",
@@ -353,6 +385,7 @@ def main() -> int:
         log_probs=lambda: check_log_probs(large, device, smoke),
         generation=lambda: check_generation(small, device, smoke),
         sampler=lambda: check_sampler(small, device, smoke),
+        overflow_guard=lambda: check_overflow_guard(small, device, smoke),
         token_engine=lambda: check_token_engine(device, smoke),
     )
     for name, check in checks.items():

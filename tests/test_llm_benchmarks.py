@@ -23,7 +23,16 @@ def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    checks = ("large", "small_t4", "session", "log_probs", "generation", "sampler", "token_engine")
+    checks = (
+        "large",
+        "small_t4",
+        "session",
+        "log_probs",
+        "generation",
+        "sampler",
+        "overflow_guard",
+        "token_engine",
+    )
     assert all(name in report and "error" not in report[name] for name in checks)
     step = {
         "seconds_per_step",
@@ -34,6 +43,7 @@ def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
         "generation_tokens_per_second",
         "truncated",
         "skipped",
+        "overflowed_steps",
     }
     predictions = {"predicted_generation_gib", "predicted_training_gib"}
     for loss in ("tpo", "grpo_per_token"):  # TPO against GRPO at the large shape
@@ -54,6 +64,14 @@ def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
     assert sampler["largest_difference"] < 1e-4 and sampler["mean_log_prob"] < -0.1
     assert sampler["saved_generation_config"]["temperature"] == 0.6
     assert len(sampler["prompt_lengths"]) > 1  # left padding of mixed lengths
+    guard = report["overflow_guard"]
+    assert guard["overflowed"] is True and guard["overflowed_without_the_fault"] is False
+    assert guard["finite_log_probs"] is True
+    assert report["small_t4"]["overflowed_steps"] == 0
+    chunked = report["log_probs"]["chunked"]
+    assert {"peak_gib", "peak_reserved_gib"} <= set(chunked) and chunked[
+        "peak_reserved_gib"
+    ] is None
     assert report["token_engine"]["replicas"] == 2
     provenance = report["provenance"]
     assert provenance["git_commit"]

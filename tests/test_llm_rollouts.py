@@ -243,13 +243,12 @@ def test_a_float16_overflow_in_one_layer_is_drawn_again_in_bfloat16_and_recorded
     monkeypatch.setattr(rollouts, "autocast", half)
     with pytest.raises(rollouts.NonFiniteLogits), half("cpu"):  # what a T4 would hit
         rollouts.generate_exactly(model, *clean_inputs(model, tokenizer, clean, config))
-    monkeypatch.setattr(rollouts, "autocast_dtype", lambda device: torch.float16)
     redrawn = llm.sample_rollout(model, tokenizer, problems, config, seed=3)
     assert redrawn.overflowed and not clean.overflowed
     assert redrawn.completions == clean.completions
     assert torch.isfinite(rollouts.frozen_log_probs(model, redrawn, config)).all()
     assert train.rollout_metrics(redrawn)["overflowed"] == 1.0
-    monkeypatch.setattr(rollouts, "autocast_dtype", lambda device: torch.bfloat16)
+    model.model.layers[1].mlp.register_forward_hook(lambda m, i, output: output * math.nan)
     with pytest.raises(ValueError, match="not finite in bfloat16"):  # no wider range to try
         llm.sample_rollout(model, tokenizer, problems, config, seed=3)
 

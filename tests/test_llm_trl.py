@@ -240,12 +240,60 @@ def test_evaluation_groups_by_num_generations_eval(tiny_model, tmp_path):
         dict(epsilon=0.3),
         dict(epsilon_high=0.28),
         dict(importance_sampling_level="sequence"),
+        dict(top_p=0.9),  # sampling options: the completions would be drawn off-policy
+        dict(top_k=20),
+        dict(min_p=0.05),
+        dict(repetition_penalty=1.1),
+        dict(generation_kwargs={"top_p": 0.9}),
     ],
 )
 def test_grpo_options_tpo_does_not_use_are_refused_by_name(tiny_model, tmp_path, option):
     (name,) = option
     with pytest.raises(ValueError, match=f"does not use {name}="):
         trl_trainer(tiny_model, tmp_path, **option)
+
+
+def test_vllm_needs_trls_importance_sampling_correction_off_and_a_grpo_config_is_checked_too(
+    tiny_model, tmp_path
+):
+    """TPO's loss applies no vLLM/trainer ratio, so leaving TRL's correction on (its default)
+    would be ignored silently; the check also runs on a plain GRPOConfig, before TRL loads
+    the model."""
+    from trl import GRPOConfig
+
+    from tpo_core.llm.trl import TPOConfig, TPOTrainer
+
+    with pytest.raises(ValueError, match="vllm_importance_sampling_correction=True"):
+        TPOConfig(output_dir=str(tmp_path), use_vllm=True, use_cpu=True)
+    fine = TPOConfig(
+        output_dir=str(tmp_path),
+        use_vllm=True,
+        vllm_importance_sampling_correction=False,
+        use_cpu=True,
+    )
+    assert fine.use_vllm and not fine.vllm_importance_sampling_correction
+    grpo = GRPOConfig(output_dir=str(tmp_path), top_k=5, use_cpu=True)
+    with pytest.raises(ValueError, match="does not use top_k=5"):
+        TPOTrainer(model="no-such-model", reward_funcs=len, args=grpo)
+
+
+def test_the_kl_metric_is_gathered_even_when_a_process_has_no_token_left(tiny_model, tmp_path):
+    """With several GPUs every process must reach the KL's gather, or the others wait
+    forever: a micro-batch whose completions are all masked still adds a (zero) KL."""
+    trainer = trl_trainer(tiny_model, tmp_path, beta=0.1)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    rewards = torch.tensor([[1.0, 0, 1, 0]])
+    completion_ids = torch.tensor([[8, 1], [9, 1], [8, 1], [7, 1]])
+    inputs = group_batch(
+        trainer, ["2+5="], completion_ids, torch.zeros_like(completion_ids), rewards
+    )
+    inputs["ref_per_token_logps"] = torch.zeros(completion_ids.shape)
+    gathered = []
+    real = trainer.accelerator.gather
+    trainer.accelerator.gather = lambda x: gathered.append(x) or real(x)
+    loss = trainer._compute_loss(trainer.model, inputs)
+    assert len(gathered) == 1 and float(gathered[0]) == 0.0 and torch.isfinite(loss)
 
 
 def test_eta_is_a_config_field_the_argument_parser_sets(tiny_model, tmp_path):

@@ -11,7 +11,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from tpo_core.llm.config import LOG_PROB_CHUNK, RLVRConfig
-from tpo_core.llm.model import autocast, autocast_dtype, merged_lora
+from tpo_core.llm.model import autocast, merged_lora
 from tpo_core.llm.verifiers import Problem, reward
 
 
@@ -137,19 +137,19 @@ def in_range(run, device: torch.device):
     bfloat16's coarser rounding, and on a T4 without its tensor cores (slower). In any
     other precision a non-finite result is the model's own: ValueError.
     """
-    dtype = autocast_dtype(device)
     for widened in (False, True):
         context = torch.autocast(device.type, dtype=torch.bfloat16) if widened else autocast(device)
-        try:
-            with context:
+        with context:
+            on = torch.is_autocast_enabled(device.type)
+            tried = torch.get_autocast_dtype(device.type) if on else torch.float32
+            try:
                 out = run()
-            if not isinstance(out, torch.Tensor) or bool(torch.isfinite(out).all()):
-                return out, widened
-        except NonFiniteLogits:
-            pass
-        if widened or dtype != torch.float16:
+                if not isinstance(out, torch.Tensor) or bool(torch.isfinite(out).all()):
+                    return out, widened
+            except NonFiniteLogits:
+                pass
+        if tried != torch.float16:
             break
-    tried = torch.bfloat16 if widened else dtype or torch.float32
     raise ValueError(
         f"the model's logits are not finite in {str(tried).removeprefix('torch.')} (NaN or inf "
         "in its weights or activations), and no wider precision is left to try"

@@ -26,7 +26,9 @@ importance ratio trainer / vLLM that it multiplies into GRPO's per-token
 loss, an estimate of an expectation under the trainer's policy. TPO's loss is
 no such estimate: it fits a target over the K candidates at hand, built from
 the trainer's snapshot log-probs, so which sampler proposed the candidates
-does not enter it, and the ratio is deliberately not applied.
+does not enter it, and the ratio is deliberately not applied: with vLLM the trainer
+asks for ``vllm_importance_sampling_correction=False`` (TRL's default is True), so that
+nothing it computes is silently dropped.
 
 Usage is GRPOTrainer's, with :class:`TPOConfig` (a ``GRPOConfig`` with TPO's
 settings as fields, so ``HfArgumentParser`` sets them from the command line)::
@@ -39,7 +41,9 @@ settings as fields, so ``HfArgumentParser`` sets them from the command line)::
 GRPO options whose meaning is GRPO's per-token loss (``loss_type``, the
 clip's ``epsilon``, entropy masks and bonuses, ...) have no counterpart in
 TPO's loss: the trainer refuses them with an error naming each one rather
-than ignoring them. A completion masked out entirely (``mask_truncated_completions``)
+than ignoring them, as it refuses sampling options that would draw the completions from
+another distribution than the policy (``top_p``, ``top_k``, ``min_p``,
+``repetition_penalty``, ``generation_kwargs``). A completion masked out entirely (``mask_truncated_completions``)
 drops out of its group's target and softmax, as if it had not been sampled.
 
 Not to be confused with ``trl.experimental.tpo.TPOTrainer``: that is Triple
@@ -167,38 +171,52 @@ class TPOConfig(GRPOConfig):
     def __post_init__(self):
         super().__post_init__()
         check_eta(self.eta)
+        check_supported(self)
+
+
+def _defaults(*names: str) -> dict:
+    return {n: next(f.default for f in fields(GRPOConfig) if f.name == n) for n in names}
 
 
 # GRPO options TPO's loss has no counterpart for, with the value that leaves them off
-UNSUPPORTED_DEFAULTS = {
-    name: next(f.default for f in fields(GRPOConfig) if f.name == name)
-    for name in (
-        "loss_type",  # GRPO's token aggregation (TPO's loss is a mean over groups)
-        "epsilon",  # GRPO's clip (TPO has none)
-        "epsilon_high",
-        "delta",
-        "importance_sampling_level",
-        "top_entropy_quantile",
-        "off_policy_mask_threshold",
-        "entropy_coef",
-        "use_adaptive_entropy",
-    )
-}
+LOSS_OPTIONS = _defaults(
+    "loss_type",  # GRPO's token aggregation (TPO's loss is a mean over groups)
+    "epsilon",  # GRPO's clip (TPO has none)
+    "epsilon_high",
+    "delta",
+    "importance_sampling_level",
+    "top_entropy_quantile",
+    "off_policy_mask_threshold",
+    "entropy_coef",
+    "use_adaptive_entropy",
+)
+# Sampling options that reshape the logits: the completions would come from another
+# distribution than the policy the loss trains (its target's p_old), with their neutral values
+SAMPLING_OPTIONS = _defaults("top_p", "top_k", "min_p", "repetition_penalty", "generation_kwargs")
 
 
 def check_supported(args: GRPOConfig) -> None:
-    """Refuse, naming each, the GRPO options that TPO's loss would silently ignore."""
-    changed = {
-        name: getattr(args, name)
-        for name, default in UNSUPPORTED_DEFAULTS.items()
-        if getattr(args, name) != default
-    }
-    if changed:
-        settings = ", ".join(f"{name}={value!r}" for name, value in changed.items())
-        raise ValueError(
-            f"TPOTrainer does not use {settings}: these options shape GRPO's per-token loss, "
-            "which TPO's loss replaces; leave them at their defaults"
+    """Refuse, naming each, the options that TPO's loss would silently ignore: GRPO's loss
+    options, sampling options that make sampling off-policy, and with vLLM, TRL's
+    importance-sampling correction (TPO's target uses the trainer's own snapshot log-probs,
+    whichever sampler proposed the candidates; the module docstring says why)."""
+    problems = []
+    for options, why in (
+        (LOSS_OPTIONS, "these shape GRPO's per-token loss, which TPO's loss replaces"),
+        (SAMPLING_OPTIONS, "these reshape the sampling distribution, so the completions would "
+         "not come from the policy TPO's target is built on"),
+    ):  # fmt: skip
+        changed = {n: getattr(args, n) for n, off in options.items() if getattr(args, n) != off}
+        if changed:
+            settings = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+            problems.append(f"{settings} ({why}: leave them at their defaults)")
+    if args.use_vllm and args.vllm_importance_sampling_correction:
+        problems.append(
+            "vllm_importance_sampling_correction=True (TPO's loss applies no sampler/trainer "
+            "ratio; set it to False)"
         )
+    if problems:
+        raise ValueError("TPOTrainer does not use " + "; nor ".join(problems))
 
 
 class TPOTrainer(GRPOTrainer):
@@ -210,9 +228,11 @@ class TPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args, **kwargs):
+        config = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if config is not None:  # before TRL loads a model or starts vLLM
+            check_supported(config)
         super().__init__(*args, **kwargs)
         self.eta = check_eta(getattr(self.args, "eta", 1.0))
-        check_supported(self.args)
         check_group_layout(self.args.per_device_train_batch_size, self.num_generations)
         if self.args.eval_strategy != "no":
             check_group_layout(self.args.per_device_eval_batch_size, self.num_generations_eval)
@@ -248,11 +268,12 @@ class TPOTrainer(GRPOTrainer):
         old = inputs.get("old_per_token_logps")
         old = per_token_logps.detach() if old is None else old
         loss = tpo_trl_loss(per_token_logps, old, inputs["advantages"], mask, k, self.eta)
-        if self.beta != 0.0 and mask.any():
+        if self.beta != 0.0:  # the same on every process: each one reaches the gather below
             kl = kl_k3(per_token_logps, inputs["ref_per_token_logps"])
             if self.args.use_bias_correction_kl:  # TRL's importance weight on the KL, as GRPO's
                 kl = kl * torch.exp(per_token_logps - old)
-            kl = masked_mean(kl, mask.bool())
+            # a batch with no completion token left (all masked) adds no KL
+            kl = masked_mean(kl, mask.bool()) if mask.any() else kl.sum() * 0.0
             loss = loss + self.beta * kl
             self._metrics[mode]["kl"].append(self.accelerator.gather(kl.detach()).mean().item())
         if mode == "train":
