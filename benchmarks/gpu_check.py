@@ -309,9 +309,10 @@ def check_sampler(folder, device, smoke) -> dict:
 
 
 def check_overflow_guard(folder, device, smoke) -> dict:
-    """A float16 overflow forced into one layer (its MLP's output times 1e5: past float16's
-    65504, well inside bfloat16's range), in float16 as a T4 samples: the batch must be drawn
-    again in bfloat16 and give finite log-probs; the seconds of a clean and a redrawn batch."""
+    """A float16 overflow forced into one layer (its MLP's output scaled so that its largest
+    value is 1e5: past float16's 65504, well inside bfloat16's range, whatever the weights), in
+    float16 as a T4 samples: the batch must be drawn again in bfloat16 and give finite
+    log-probs; the seconds of a clean and a redrawn batch."""
     config, tokenizer, model, problems, _ = a_rollout(folder, device, smoke)
     real = rollouts.autocast
     rollouts.autocast = lambda d: torch.autocast(d.type, dtype=torch.float16)
@@ -319,7 +320,11 @@ def check_overflow_guard(folder, device, smoke) -> dict:
         with measured(device) as clean:
             plain = llm.sample_rollout(model, tokenizer, problems, config, seed=2)
         layer = model.get_base_model().model.layers[0].mlp
-        hook = layer.register_forward_hook(lambda module, inputs, output: output * 1e5)
+
+        def past_float16(module, inputs, output):
+            return output * (1e5 / max(output.abs().amax().item(), 1e-30))
+
+        hook = layer.register_forward_hook(past_float16)
         with measured(device) as redrawn:
             rollout = llm.sample_rollout(model, tokenizer, problems, config, seed=2)
         rows = slice(0, len(rollout.completions))
