@@ -43,8 +43,9 @@ clip's ``epsilon``, entropy masks and bonuses, ...) have no counterpart in
 TPO's loss: the trainer refuses them with an error naming each one rather
 than ignoring them, as it refuses sampling options that would draw the completions from
 another distribution than the policy (``top_p``, ``top_k``, ``min_p``,
-``repetition_penalty``, ``generation_kwargs``). A completion masked out entirely (``mask_truncated_completions``)
-drops out of its group's target and softmax, as if it had not been sampled.
+``repetition_penalty``, ``generation_kwargs``). A completion masked out entirely
+(``mask_truncated_completions``) drops out of its group's target and softmax, as if it had
+not been sampled.
 
 Not to be confused with ``trl.experimental.tpo.TPOTrainer``: that is Triple
 Preference Optimization, an offline preference method on fixed datasets. This

@@ -142,7 +142,7 @@ def table3_figure(rows: list[dict], title: str = "") -> go.Figure:
         x=x,
         y=paper,
         mode="markers",
-        name="paper (20 seeds, 2,000 episodes)",
+        name="paper (Table 3, 2,000 episodes)",
         marker=dict(symbol="diamond", size=12, color="#222222"),
     )
     fig.update_layout(title=title, yaxis_title="final exact-match error (%)", height=360, **LAYOUT)
@@ -196,7 +196,7 @@ def seeds_figure(
             x=[list(finals).index(k) + 0.2 for k in keys],
             y=[paper_bound(paper[k]) for k in keys],
             mode="markers",
-            name="paper (20 seeds)",
+            name="paper (Table 3)",
             marker=dict(symbol="diamond", size=11, color="#222222"),
         )
     fig.update_layout(
