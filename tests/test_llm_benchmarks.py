@@ -93,3 +93,20 @@ def test_gpu_benchmark_script_runs_on_a_toy_shape():
         assert report[loss]["seconds_per_step"] > 0 and report[loss]["loss_seconds"] > 0
         assert report[loss]["generation_tokens_per_second"] > 0
     assert "tpo_loss_overhead_share_of_step" in report
+
+
+def test_cpu_memory_script_compares_both_variants_on_a_local_model(tiny_model):
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "llm_cpu_memory.py"), "--model", str(tiny_model)]
+        + ["--steps", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    for variant in ("keep", "trim"):
+        run = report[variant]
+        assert run["steps"] == 2 and run["seconds_per_step"] > 0
+        assert run["peak_total_mb"] >= run["peak_anon_mb"] > 0
+    assert set(report["trim_over_keep"]) == {"peak_total_mb", "peak_anon_mb", "seconds_per_step"}

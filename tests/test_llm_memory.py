@@ -1,6 +1,7 @@
 """Memory: the chunked LM head's log-probs equal the unchunked ones and keep peak memory flat,
 the memory model predicts measured peaks, and the scales it picks fit their cards."""
 
+import sys
 import weakref
 
 import pytest
@@ -321,3 +322,27 @@ def test_the_chosen_scale_fits_its_card_and_never_shrinks_on_a_larger_one(sessio
         size = (shape.params, settings["micro_batch_groups"] * settings["k"])
         assert previous is None or size >= previous, (gib, size, previous)
         previous = size
+
+
+def _anon_mb() -> float:
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(fields["RssAnon"].split()[0]) / 1024
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or llm.model._malloc_trim() is None,
+    reason="malloc_trim is glibc's, and /proc/self/status Linux's",
+)
+def test_release_free_heap_hands_freed_small_tensors_back_on_a_cpu_and_nothing_on_a_gpu():
+    """Tensors of 64 kB come from glibc's heap, not their own mappings. Freed, all but the
+    last (which pins the heap's top, as a live tensor does in a run), they stay resident
+    until the heap's free pages are handed back."""
+    pieces = [torch.ones(16_384) for _ in range(3_000)]  # 3,000 x 64 kB = 192 MB
+    last = pieces[-1]
+    del pieces
+    held = _anon_mb()
+    llm.model.release_free_heap(torch.device("meta"))  # not a CPU: nothing happens
+    assert _anon_mb() > held - 20
+    llm.model.release_free_heap(torch.device("cpu"))
+    assert _anon_mb() < held - 100
+    assert float(last.sum()) == 16_384  # what is alive is untouched

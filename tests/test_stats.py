@@ -17,6 +17,7 @@ from tpo_core.stats import (
     permutation_test,
     rank_sum_test,
     seeds_to_separate,
+    sign_flip_test,
     solved_and_relapsed,
 )
 
@@ -198,3 +199,30 @@ def test_compare_seeds_reads_the_numbers_it_is_given():
     close = compare_seeds("a", [0.0, 0.0, 0.0, 0.0], "b", [1.0, 1.0, 0.9, 1.0])
     assert close.endswith("80% power: 2")  # a huge gap still needs two seeds to show a spread
     assert "includes 0 (not separated)" in compare_seeds("a", [0.0, 1.0, 0.5], "b", [0.5, 0.0, 1.0])
+
+
+def test_sign_flip_test_on_yes_no_outcomes_is_the_exact_mcnemar_test():
+    """Pairs (1, 0) and (0, 1) are the discordant seeds; under the null each is a fair coin,
+    so the two-sided p-value is the binomial tail of the rarer kind, doubled (capped at 1)."""
+    a = [1] * 12 + [1] * 7 + [0] * 1  # 19 of 20 relapse under a
+    b = [1] * 12 + [0] * 7 + [0] * 1  # 12 of 20 under b: 7 discordant pairs, all one way
+    n, k = 7, 0
+    mcnemar = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+    assert sign_flip_test(a, b) == pytest.approx(mcnemar)
+    a2 = [1, 1, 1, 0, 1, 0, 1, 1]
+    b2 = [0, 0, 1, 1, 0, 0, 0, 1]  # discordant: 4 for a, 1 for b
+    assert sign_flip_test(a2, b2) == pytest.approx(2 * (1 + 5) / 2**5)
+
+
+def test_sign_flip_test_enumerates_every_sign_of_the_paired_differences():
+    a, b = [0.31, 0.12, 0.50, 0.07, 0.22], [0.30, 0.02, 0.41, 0.10, 0.09]
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    signs = list(itertools.product((1, -1), repeat=len(d)))
+    extreme = sum(
+        abs(sum(s * x for s, x in zip(sg, d, strict=True))) >= abs(sum(d)) - 1e-12 for sg in signs
+    )
+    assert sign_flip_test(a, b) == pytest.approx(extreme / len(signs))
+    assert sign_flip_test(b, a) == sign_flip_test(a, b)
+    assert sign_flip_test([1.0, 2.0], [1.0, 2.0]) == 1.0  # no difference at all
+    with pytest.raises(ValueError, match="pairs seeds"):
+        sign_flip_test([1.0, 2.0], [1.0])

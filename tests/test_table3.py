@@ -186,7 +186,7 @@ def test_learning_marks_count_steps_relapses_and_stuck_seeds():
     marks = learning_marks(runs, "tpo")
     assert marks.steps == [11, 6, 131]  # seeds 0, 1, 2; seed 2 never reaches 5%
     assert marks.reached == [6, 11] and marks.median == 11
-    assert marks.relapsed == [0] and marks.stuck == [0, 2]
+    assert marks.solved == [0, 1] and marks.relapsed == [0] and marks.stuck == [0, 2]
     assert marks.finals == {0: 0.5, 1: 0.0, 2: 0.9}  # the last episode of each seed's curve
     assert marks.worst_unstuck == 0.0  # seed 1, the only one not stuck
     with pytest.raises(ValueError, match="no runs"):

@@ -146,6 +146,28 @@ def permutation_test(a, b, permutations: int = 20_000, seed: int = 0) -> float:
     return _permutation_p(torch.cat([x, y]), len(x), permutations, seed)
 
 
+def sign_flip_test(a, b) -> float:
+    """Exact two-sided p-value of the paired test that ``a`` and ``b`` (one value each per
+    seed, the same seeds in the same order) have the same mean.
+
+    Under the null each seed's difference ``a_i - b_i`` is as likely to have either sign, so
+    the p-value is the share of the ``2^n`` sign assignments whose mean difference is at least
+    as far from 0 as the observed one. It assumes only independent seeds, each pair's two
+    runs exchangeable under the null. On yes/no outcomes (1 or 0 per seed) it is the exact
+    McNemar test: only the seeds where the two disagree count. Up to 20 seeds.
+    """
+    x, y = _two_samples("sign_flip_test", a, b)
+    if len(x) != len(y):
+        raise ValueError(f"sign_flip_test pairs seeds: got {len(x)} and {len(y)} values")
+    d = (x - y)[(x - y) != 0]  # (n,) a zero difference is the same under either sign
+    if len(d) > 20:
+        raise ValueError(f"sign_flip_test enumerates 2^n signs: {len(d)} pairs is too many")
+    bits = (torch.arange(2 ** len(d))[:, None] >> torch.arange(len(d))) & 1  # (2^n, n)
+    sums = ((1 - 2 * bits) * d).sum(1)  # (2^n,) every sign assignment
+    observed = abs(float(d.sum()))
+    return float((sums.abs() >= observed - 1e-9 * max(1.0, observed)).double().mean())
+
+
 def _two_samples(name: str, a, b) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(a, dtype=torch.float64).flatten()
     y = torch.as_tensor(b, dtype=torch.float64).flatten()
@@ -229,5 +251,6 @@ __all__ = [
     "permutation_test",
     "rank_sum_test",
     "seeds_to_separate",
+    "sign_flip_test",
     "solved_and_relapsed",
 ]

@@ -29,6 +29,7 @@ from tpo_core.llm.model import (
     needs_loss_scaling,
     reference_context,
     reference_policy,
+    release_free_heap,
 )
 from tpo_core.llm.rollouts import (
     Rollout,
@@ -183,6 +184,7 @@ class Optimisation:
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
+        release_free_heap(loss.device)  # the freed activations back to the system, on a CPU
 
     def step(self, max_grad_norm: float) -> float:
         """Unscale, clip and step; an overflow or a NaN drops this update (not the run).

@@ -259,11 +259,13 @@ def final_error_by(
 @dataclass(frozen=True)
 class LearningMarks:
     """How one method's seeds learned: ``steps`` to ``solved`` error per seed (``episodes + 1``
-    for a seed that never got there), the seeds that relapsed after solving
-    (:func:`~tpo_core.stats.solved_and_relapsed`) and that ended stuck (:func:`is_stuck`),
+    for a seed that never got there), the seeds that solved the task (their error settled at
+    or below 1%) and of those the ones that relapsed after solving
+    (:func:`~tpo_core.stats.solved_and_relapsed`), those that ended stuck (:func:`is_stuck`),
     and each seed's ``finals`` (seed: the last episode's error)."""
 
     steps: list[int]
+    solved: list[int]  # only a solved seed can relapse
     relapsed: list[int]
     stuck: list[int]
     finals: dict[int, float]
@@ -291,6 +293,7 @@ def learning_marks(runs: list[TrainResult], method: str, solved: float = 0.05) -
         raise ValueError(f"no runs of {method!r} to mark")
     return LearningMarks(
         steps=[r.steps_to(solved) or r.config.episodes + 1 for r in seeds],  # 1-based: 0 is never
+        solved=[r.config.seed for r in seeds if solved_and_relapsed(r.error)[0] is not None],
         relapsed=[r.config.seed for r in seeds if solved_and_relapsed(r.error)[1] is not None],
         stuck=[r.config.seed for r in seeds if is_stuck(r)],
         finals={r.config.seed: r.final_error() for r in seeds},
