@@ -346,3 +346,42 @@ def test_release_free_heap_hands_freed_small_tensors_back_on_a_cpu_and_nothing_o
     llm.model.release_free_heap(torch.device("cpu"))
     assert _anon_mb() < held - 100
     assert float(last.sum()) == 16_384  # what is alive is untouched
+
+
+def test_predicted_minutes_are_a_range_only_where_an_unmerged_adapter_decodes():
+    t4 = llm.card_for(14.6, "Tesla T4")
+    session = llm.choose_scale(14.6, session=True).settings
+    low, high = (llm.predicted_minutes(session, t4, bound=b) for b in ("low", "high"))
+    assert low < high  # LoRA left unmerged: launch-bound decoding costs more at the high end
+    for same in (session | dict(merge_lora_for_generation=True), session | dict(lora_rank=0)):
+        assert llm.predicted_minutes(same, t4, bound="low") == llm.predicted_minutes(same, t4)
+    ratio = memory.UNMERGED_LORA_DECODING
+    step = memory.step_seconds(memory.MODEL_SHAPES[session["model"]], session, 60, t4, "high")
+    base = memory.step_seconds(
+        memory.MODEL_SHAPES[session["model"]], session | dict(lora_rank=0), 60, t4, "high"
+    )
+    assert step["generate"] == pytest.approx(base["generate"] * ratio["high"])  # launch-bound
+    with pytest.raises(ValueError, match="bound must be one of"):
+        llm.predicted_minutes(session, t4, bound="middle")
+    row = next(r for r in llm.memory_table(session=True) if r["card"] == "T4")
+    assert row["minutes_comparison_low"] < row["minutes_comparison"] <= llm.scale.SESSION_MINUTES
+    line = llm.memory_line(row)
+    assert f"{row['minutes_comparison_low']}-{row['minutes_comparison']} for all 2" in line
+
+
+def test_a_setting_fits_only_with_its_larger_peak_and_the_reserve(monkeypatch):
+    card = llm.card_for(14.6, "Tesla T4")
+    peak = 10.0
+    room = peak + memory.reserve_gib(peak)
+    assert memory.reserve_gib(peak) > memory.reserve_gib(1.0) > memory.CUDA_CONTEXT_GIB
+    assert memory.fits(memory.Card("x", room + 0.01, 1.0, 1.0), peak)
+    assert not memory.fits(memory.Card("x", room - 0.01, 1.0, 1.0), peak)
+    settings = llm.choose_scale(card.memory_gib).settings
+    assert llm.scale.step_peak_gib(settings) >= memory.generation_peak_gib(
+        memory.MODEL_SHAPES[settings["model"]], settings, memory.PROMPT_TOKENS[settings["task"]]
+    )
+    # sampling that cannot fit: no micro-batch helps, and the table says so
+    monkeypatch.setattr(llm.scale, "generation_peak_gib", lambda *args: 2 * card.memory_gib)
+    assert llm.scale.fitted(settings, card.memory_gib)["micro_batch_groups"] == 1
+    row = next(r for r in llm.memory_table() if r["card"] == "T4")
+    assert row["fits"] is False and "does NOT fit" in llm.memory_line(row)

@@ -170,23 +170,47 @@ CARDS = (
     Card("H100-80", 79.6, 989e12, 3350e9),
     Card("H200", 140.4, 989e12, 4800e9),
 )
-CUDA_RESERVE_GIB = 1.0  # the CUDA context and the allocator's fragmentation, outside the peak
+# Memory a card needs beyond the predicted peak (both assumed; benchmarks/gpu_check.py records
+# the peak reserved against the peak allocated on a real card, to correct them): the CUDA
+# context with its lazily loaded kernels and cuBLAS's workspace, outside torch's allocator;
+# and what torch's caching allocator reserves beyond what is allocated, in blocks freed by one
+# shape that the next, larger one cannot reuse (a KV cache grows by one token per decoding
+# step, the micro-batches' activations differ in length), as a share of the peak.
+CUDA_CONTEXT_GIB = 0.5
+FRAGMENTATION = 0.1
 TRAIN_EFFICIENCY = 0.3  # share of the card's peak FLOP/s a training step reaches (assumed)
 DECODE_SECONDS_PER_LAYER = 1.2e-3  # Python and kernel launches per layer per decoding step
 DECODE_BANDWIDTH_SHARE = 0.7  # share of the bandwidth a memory-bound decoding step reaches
+# An unmerged LoRA adapter's cost on the launch-bound part of a decoding step, as a factor
+# (unmerged over merged), measured on a CPU with SmolLM2 and rank 8 by
+# benchmarks/lora_decoding.py: the sampled batch's seconds (1.06: arithmetic dominates on a
+# CPU) and the operators a decoding step launches (1.83: what a launch-bound GPU pays).
+# Predictions give both ends: ``bound="low"`` and ``bound="high"``.
+UNMERGED_LORA_DECODING = {"low": 1.06, "high": 1.83}
+
+
+def reserve_gib(peak_gib: float) -> float:
+    """The memory a card needs beyond a predicted peak: :data:`CUDA_CONTEXT_GIB` plus
+    :data:`FRAGMENTATION` of the peak."""
+    return CUDA_CONTEXT_GIB + FRAGMENTATION * peak_gib
 
 
 def fits(card: Card, peak_gib: float) -> bool:
-    return peak_gib + CUDA_RESERVE_GIB <= card.memory_gib
+    """Whether a step whose larger peak (sampling or training) is ``peak_gib`` fits ``card``,
+    with :func:`reserve_gib` to spare."""
+    return peak_gib + reserve_gib(peak_gib) <= card.memory_gib
 
 
-def step_seconds(shape: ModelShape, settings: dict, prompt_tokens: int, card: Card) -> dict:
+def step_seconds(
+    shape: ModelShape, settings: dict, prompt_tokens: int, card: Card, bound: str = "high"
+) -> dict:
     """Seconds of one step on ``card``: generation and training, by a simple model.
 
     Generation decodes ``max_new_tokens`` steps (a batch waits for its longest
     completion); each step takes the longer of ``DECODE_SECONDS_PER_LAYER``
     per layer (HF ``generate`` is bound by Python and kernel launches at these
-    sizes) and reading the weights and the KV cache at
+    sizes), times :data:`UNMERGED_LORA_DECODING`'s ``bound`` end with an adapter
+    left unmerged, and reading the weights and the KV cache at
     ``DECODE_BANDWIDTH_SHARE`` of the bandwidth. Training costs ``2 N`` FLOPs
     per token per pass (forward, backward of the activations, one more for a
     full fine-tune's weight gradients, one for checkpointing's rebuild, one
@@ -198,7 +222,10 @@ def step_seconds(shape: ModelShape, settings: dict, prompt_tokens: int, card: Ca
     weight_bytes = shape.params * 2
     cache_bytes = 2 * shape.layers * shape.kv_dim * rows * (prompt_tokens + new / 2) * 2
     memory_bound = (weight_bytes + cache_bytes) / (card.bandwidth * DECODE_BANDWIDTH_SHARE)
-    generate = new * max(shape.layers * DECODE_SECONDS_PER_LAYER, memory_bound)
+    unmerged = settings.get("lora_rank") and not settings.get("merge_lora_for_generation")
+    launches = shape.layers * DECODE_SECONDS_PER_LAYER
+    launches *= UNMERGED_LORA_DECODING[bound] if unmerged else 1.0
+    generate = new * max(launches, memory_bound)
     passes = 2 + (0 if settings.get("lora_rank") else 1)
     passes += 1 if settings.get("gradient_checkpointing") else 0
     passes *= settings.get("epochs", 1)
@@ -209,12 +236,17 @@ def step_seconds(shape: ModelShape, settings: dict, prompt_tokens: int, card: Ca
     return dict(generate=generate, train=train, total=generate + train)
 
 
-def predicted_minutes(settings: dict, card: Card, shape: ModelShape | None = None) -> float:
+def predicted_minutes(
+    settings: dict, card: Card, shape: ModelShape | None = None, bound: str = "high"
+) -> float:
     """Minutes of one run of ``settings`` on ``card`` (steps, plus evaluations if any), by
-    :func:`step_seconds`; ``shape`` defaults to the model's entry in ``MODEL_SHAPES``."""
+    :func:`step_seconds` at its ``bound`` ("low" or "high"; "high" plans for the worse
+    end); ``shape`` defaults to the model's entry in ``MODEL_SHAPES``."""
+    if bound not in UNMERGED_LORA_DECODING:
+        raise ValueError(f"bound must be one of {sorted(UNMERGED_LORA_DECODING)}, got {bound!r}")
     shape = shape or MODEL_SHAPES[settings["model"]]
     prompt = PROMPT_TOKENS[settings["task"]]
-    step = step_seconds(shape, settings, prompt, card)
+    step = step_seconds(shape, settings, prompt, card, bound)
     every = settings.get("eval_every", 0)
     evaluations = math.ceil(settings["steps"] / every) if every else 0
     # an evaluation decodes its problems in chunks of a step's size: greedy (rows of one

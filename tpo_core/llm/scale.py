@@ -24,6 +24,7 @@ from tpo_core.llm.memory import (
     fits,
     generation_peak_gib,
     predicted_minutes,
+    reserve_gib,
     training_peak_gib,
 )
 
@@ -58,7 +59,7 @@ CPU_SETTINGS = dict(
     k=8,
     prompts_per_step=4,
     micro_batch_groups=1,  # one group per pass, activations recomputed in the backward: a
-    gradient_checkpointing=True,  # 1.7 GB peak, not 5 GB for the whole step at once
+    gradient_checkpointing=True,  # 1.5 GB peak (llm_cpu_memory.py), not 5 GB in one pass
     steps=12,
     lr=2e-3,
     max_new_tokens=8,
@@ -80,8 +81,9 @@ SMALL_SETTINGS = dict(
     beta=1e-3,
     gradient_checkpointing=True,
 )
-# one class session: short arithmetic answers, a learning rate that moves a LoRA in 100 steps
-SESSION_SETTINGS = SMALL_SETTINGS | dict(task="arithmetic", max_new_tokens=128, lr=3e-5, steps=100)
+# one class session: short arithmetic answers, a learning rate that moves a LoRA in 90 steps,
+# the two runs inside SESSION_MINUTES on a T4 at the time model's high end
+SESSION_SETTINGS = SMALL_SETTINGS | dict(task="arithmetic", max_new_tokens=128, lr=3e-5, steps=90)
 PAPER_SETTINGS = dict(
     model="Qwen/Qwen3-1.7B",
     task="gsm8k",
@@ -103,16 +105,23 @@ def gpu_memory_gib() -> float | None:
     return torch.cuda.get_device_properties(0).total_memory / GIB
 
 
+def step_peak_gib(settings: dict) -> float:
+    """The larger of a step's two predicted peaks: sampling the whole batch, or training one
+    micro-batch."""
+    shape, prompt = MODEL_SHAPES[settings["model"]], PROMPT_TOKENS[settings["task"]]
+    return max(
+        generation_peak_gib(shape, settings, prompt), training_peak_gib(shape, settings, prompt)
+    )
+
+
 def fitted(settings: dict, memory_gib: float) -> dict:
     """``settings`` with the largest ``micro_batch_groups`` (4, 2 or 1, dividing the step's
-    groups) whose training peak the memory model fits in ``memory_gib``."""
-    shape, prompt = MODEL_SHAPES[settings["model"]], PROMPT_TOKENS[settings["task"]]
+    groups) whose step peak (:func:`step_peak_gib`) fits in ``memory_gib`` with the
+    memory model's reserve."""
     card = Card("this GPU", memory_gib, 0.0, 0.0)
     for groups in (4, 2, 1):
         candidate = settings | dict(micro_batch_groups=groups)
-        if settings["prompts_per_step"] % groups == 0 and fits(
-            card, training_peak_gib(shape, candidate, prompt)
-        ):
+        if settings["prompts_per_step"] % groups == 0 and fits(card, step_peak_gib(candidate)):
             return candidate
     return settings | dict(micro_batch_groups=1)
 
@@ -127,7 +136,7 @@ def choose_scale(
       (:data:`CPU_SHORT`);
     * ``session``: one class session, :data:`SESSION_MINUTES` for TPO against
       GRPO on a free Colab T4 by :func:`predicted_minutes`: Qwen2.5-0.5B-Instruct
-      with LoRA on two-digit arithmetic, 128 new tokens, 100 steps;
+      with LoRA on two-digit arithmetic, 128 new tokens, 90 steps;
     * a small GPU (under 35 GiB: a T4, an L4, a 32 GB V100): Qwen2.5-0.5B-Instruct
       with LoRA on GSM8K, the four-run comparison (one and four epochs);
     * a large GPU: Qwen3-1.7B with LoRA rank 32 and KL 1e-3 on GSM8K, the paper's setting.
@@ -166,15 +175,18 @@ def card_for(memory_gib: float, name: str = "") -> Card:
     return max(smaller, key=lambda c: c.memory_gib) if smaller else CARDS[0]
 
 
-def scale_minutes(scale: Scale, card: Card | None = None) -> dict[str, float]:
+def scale_minutes(scale: Scale, card: Card | None = None, bound: str = "high") -> dict[str, float]:
     """Predicted minutes of each of the scale's runs on ``card`` (default: this GPU), by
-    :func:`~tpo_core.llm.memory.predicted_minutes`. A notebook prints them before it starts."""
+    :func:`~tpo_core.llm.memory.predicted_minutes` at its ``bound``. A notebook prints them
+    before it starts."""
     if card is None:
         memory = gpu_memory_gib()
         if memory is None:
             raise ValueError("no GPU here: pass the card to predict for (one of llm.CARDS)")
         card = card_for(memory, torch.cuda.get_device_name())
-    return {run: predicted_minutes(scale.run_settings(run), card) for run in scale.runs}
+    return {
+        run: predicted_minutes(scale.run_settings(run), card, bound=bound) for run in scale.runs
+    }
 
 
 def memory_table(session: bool = False) -> list[dict]:
@@ -189,7 +201,7 @@ def memory_table(session: bool = False) -> list[dict]:
         shape, prompt = MODEL_SHAPES[settings["model"]], PROMPT_TOKENS[settings["task"]]
         generate = generation_peak_gib(shape, settings, prompt)
         train = training_peak_gib(shape, settings, prompt)
-        minutes = scale_minutes(scale, card)
+        low, minutes = scale_minutes(scale, card, "low"), scale_minutes(scale, card)
         rows.append(
             dict(
                 card=card.name,
@@ -200,10 +212,13 @@ def memory_table(session: bool = False) -> list[dict]:
                 micro_batch_groups=settings["micro_batch_groups"],
                 generation_gib=round(generate, 1),
                 training_gib=round(train, 1),
+                reserve_gib=round(reserve_gib(max(generate, train)), 1),
                 fits=fits(card, max(generate, train)),
                 runs=len(scale.runs),
-                minutes_per_run=round(minutes[scale.runs[0]]),
+                minutes_per_run=round(minutes[scale.runs[0]]),  # the high end
                 minutes_comparison=round(sum(minutes.values())),
+                minutes_per_run_low=round(low[scale.runs[0]]),
+                minutes_comparison_low=round(sum(low.values())),
             )
         )
     return rows
@@ -213,7 +228,9 @@ def memory_line(row: dict) -> str:
     """One row of :func:`memory_table` as a line of text."""
     return (
         f"{row['card']:>8} {row['card_gib']:5.1f} GiB | {row['model']} on {row['task']} | "
-        f"peak GiB {row['generation_gib']:4.1f} sampling, {row['training_gib']:4.1f} training: "
-        f"{'fits' if row['fits'] else 'does NOT fit'} | minutes: {row['minutes_per_run']} for one "
-        f"run, {row['minutes_comparison']} for all {row['runs']}"
+        f"peak GiB {row['generation_gib']:4.1f} sampling, {row['training_gib']:4.1f} training, "
+        f"+{row['reserve_gib']:.1f} reserve: "
+        f"{'fits' if row['fits'] else 'does NOT fit'} | minutes: {row['minutes_per_run_low']}-"
+        f"{row['minutes_per_run']} for one run, {row['minutes_comparison_low']}-"
+        f"{row['minutes_comparison']} for all {row['runs']}"
     )
