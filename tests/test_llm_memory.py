@@ -281,6 +281,9 @@ def test_gpu_settings_checkpoint_each_run_in_its_own_folder():
     config = llm.RLVRConfig(**settings)
     longer = llm.RLVRConfig(**(settings | dict(steps=settings["steps"] + 50)))
     assert llm.run_folder(config) == llm.run_folder(longer)  # more steps resume the same run
+    small, large = (llm.RLVRConfig(**llm.scale.fitted(settings, m)) for m in (5.0, 14.6))
+    assert small.micro_batch_groups < large.micro_batch_groups  # less memory, smaller passes
+    assert llm.run_folder(small) == llm.run_folder(large)  # ... and the same run goes on
     other = llm.RLVRConfig(**(settings | dict(lr=2e-5)))
     assert llm.run_folder(config) != llm.run_folder(other)
     assert "checkpoint_dir" not in llm.choose_scale(0).settings  # CPU: none

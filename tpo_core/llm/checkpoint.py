@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 CHECKPOINT = "state.pt"
-# settings that do not change a run's trajectory: a run resumes across changes to them
+# settings that do not change a run's trajectory: a run resumes across changes to them. The
+# last four change only where and in which order it is computed (rounding, not the method):
+# a run resumed on another card, whose memory gives another micro-batch, goes on in its folder.
 RESUMABLE_ACROSS = (
     "steps",
     "checkpoint_dir",
@@ -23,6 +25,8 @@ RESUMABLE_ACROSS = (
     "gsm8k_test_path",
     "device",
     "log_prob_chunk",
+    "micro_batch_groups",
+    "gradient_checkpointing",
 )
 
 
