@@ -10,7 +10,7 @@ every measurement inside one, is guarded: an out-of-memory error is recorded
 as that measurement's result and the others go on. Between checks the
 allocator is emptied and the peak reset. In order:
 
-1. ``large``: the paper's setting (Qwen3-1.7B's dimensions, LoRA r32,
+1. ``large``: the paper's setting (Qwen3-1.7B's dimensions and blocks, LoRA r32,
    checkpointing, K = 16 x 16 prompts x 512 tokens) at the micro-batch
    ``choose_scale`` fits to this card: TPO and GRPO, generation and training
    time and peak memory apart, each next to the memory model's prediction;
@@ -23,7 +23,9 @@ allocator is emptied and the peak reset. In order:
    bf16 base weights bit-identical after the merges;
 6. ``sampler``: a peaked model whose saved generation config says temperature
    0.6 and top-p 0.95: the sampler's own log-probs against the training forward's;
-7. ``token_engine``: the token tasks' seconds per episode, one seed and 20 replicas.
+7. ``overflow_guard``: a float16 overflow forced into one layer, drawn again in bfloat16;
+8. ``resume``: two steps straight through against one step, a checkpoint and a resumed one;
+9. ``token_engine``: the token tasks' seconds per episode, one seed and 20 replicas.
 
 One JSON file holds every figure (null where a figure needs a GPU and there is
 none), the library versions and the provenance.
@@ -39,6 +41,7 @@ import string
 import sys
 import tempfile
 import time
+import zlib
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -56,7 +59,7 @@ from tpo_core.tokens.grid import provenance  # noqa: E402
 from tpo_core.tokens.replicas import train_replicas  # noqa: E402
 from tpo_core.tokens.train import TrainConfig, train  # noqa: E402
 
-# Qwen3-1.7B's dimensions in Qwen2 blocks (no q/k norm): the memory and compute of the paper's model
+# Qwen3-1.7B's dimensions, built in Qwen3 blocks (q/k norm): the paper's model, random weights
 QWEN3_17B = qwen2_config(memory.MODEL_SHAPES["Qwen/Qwen3-1.7B"], 40960)
 T4_GIB = next(card.memory_gib for card in memory.CARDS if card.name == "T4")
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "tpo-core")
@@ -229,7 +232,11 @@ def a_rollout(folder, device, smoke, **changes):
 
 
 def check_log_probs(folder, device, smoke) -> dict:
-    config, _, model, _, rollout = a_rollout(folder, device, smoke)
+    """Chunked against whole logits at 32 rows, where the whole logits fit (at 128 rows of
+    256 tokens over Qwen3's vocabulary they, their float32 copies and gradients need about
+    74 GiB)."""
+    fitting = {} if smoke else dict(k=8, prompts_per_step=4)
+    config, _, model, _, rollout = a_rollout(folder, device, smoke, **fitting)
     model.train()  # gradient checkpointing runs only in train mode
     rows = slice(0, len(rollout.completions))
     out, values = {}, {}
@@ -342,6 +349,53 @@ def check_overflow_guard(folder, device, smoke) -> dict:
     )
 
 
+def check_resume(folder, device, smoke) -> dict:
+    """Two steps straight through against one step, a checkpoint, and the second step in a
+    fresh process's way (the model loaded again, ``resume=True``): the largest differences in
+    the trained weights and in the per-step metrics (0 on a CPU; a GPU's kernels may round
+    differently). Rewards come from each completion's text, so both runs score alike."""
+    real = rollouts.reward
+    rollouts.reward = lambda completion, problem: float(zlib.crc32(completion.encode()) % 10 < 3)
+    size = (
+        dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else dict(k=8, max_new_tokens=64)
+    )
+    runs = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, first in (("straight", 2), ("resumed", 1)):
+                settings = size | dict(steps=first, checkpoint_dir=tmp + name, checkpoint_every=1)
+                config = rlvr_config(folder, device, **settings)
+                result = llm.rlvr_train(config, progress=False)
+                if first == 1:
+                    del result
+                    release()
+                    config = dataclasses.replace(config, steps=2)
+                    result = llm.rlvr_train(config, progress=False, resume=True)
+                runs[name] = result
+    finally:
+        rollouts.reward = real
+    straight, resumed = (
+        {n: p.detach().float().cpu() for n, p in r.model.named_parameters() if p.requires_grad}
+        for r in runs.values()
+    )
+    metrics = ("reward", "grad_norm")
+    return dict(
+        largest_weight_difference=max(
+            (straight[n] - resumed[n]).abs().max().item() for n in straight
+        ),
+        largest_metric_difference={
+            m: max(
+                abs(a - b)
+                for a, b in zip(
+                    runs["straight"].history[m], runs["resumed"].history[m], strict=True
+                )
+            )
+            for m in metrics
+        },
+        steps=len(runs["resumed"].history["reward"]),
+    )
+
+
 def check_token_engine(device, smoke) -> dict:
     settings = dict(
         task="reverse_copy",
@@ -376,7 +430,7 @@ def main() -> int:
         parser.exit(2, "error: no CUDA GPU here; use --cpu-smoke to check the script on a CPU\n")
     rollouts.reward = coin_flip_rewards(0.3, seed=0)  # a random model never answers right
     tmp = Path(tempfile.mkdtemp())
-    large = build_model(tmp / "large", TOY if smoke else QWEN3_17B)
+    large = build_model(tmp / "large", TOY if smoke else QWEN3_17B, "qwen3")
     small = build_model(tmp / "small", TOY if smoke else QWEN25_05B)
     report = dict(
         provenance=provenance(sys.argv[1:]) | dict(libraries=versions()),
@@ -391,6 +445,7 @@ def main() -> int:
         generation=lambda: check_generation(small, device, smoke),
         sampler=lambda: check_sampler(small, device, smoke),
         overflow_guard=lambda: check_overflow_guard(small, device, smoke),
+        resume=lambda: check_resume(small, device, smoke),
         token_engine=lambda: check_token_engine(device, smoke),
     )
     for name, check in checks.items():

@@ -59,10 +59,23 @@ TOY = dict(
 )
 
 
-def build_model(folder: Path, shape: dict) -> Path:
-    """A random Qwen2 model of ``shape`` and a character tokenizer padded to its vocabulary."""
+def build_model(folder: Path, shape: dict, architecture: str = "qwen2") -> Path:
+    """A random model of ``shape`` and a character tokenizer padded to its vocabulary:
+    Qwen2 blocks, or Qwen3's (``architecture="qwen3"``: an RMSNorm on each head's queries and
+    keys before attention, as in the paper's Qwen3-1.7B)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
+
+    blocks = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
+    if architecture not in blocks:
+        raise ValueError(f"architecture must be one of {sorted(blocks)}, got {architecture!r}")
+    config_class, model_class = blocks[architecture]
 
     chars = list(dict.fromkeys(string.printable))
     tokens = ["<pad>", "<eos>", "<unk>"] + chars
@@ -74,8 +87,8 @@ def build_model(folder: Path, shape: dict) -> Path:
         tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
     )
     torch.manual_seed(0)
-    config = Qwen2Config(**shape, pad_token_id=0, eos_token_id=1, bos_token_id=1)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
+    config = config_class(**shape, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    model_class(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -31,6 +31,7 @@ def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
         "generation",
         "sampler",
         "overflow_guard",
+        "resume",
         "token_engine",
     )
     assert all(name in report and "error" not in report[name] for name in checks)
@@ -64,6 +65,9 @@ def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
     assert sampler["largest_difference"] < 1e-4 and sampler["mean_log_prob"] < -0.1
     assert sampler["saved_generation_config"]["temperature"] == 0.6
     assert len(sampler["prompt_lengths"]) > 1  # left padding of mixed lengths
+    resume = report["resume"]  # on a CPU a resumed run is the uninterrupted one, bit for bit
+    assert resume["steps"] == 2 and resume["largest_weight_difference"] == 0.0
+    assert resume["largest_metric_difference"] == {"reward": 0.0, "grad_norm": 0.0}
     guard = report["overflow_guard"]
     assert guard["overflowed"] is True and guard["overflowed_without_the_fault"] is False
     assert guard["finite_log_probs"] is True
