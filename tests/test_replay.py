@@ -338,3 +338,21 @@ def test_push_figure_draws_one_line_per_method():
     fig = tt.push_figure(pis.tolist(), pushes, "push")
     assert [t.name for t in fig.data] == ["TPO (token)", "GRPO (token)"]
     assert list(fig.data[1].y) == pytest.approx(pushes["grpo_token"])
+
+
+def test_a_candidate_whose_probability_underflows_keeps_the_kl_finite():
+    """Per-token GRPO can push a sequence's log-probability a thousand nats below its group's
+    others: exp() underflows to 0 in float32 and KL(q || p) read from probabilities is inf.
+    From the log-probabilities it is the closed form, computed here in float64."""
+    from tpo_core.objectives import Replay
+
+    old = torch.tensor([[-2.0, -3.0, -2.5, -4.0]])
+    scores = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    later = torch.tensor([[-2.0, -3.0, -2.5, -1004.0]])  # the last success nearly gone
+    result = Replay.from_epochs("grpo_per_token", old, scores, [old, later])
+    q = tpo_target(old.double(), scores.double()).double()
+    log_p = torch.log_softmax(later.double(), -1)
+    expected = float((q * (q.log() - log_p)).sum())
+    assert math.isfinite(result.kl_to_target[-1])
+    assert math.isclose(result.kl_to_target[-1], expected, rel_tol=1e-5)
+    assert float(kl_divergence(q.float(), torch.softmax(later, -1))) == math.inf  # the old way

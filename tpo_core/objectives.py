@@ -813,6 +813,12 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return ratio.sum(-1)
 
 
+def _kl_of_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """:func:`kl_divergence` from log-probabilities: finite wherever ``log_q`` is."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+
+
 def entropy(p: torch.Tensor) -> torch.Tensor:
     """Shannon entropy ``-sum_i p_i log p_i`` over the last dim, in nats."""
     return -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1)
@@ -846,19 +852,20 @@ class Replay:
         Each group's policy is ``p = softmax(l)``; its target is ``q = tpo_target(l_old, s, eta)``.
         """
         q = tpo_target(old_log_probs, scores, eta)  # (..., K)
-        p_0 = group_policy(old_log_probs.to(q.dtype))
+        log_p_0 = _group_log_softmax(old_log_probs.to(q.dtype), None)
         informative = scores.to(q.dtype).std(-1, unbiased=False) >= ZERO_STD  # (...,)
         best = (scores == scores.amax(-1, keepdim=True)).to(q.dtype)  # (..., K)
 
         def mean(values):
             return float(values.mean()) if values.numel() else math.nan
 
-        policies = [group_policy(lp.to(q.dtype)) for lp in log_probs_by_epoch]
+        # in log space: a candidate whose probability underflows float32 keeps a finite log
+        logs = [_group_log_softmax(lp.to(q.dtype), None) for lp in log_probs_by_epoch]
         return cls(
             method=method,
-            kl_to_target=[mean(kl_divergence(q, p)[informative]) for p in policies],
-            success_mass=[mean((p * best).sum(-1)[informative]) for p in policies],
-            flat_drift=[mean(kl_divergence(p_0, p)[~informative]) for p in policies],
+            kl_to_target=[mean(_kl_of_logs(q.log(), lg)[informative]) for lg in logs],
+            success_mass=[mean((lg.exp() * best).sum(-1)[informative]) for lg in logs],
+            flat_drift=[mean(_kl_of_logs(log_p_0, lg)[~informative]) for lg in logs],
             target_success_mass=mean((q * best).sum(-1)[informative]),
             informative_groups=int(informative.sum()),
             flat_groups=int((~informative).sum()),

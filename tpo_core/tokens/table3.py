@@ -19,8 +19,7 @@ from tpo_core.stats import bootstrap_interval, mean_and_se, solved_and_relapsed
 from tpo_core.tokens.algorithms import get_algorithm
 from tpo_core.tokens.train import TrainConfig, TrainResult
 
-# Table 3 of the paper: final exact-match error (%) after 2,000
-# episodes, reverse copy, V = 2, B = 100, K = 8. None: above 95%.
+# The paper's Table 3 (§3.6): final error (%), 2,000 episodes, V = 2, B = 100, K = 8; None: >95%
 PAPER_TABLE3: dict[tuple[str, str, int], float | None] = {
     (method, match, length): value
     for method, prompts, interactions in [
@@ -34,8 +33,7 @@ PAPER_TABLE3: dict[tuple[str, str, int], float | None] = {
     for length, value in zip((7, 8, 9, 10), row, strict=True)
 }
 
-# The paper's ablations (§3.7: K = 8, B = 100, 20 seeds) have no table; at H = 10 it reports
-# every one of them above 99% error.
+# The paper's ablations (§3.7: K = 8, B = 100, 20 seeds): no table; at H = 10 all above 99%.
 PAPER_ABLATIONS_H10 = ("tpo_no_anchor", "group_pg", "grpo_no_kl")
 
 
@@ -259,10 +257,9 @@ def final_error_by(
 @dataclass(frozen=True)
 class LearningMarks:
     """How one method's seeds learned: ``steps`` to ``solved`` error per seed (``episodes + 1``
-    for a seed that never got there), the seeds that solved the task (their error settled at
-    or below 1%) and of those the ones that relapsed after solving
-    (:func:`~tpo_core.stats.solved_and_relapsed`), those that ended stuck (:func:`is_stuck`),
-    and each seed's ``finals`` (seed: the last episode's error)."""
+    for never), the seeds that solved and that relapsed after solving (error settled at or
+    below 1%, :func:`~tpo_core.stats.solved_and_relapsed`), that ended stuck
+    (:func:`is_stuck`), and each seed's ``finals`` (seed: the last episode's error)."""
 
     steps: list[int]
     solved: list[int]  # only a solved seed can relapse
