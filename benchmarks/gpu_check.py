@@ -25,7 +25,9 @@ allocator is emptied and the peak reset. In order:
    0.6 and top-p 0.95: the sampler's own log-probs against the training forward's;
 7. ``overflow_guard``: a float16 overflow forced into one layer, drawn again in bfloat16;
 8. ``resume``: two steps straight through against one step, a checkpoint and a resumed one;
-9. ``token_engine``: the token tasks' seconds per episode, one seed and 20 replicas.
+9. ``trl``: two steps of ``TPOTrainer`` with LoRA, gradient accumulation, two iterations;
+10. ``notebook_flow``: notebook 06's first step, two runs kept alive, a group refitted;
+11. ``token_engine``: the token tasks' seconds per episode, one seed and 20 replicas.
 
 One JSON file holds every figure (null where a figure needs a GPU and there is
 none), the library versions and the provenance.
@@ -35,6 +37,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import math
 import random
 import shutil
 import string
@@ -396,6 +399,83 @@ def check_resume(folder, device, smoke) -> dict:
     )
 
 
+def check_trl(folder, device, smoke) -> dict:
+    """Two optimiser steps of ``TPOTrainer`` with LoRA, two micro-batches accumulated per
+    step and two passes over each generated batch (``num_iterations=2``): time, peaks, the
+    losses finite and the adapter moved. Rewards come from each completion's text."""
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from tpo_core.llm.trl import TPOConfig, TPOTrainer
+
+    rng = random.Random(0)
+    prompts = ["".join(rng.choices(string.ascii_letters, k=rng.randint(3, 40))) for _ in range(32)]
+    args = TPOConfig(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=8 if smoke else 16,
+        num_generations=4 if smoke else 8,
+        max_completion_length=8 if smoke else 128,
+        gradient_accumulation_steps=2,
+        num_iterations=2,
+        max_steps=2,
+        learning_rate=1e-4,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=device == "cpu",
+        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
+        seed=0,
+    )
+    trainer = TPOTrainer(
+        model=str(folder),
+        reward_funcs=lambda completions, **_: [
+            float(zlib.crc32(str(c).encode()) % 10 < 3) for c in completions
+        ],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"),
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    with measured(device) as m:
+        trainer.train()
+    after = dict(trainer.model.named_parameters())
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return m | dict(
+        steps=trainer.state.global_step,
+        losses_finite=bool(losses) and all(math.isfinite(v) for v in losses),
+        adapter_moved=any(not torch.equal(b, after[n].detach()) for n, b in before.items()),
+    )
+
+
+def check_notebook_flow(folder, device, smoke) -> dict:
+    """Notebook 06's cells on one card, in its order: the first step of each loss on one batch
+    of the starting model, both runs (with an evaluation each) kept alive as the notebook
+    keeps them, then one mixed group refitted by each loss. Time and peaks of each part."""
+    size = dict(k=4, prompts_per_step=2, max_new_tokens=8) if smoke else dict(max_new_tokens=64)
+    config = rlvr_config(folder, device, **size, eval_every=2, eval_problems=4)
+    tokenizer, start = llm.load_policy(config)
+    problems = [llm.verifiers.Problem("abc" * (i + 1), "0", "arithmetic") for i in range(4)]
+    out = {}
+    with measured(device) as out["first_step"]:
+        batch = llm.sample_rollout(start, tokenizer, problems[: config.prompts_per_step], config, 0)
+        for method in llm.COMPARISON:
+            llm.first_step(start, batch, dataclasses.replace(config, method=method))
+    runs = {}
+    with measured(device) as out["runs"]:
+        for method in llm.COMPARISON:
+            run_config = dataclasses.replace(config, method=method)
+            policy = (tokenizer, llm.policy_copy(start))
+            runs[method] = llm.rlvr_train(run_config, progress=False, policy=policy)
+    with measured(device) as out["replay"]:
+        tpo = runs["tpo"]
+        rollout, group = llm.mixed_group(tpo.model, tokenizer, tpo.last_rollout, config)
+        for method in llm.COMPARISON:
+            fit_config = dataclasses.replace(config, method=method)
+            llm.replay_group(tpo.model, rollout, group, fit_config, 4)
+    out["evaluations"] = {m: len(r.evaluations) for m, r in runs.items()}
+    return out
+
+
 def check_token_engine(device, smoke) -> dict:
     settings = dict(
         task="reverse_copy",
@@ -446,6 +526,8 @@ def main() -> int:
         sampler=lambda: check_sampler(small, device, smoke),
         overflow_guard=lambda: check_overflow_guard(small, device, smoke),
         resume=lambda: check_resume(small, device, smoke),
+        trl=lambda: check_trl(small, device, smoke),
+        notebook_flow=lambda: check_notebook_flow(small, device, smoke),
         token_engine=lambda: check_token_engine(device, smoke),
     )
     for name, check in checks.items():

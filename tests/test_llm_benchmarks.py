@@ -32,6 +32,8 @@ def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
         "sampler",
         "overflow_guard",
         "resume",
+        "trl",
+        "notebook_flow",
         "token_engine",
     )
     assert all(name in report and "error" not in report[name] for name in checks)
@@ -68,6 +70,11 @@ def test_gpu_check_script_runs_every_check_at_toy_size(tmp_path):
     resume = report["resume"]  # on a CPU a resumed run is the uninterrupted one, bit for bit
     assert resume["steps"] == 2 and resume["largest_weight_difference"] == 0.0
     assert resume["largest_metric_difference"] == {"reward": 0.0, "grad_norm": 0.0}
+    trl = report["trl"]
+    assert trl["steps"] == 2 and trl["losses_finite"] and trl["adapter_moved"]
+    flow = report["notebook_flow"]
+    assert all(flow[part]["seconds"] > 0 for part in ("first_step", "runs", "replay"))
+    assert flow["evaluations"] == {"tpo": 1, "grpo_per_token": 1}
     guard = report["overflow_guard"]
     assert guard["overflowed"] is True and guard["overflowed_without_the_fault"] is False
     assert guard["finite_log_probs"] is True
