@@ -1,5 +1,5 @@
 """A CPU run's resident memory and step time, with and without handing the C heap's free
-pages back after each backward (``tpo_core.llm.model.release_free_heap``).
+pages back after each backward and each sampled batch (``tpo_core.llm.release_free_heap``).
 
     python benchmarks/llm_cpu_memory.py               # notebook 06's CPU size, 3 steps per run
     python benchmarks/llm_cpu_memory.py --steps 12    # a whole run of that size
@@ -29,10 +29,10 @@ def resident_mb() -> tuple[float, float]:
 
 def child(variant: str, steps: int, model: str | None) -> dict:
     from tpo_core import llm
-    from tpo_core.llm import train
+    from tpo_core.llm import model as policy
 
-    if variant == "keep":  # glibc keeps what a backward freed
-        train.release_free_heap = lambda device: None
+    if variant == "keep":  # glibc keeps what was freed: release_free_heap finds no malloc_trim
+        policy._malloc_trim = lambda: None
     peak = {"total": 0.0, "anon": 0.0, "file": 0.0}
 
     def poll():

@@ -39,10 +39,11 @@ def _malloc_trim():
 def release_free_heap(device: torch.device) -> None:
     """On a CPU, hand the C heap's free pages back to the system (glibc's ``malloc_trim``).
 
-    A backward frees the forward's activations, but glibc keeps the freed memory in its
-    heaps, in pieces the next forward does not reuse, so a CPU run's resident memory
-    grows by several hundred MB over its first steps and stays there. Trimming after
-    each backward keeps it at one forward's worth (``benchmarks/llm_cpu_memory.py``
+    A backward frees the forward's activations (and sampling its growing KV cache), but
+    glibc keeps the freed memory in its heaps, in pieces the next forward does not reuse,
+    so a CPU run's resident memory grows by several hundred MB over its first steps and
+    stays there. Trimming after each backward and each sampled batch keeps it at one
+    forward's worth (``benchmarks/llm_cpu_memory.py``
     prints the peaks and step times with and without). A GPU's activations live in
     torch's own caching allocator, so nothing is done there, nor without glibc."""
     trim = _malloc_trim() if device.type == "cpu" else None

@@ -11,7 +11,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from tpo_core.llm.config import LOG_PROB_CHUNK, RLVRConfig
-from tpo_core.llm.model import autocast, merged_lora
+from tpo_core.llm.model import autocast, merged_lora, release_free_heap
 from tpo_core.llm.verifiers import Problem, reward
 
 
@@ -211,6 +211,7 @@ def sample_rollout(
 
     with merged_lora(model, config.merge_lora_for_generation):
         out, overflowed = in_range(draw, device)
+    release_free_heap(device)  # the KV cache's freed pieces back to the system, on a CPU
     sampled = None
     if sampler_scores:
         out, scores = out.sequences, out.scores  # scores: T x (G*K, vocab), as sampled from
