@@ -255,3 +255,18 @@ def test_the_rlvr_command_writes_a_run_with_provenance_and_refuses_bad_input(
     assert not (tmp_path / "bad.json").exists()
     with pytest.raises(SystemExit):
         main(["rlvr", "--out", str(out)])  # no --model
+
+
+def test_runs_from_one_start_share_its_frozen_base_and_train_their_own_adapters(tiny_model):
+    """Notebooks keep every finished run alive: each is a policy_copy of one loaded start, so
+    on a GPU a finished LoRA run holds its adapter, not a second base model."""
+    cfg = tiny_config(tiny_model, lora_rank=4, steps=1)
+    tokenizer, start = llm.load_policy(cfg, progress=False)
+    run = llm.rlvr_train(cfg, progress=False, policy=(tokenizer, llm.policy_copy(start)))
+    frozen = {n: p for n, p in start.named_parameters() if not p.requires_grad}
+    trained = dict(run.model.named_parameters())
+    assert frozen and all(trained[n].data_ptr() == p.data_ptr() for n, p in frozen.items())
+    adapters = {n: p for n, p in start.named_parameters() if p.requires_grad}
+    assert adapters and all(trained[n].data_ptr() != p.data_ptr() for n, p in adapters.items())
+    assert any(not torch.equal(trained[n], p) for n, p in adapters.items())  # the run trained
+    assert all(torch.equal(p, torch.zeros_like(p)) for n, p in adapters.items() if "lora_B" in n)
