@@ -366,7 +366,8 @@ def check_resume(folder, device, smoke) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for name, first in (("straight", 2), ("resumed", 1)):
-                settings = size | dict(steps=first, checkpoint_dir=tmp + name, checkpoint_every=1)
+                folder_of_run = dict(checkpoint_dir=f"{tmp}/{name}", checkpoint_every=1)
+                settings = size | dict(steps=first) | folder_of_run
                 config = rlvr_config(folder, device, **settings)
                 result = llm.rlvr_train(config, progress=False)
                 if first == 1:
